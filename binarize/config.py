@@ -1,0 +1,103 @@
+"""The conversion config: which binarizer, which layers stay full precision, DTA and FID settings."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .binarizers import get_binarizer
+
+FP = "fp"
+
+
+@dataclass
+class BinarizeConfig:
+    """Settings of :func:`binarize.convert`. Defaults follow BiFSMNv2.
+
+    Example::
+
+        cfg = BinarizeConfig(
+            binarizer="lpb",                       # or "bnn", "xnor", "dorefa", "bireal", ...
+            keep_fp=["backbone.0.*"],              # layer names or fnmatch patterns kept FP
+            overrides={"fc1": "xnor"},             # per-layer binarizer (or "fp")
+            thin_options=3,                        # train 8-, 4- and 2-block depths only
+        )
+        student = binarize.convert(model, teacher, cfg)
+
+    Fields:
+        binarizer: registered binarizer name for every binary layer (``available_binarizers()``).
+        binarizer_options: keyword options of that binarizer (LPB: ``dual_scale``,
+            ``threshold_init``; IR-Net: ``t_min``, ``t_max``; RAD: ``loss_weight``).
+        keep_fp: layer names or patterns kept full precision.
+        overrides: layer name or pattern -> ``"fp"`` or a binarizer name; applied after ``keep_fp``.
+        keep_first_last_fp: the first and last weight layers stay FP (as in BiFSMN/BiFSMNv2).
+        binarize_memory: binarize the FSMN memory blocks (their depthwise taps and inputs).
+        thin_options: how many DTA depth options to build and train (None: all the depth allows;
+            1 disables thinning: the "no thinnable" ablation).
+        option_weights: loss weight of each option (default 1, 1/2, 1/4, ...).
+        fid: frequency-independent distillation of block outputs from the teacher.
+        logit_distill: MSE between student and teacher logits.
+        alpha: weight of the distillation terms (the reference uses 0.01).
+        wavelet, wavelet_levels: the FID wavelet ("haar") and its number of levels J.
+        leaf_modules: module classes or qualified names torch.fx must not trace into.
+        concrete_args: forward arguments fixed while tracing (default: their defaults).
+    """
+
+    binarizer: str = "lpb"
+    binarizer_options: dict[str, Any] = field(default_factory=dict)
+    keep_fp: Sequence[str] = ()
+    overrides: dict[str, str] = field(default_factory=dict)
+    keep_first_last_fp: bool = True
+    binarize_memory: bool = True
+    thin_options: int | None = None
+    option_weights: Sequence[float] | None = None
+    fid: bool = True
+    logit_distill: bool = True
+    alpha: float = 0.01
+    wavelet: str = "haar"
+    wavelet_levels: int = 1
+    leaf_modules: Sequence[type | str] = ()
+    concrete_args: dict[str, Any] | None = None
+
+    def validate(self) -> BinarizeConfig:
+        """Check every field; raises ValueError saying which one is wrong and what is allowed."""
+        check_binarizer_options(self.binarizer, self.binarizer_options)
+        if isinstance(self.keep_fp, str):
+            raise ValueError("keep_fp takes a list of layer names or patterns, not a string")
+        for pattern, choice in self.overrides.items():
+            if choice != FP:
+                try:
+                    get_binarizer(choice)
+                except KeyError as exc:
+                    raise ValueError(f"overrides[{pattern!r}]: {exc.args[0]} (or 'fp')") from None
+        if self.thin_options is not None and (
+            not isinstance(self.thin_options, int) or self.thin_options < 1
+        ):
+            raise ValueError(
+                f"thin_options must be a positive int or None, got {self.thin_options!r}"
+            )
+        if self.option_weights is not None and any(w < 0 for w in self.option_weights):
+            raise ValueError("option_weights must be non-negative")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        from .distill import check_wavelet
+
+        check_wavelet(self.wavelet, self.wavelet_levels)
+        return self
+
+
+def check_binarizer_options(name: str, options: dict[str, Any]) -> None:
+    """Raise a clear error for an unknown binarizer or an option it does not take."""
+    try:
+        cls = get_binarizer(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p not in ("self", "in_channels", "out_channels", "layer_kind")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"binarizer {name!r} does not take option(s) {unknown}; it takes {accepted or 'none'}"
+        )

@@ -1,0 +1,156 @@
+"""``binarize.convert``: any FSMN-like model plus its FP teacher -> a trainable BiFSMNv2 student."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+import passes
+from passes.errors import ConversionError, TeacherMismatchError
+
+from .config import BinarizeConfig
+from .model import BinarizedModel, LayerInfo, logits_of
+
+
+def _pair_blocks(student: passes.FSMNStructure, teacher: passes.FSMNStructure) -> list[int]:
+    """Student block j <- teacher block j; a deeper teacher is paired evenly
+    (``floor((j + 1) * N_t / N_s) - 1``), as in BiFSMN."""
+    ns, nt = len(student.blocks), len(teacher.blocks)
+    if nt < ns:
+        raise TeacherMismatchError(
+            f"the teacher has {nt} FSMN blocks and the student {ns}: every student block needs a "
+            "teacher block at its depth; use a teacher at least as deep, or fid=False"
+        )
+    pairing = [(j + 1) * nt // ns - 1 for j in range(ns)]
+    for j, tj in enumerate(pairing):
+        s_shape = student.blocks[j].output.meta["tensor_meta"].shape
+        t_shape = teacher.blocks[tj].output.meta["tensor_meta"].shape
+        if tuple(s_shape) != tuple(t_shape):
+            raise TeacherMismatchError(
+                f"student block {j} ({student.blocks[j].scope or 'block'}) outputs "
+                f"{tuple(s_shape)} but its paired teacher block {tj} "
+                f"({teacher.blocks[tj].scope or 'block'}) outputs {tuple(t_shape)}: FID needs "
+                "equal widths; use a teacher of the same width, or fid=False"
+            )
+    return pairing
+
+
+def _param_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def convert(
+    model: nn.Module,
+    teacher: nn.Module | None = None,
+    config: BinarizeConfig | None = None,
+    *,
+    example_input: Tensor | None = None,
+) -> BinarizedModel:
+    """Turn an FSMN-like ``model`` into a 1-bit BiFSMNv2 student distilled from ``teacher``.
+
+    The model is traced with torch.fx; its FC projections (``Linear``, 1x1 convs) and FSMN memory
+    blocks are found by graph shape and replaced by binary layers (LPB by default), its repeated
+    blocks become thinnable (DTA) and their outputs are distilled from the teacher's (FID). Neither
+    ``model`` nor ``teacher`` is modified: the student is built from a copy, and a frozen copy of
+    the teacher rides along. ``example_input`` fixes the input shape; without it the usual KWS
+    feature shapes are tried.
+
+    Example::
+
+        import binarize
+        student = binarize.convert(model, teacher)         # model: FP copy to binarize
+        loss = student.loss(features, labels)              # CE over depth options + FID
+        print(student.summary())
+
+    Raises:
+        NoFSMNStructureError: the model has no FSMN memory block.
+        TraceError: torch.fx cannot trace the forward (the message names the code).
+        TeacherMismatchError: the teacher's blocks cannot be paired with the student's.
+        ConversionError / ValueError: a config naming an unknown binarizer or layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module or None, got {type(teacher).__name__}")
+    config = (config or BinarizeConfig()).validate()
+    if example_input is None:
+        example_input = passes.infer_example_input(model)
+    elif not isinstance(example_input, Tensor):
+        raise TypeError("example_input must be a torch.Tensor")
+    example = example_input.detach()[:1].clone()
+    if example.shape[0] == 0:
+        raise ValueError("example_input must hold at least one sample")
+
+    # The student: analyse a private copy, swap in binary layers, make it thinnable, split it.
+    source = copy.deepcopy(model)
+    structure = passes.analyze(source, example, config.leaf_modules, config.concrete_args)
+    plans = passes.plan_layers(structure, config)
+    passes.apply_plan(structure.gm, plans, config)
+    num_blocks = len(structure.blocks)
+    limit = passes.max_thin_options(num_blocks)
+    options = config.thin_options or limit
+    if options > limit:
+        raise ConversionError(
+            f"thin_options={options} but the backbone has {num_blocks} blocks, which allows at most "
+            f"{limit} depth options"
+        )
+    weights = (
+        list(config.option_weights) if config.option_weights else [2.0**-k for k in range(options)]
+    )
+    if len(weights) != options:
+        raise ConversionError(f"option_weights has {len(weights)} entries for {options} options")
+    thin = passes.insert_switches(structure.gm, structure.blocks, options)
+    parts = passes.split(structure.gm, structure.blocks, thin)
+    option_blocks = [passes.blocks_of_option(num_blocks, k) for k in range(options)]
+
+    # The teacher: a frozen copy, traced to expose its block outputs.
+    teacher_features = None
+    pairing = list(range(num_blocks))
+    if teacher is not None:
+        frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
+        t_structure = passes.analyze(
+            frozen, example, config.leaf_modules, config.concrete_args, canonicalize=False
+        )
+        if config.fid:
+            pairing = _pair_blocks(structure, t_structure)
+        teacher_features = passes.expose_outputs(
+            t_structure.gm, [b.output for b in t_structure.blocks]
+        ).eval()
+
+    layers = [LayerInfo(p.name, p.kind, p.binarizer, p.reason) for p in plans]
+    student = BinarizedModel(
+        parts.prefix,
+        parts.blocks,
+        parts.suffix,
+        parts.num_carried,
+        option_blocks,
+        weights,
+        teacher_features,
+        pairing,
+        config,
+        layers,
+        example,
+        _param_bytes(model),
+    )
+    if teacher_features is not None:
+        _check_logits(student, teacher_features, example)
+    student.train(model.training)
+    return student
+
+
+@torch.no_grad()
+def _check_logits(student: BinarizedModel, teacher: nn.Module, example: Tensor) -> None:
+    was = student.training
+    student.eval()
+    try:
+        s = logits_of(student(example))
+        t = logits_of(teacher(example)[0])
+    finally:
+        student.train(was)
+    if s.shape != t.shape:
+        raise TeacherMismatchError(
+            f"the teacher's output {tuple(t.shape)} and the student's {tuple(s.shape)} differ; they "
+            "must predict the same classes"
+        )

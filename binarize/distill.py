@@ -1,0 +1,75 @@
+"""FID, BiFSMNv2's frequency-independent distillation, and the logit distillation term.
+
+A block output ``(B, C, T)`` is treated as one-channel images ``(B, 1, C, T)``; a 2-D discrete
+wavelet transform (``ptwt``, zero padding, J levels) splits it into its low-pass part (the LL band
+reconstructed alone) and its high-pass part (the rest). Student and teacher parts are compared as
+normalised attention maps ``q(z) = z*z / ||z*z||`` (norm over the whole batch tensor):
+``D(s, t) = || q(s) - q(t) ||_2``, and FID sums ``D`` over the low and high parts of every paired
+block.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import ptwt
+import pywt
+import torch
+from torch import Tensor
+
+
+def check_wavelet(name: str, levels: int) -> None:
+    """Raise ValueError unless ``name`` is a discrete wavelet PyWavelets knows and levels >= 1."""
+    if name not in pywt.wavelist(kind="discrete"):
+        raise ValueError(
+            f"unknown wavelet {name!r}; use a discrete PyWavelets wavelet such as 'haar', 'db2'"
+        )
+    if not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"wavelet_levels must be an int >= 1, got {levels!r}")
+
+
+@functools.cache
+def _wavelet(name: str) -> pywt.Wavelet:
+    return pywt.Wavelet(name)
+
+
+def wavelet_split(x: Tensor, wavelet: str = "haar", levels: int = 1) -> tuple[Tensor, Tensor]:
+    """``(low, high)`` parts of ``x`` (rank 2 to 4, batch first), ``low + high == x``.
+
+    Example::
+
+        low, high = wavelet_split(torch.randn(8, 128, 8))   # Haar, J = 1
+    """
+    shape = x.shape
+    if x.dim() == 2:
+        img = x[:, None, :, None]
+    elif x.dim() == 3:
+        img = x.unsqueeze(1)
+    elif x.dim() == 4:
+        img = x.reshape(shape[0], 1, shape[1] * shape[2], shape[3])
+    else:
+        raise ValueError(f"wavelet_split takes rank 2 to 4 tensors, got shape {tuple(shape)}")
+    w = _wavelet(wavelet)
+    coeffs = ptwt.wavedec2(img, w, level=levels, mode="zero")
+    details = [tuple(torch.zeros_like(d) for d in level) for level in coeffs[1:]]
+    low = ptwt.waverec2([coeffs[0], *details], w)[..., : img.shape[-2], : img.shape[-1]]
+    low = low.reshape(shape)
+    return low, x - low
+
+
+def attention_distance(s: Tensor, t: Tensor, eps: float = 1e-12) -> Tensor:
+    """``|| s^2/||s^2|| - t^2/||t^2|| ||_2`` over the whole tensors (values in [0, sqrt 2])."""
+    qs, qt = s * s, t * t
+    return (qs / qs.norm().clamp_min(eps) - qt / qt.norm().clamp_min(eps)).norm()
+
+
+def fid_loss(
+    student: list[Tensor], teacher: list[Tensor], wavelet: str = "haar", levels: int = 1
+) -> Tensor:
+    """Sum over paired block outputs of the low- and high-frequency attention distances."""
+    total = student[0].new_zeros(())
+    for s, t in zip(student, teacher, strict=True):
+        s_low, s_high = wavelet_split(s, wavelet, levels)
+        t_low, t_high = wavelet_split(t, wavelet, levels)
+        total = total + attention_distance(s_low, t_low) + attention_distance(s_high, t_high)
+    return total

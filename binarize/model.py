@@ -1,0 +1,282 @@
+"""``BinarizedModel``: the trainable 1-bit student ``binarize.convert`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from .binarizers.base import Binarizer
+from .config import BinarizeConfig
+from .distill import fid_loss
+from .layers import collect_aux_losses
+
+TaskLoss = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One weight layer of the converted model: its name, kind and binarizer (None: FP)."""
+
+    name: str
+    kind: str
+    binarizer: str | None
+    reason: str
+
+
+def logits_of(out: Any) -> Tensor:
+    """The logits in a model output: the tensor itself, or the first element of a tuple/list."""
+    if isinstance(out, tuple | list):
+        out = out[0]
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the model's output is {type(out).__name__}, expected logits (a Tensor)")
+    return out
+
+
+class BinarizedModel(nn.Module):
+    """A 1-bit BiFSMNv2 student made by :func:`binarize.convert`.
+
+    It runs at any of its DTA depth options (``thin=0`` is the full depth; option ``k`` keeps every
+    ``2**k``-th block) and carries a frozen copy of the teacher for distillation (the copy is not a
+    registered submodule: it is not in ``parameters()`` or ``state_dict()``).
+
+    Example::
+
+        student = binarize.convert(model, teacher)
+        opt = torch.optim.SGD(student.parameter_groups(weight_decay=1e-4), lr=5e-3, momentum=0.9)
+        for x, y in loader:
+            loss = student.loss(x, y)          # or student(x, target=y), e.g. under DDP
+            loss.backward(); opt.step(); opt.zero_grad()
+        student.eval()
+        logits = student(x, thin=2)            # a quarter of the blocks
+        print(student.summary())
+    """
+
+    def __init__(
+        self,
+        prefix: fx.GraphModule,
+        blocks: Sequence[fx.GraphModule],
+        suffix: fx.GraphModule,
+        num_carried: int,
+        option_blocks: list[list[int]],
+        option_weights: list[float],
+        teacher: fx.GraphModule | None,
+        pairing: list[int],
+        config: BinarizeConfig,
+        layers: list[LayerInfo],
+        example_input: Tensor,
+        fp_param_bytes: int,
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.blocks = nn.ModuleList(blocks)
+        self.suffix = suffix
+        self.num_carried = num_carried
+        self.option_blocks = option_blocks
+        self.option_weights = option_weights
+        self.pairing = pairing
+        self.config = config
+        self.layers = layers
+        self.example_shape = tuple(example_input.shape)
+        self.fp_param_bytes = fp_param_bytes
+        object.__setattr__(self, "_teacher", teacher)  # frozen, kept out of the module tree
+
+    # -- structure ---------------------------------------------------------------------------------
+    @property
+    def thin_options(self) -> list[int]:
+        """The depth options this student runs at: ``[0, 1, ...]``, 0 being the full depth."""
+        return list(range(len(self.option_blocks)))
+
+    @property
+    def teacher(self) -> fx.GraphModule | None:
+        """The frozen teacher (returns ``(output, block_outputs)``), or None."""
+        return self._teacher
+
+    def blocks_at(self, thin: int) -> list[int]:
+        """Indices of the blocks that run at option ``thin``."""
+        return list(self.option_blocks[self._option(thin)])
+
+    def get_layer(self, name: str) -> nn.Module:
+        """The module of the weight layer ``name`` (as listed in ``summary()``)."""
+        for part in (self.prefix, *self.blocks, self.suffix):
+            try:
+                return part.get_submodule(name)
+            except AttributeError:
+                continue
+        raise KeyError(f"no layer named {name!r}; layers: {[i.name for i in self.layers]}")
+
+    def binarizers(self) -> list[Binarizer]:
+        return [m for m in self.modules() if isinstance(m, Binarizer)]
+
+    # -- running -----------------------------------------------------------------------------------
+    def _option(self, thin: int | None) -> int:
+        if thin is None:
+            return 0
+        if not isinstance(thin, int) or not 0 <= thin < len(self.option_blocks):
+            raise ValueError(f"thin must be one of {self.thin_options} (or None), got {thin!r}")
+        return thin
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+        if x.dim() != len(self.example_shape):
+            raise ValueError(
+                f"expected an input of rank {len(self.example_shape)} shaped like "
+                f"{('B', *self.example_shape[1:])} (the example used at convert time), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point input, got {x.dtype}")
+
+    def _run(self, x: Tensor, thin: int, collect: bool) -> tuple[Any, dict[int, Tensor]]:
+        self._check_input(x)
+        try:
+            res = self.prefix(x)
+            h, carried = (res[0], tuple(res[1:])) if self.num_carried else (res, ())
+            feats: dict[int, Tensor] = {}
+            for j in self.option_blocks[thin]:
+                h = self.blocks[j](h, thin, *carried)
+                if collect:
+                    feats[j] = h
+            return self.suffix(h, *carried), feats
+        except RuntimeError as exc:
+            if tuple(x.shape[1:]) != self.example_shape[1:]:
+                raise ValueError(
+                    f"an input of shape {tuple(x.shape)} does not fit this model (converted with "
+                    f"{self.example_shape}): {exc}"
+                ) from exc
+            raise
+
+    def forward(
+        self,
+        x: Tensor,
+        thin: int | None = None,
+        *,
+        target: Tensor | None = None,
+        task_loss: TaskLoss | None = None,
+    ) -> Any:
+        """The model's output at depth option ``thin`` (default: full depth); with ``target``, the
+        training loss of :meth:`loss` instead (the form to use under DistributedDataParallel)."""
+        if target is not None:
+            return self.loss(x, target, task_loss=task_loss)
+        out, _ = self._run(x, self._option(thin), collect=False)
+        return out
+
+    # -- training ----------------------------------------------------------------------------------
+    def _check_target(self, logits: Tensor, target: Tensor) -> None:
+        if target.dtype != torch.long or target.shape != logits.shape[:1]:
+            raise ValueError(
+                f"target must be class indices, a LongTensor of shape ({logits.shape[0]},), got "
+                f"{target.dtype} of shape {tuple(target.shape)}; pass task_loss= for other targets"
+            )
+        if target.numel() and (target.min() < 0 or target.max() >= logits.shape[-1]):
+            raise ValueError(f"target values must be in [0, {logits.shape[-1]})")
+
+    def loss(
+        self,
+        x: Tensor,
+        target: Tensor,
+        task_loss: TaskLoss | None = None,
+        return_parts: bool = False,
+    ) -> Tensor | tuple[Tensor, dict[str, float]]:
+        """BiFSMNv2's training loss, summed over the depth options with their weights::
+
+            sum_k w_k * (task(logits_k, target) + alpha * (FID_k + MSE(logits_k, teacher_logits)))
+
+        plus any auxiliary loss of the binarizer (RAD). ``task`` is cross-entropy unless
+        ``task_loss(logits, target)`` is given. The teacher runs once, frozen, without gradients.
+        With ``return_parts`` also returns the per-term values (floats) for logging.
+        """
+        cfg = self.config
+        t_logits = t_feats = None
+        if self._teacher is not None and (cfg.fid or cfg.logit_distill):
+            with torch.no_grad():
+                t_out, t_feats = self._teacher(x)
+            t_logits = logits_of(t_out)
+        total = x.new_zeros(())
+        parts: dict[str, float] = {}
+        for k, weight in zip(self.thin_options, self.option_weights, strict=True):
+            with collect_aux_losses() as aux:
+                out, feats = self._run(x, k, collect=t_feats is not None and cfg.fid)
+            logits = logits_of(out)
+            if task_loss is None:
+                self._check_target(logits, target)
+                task = F.cross_entropy(logits, target)
+            else:
+                task = task_loss(logits, target)
+            term = task
+            parts[f"task_{k}"] = float(task.detach())
+            if t_feats is not None and cfg.fid and feats:
+                js = sorted(feats)
+                fid = fid_loss(
+                    [feats[j] for j in js],
+                    [t_feats[self.pairing[j]] for j in js],
+                    cfg.wavelet,
+                    cfg.wavelet_levels,
+                )
+                term = term + cfg.alpha * fid
+                parts[f"fid_{k}"] = float(fid.detach())
+            if t_logits is not None and cfg.logit_distill:
+                mse = F.mse_loss(logits, t_logits)
+                term = term + cfg.alpha * mse
+                parts[f"mse_{k}"] = float(mse.detach())
+            if aux:
+                extra = torch.stack(aux).sum()
+                term = term + extra
+                parts[f"aux_{k}"] = float(extra.detach())
+            total = total + weight * term
+        parts["total"] = float(total.detach())
+        return (total, parts) if return_parts else total
+
+    def parameter_groups(
+        self, weight_decay: float = 1e-4, lr: float | None = None, binarizer_lr_scale: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: the binarizers' own parameters (thresholds, LPB's ``a``)
+        without weight decay (and with ``lr * binarizer_lr_scale`` when ``lr`` is given), the rest
+        with ``weight_decay``."""
+        own = {id(p) for b in self.binarizers() for p in b.parameters(recurse=False)}
+        main = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+        extra = [p for p in self.parameters() if p.requires_grad and id(p) in own]
+        groups: list[dict[str, Any]] = [{"params": main, "weight_decay": weight_decay}]
+        if extra:
+            group: dict[str, Any] = {"params": extra, "weight_decay": 0.0}
+            if lr is not None:
+                group["lr"] = lr * binarizer_lr_scale
+            groups.append(group)
+        return groups
+
+    def set_progress(self, progress: float) -> None:
+        """Tell the binarizers how far training is (0 to 1), for schedules such as IR-Net's EDE."""
+        for b in self.binarizers():
+            b.set_progress(progress)
+
+    def train(self, mode: bool = True) -> BinarizedModel:
+        super().train(mode)
+        if self._teacher is not None:
+            self._teacher.eval()  # the teacher is frozen: always eval
+        return self
+
+    def _apply(self, fn, recurse: bool = True):  # moves the hidden teacher with .to()/.cuda()
+        super()._apply(fn, recurse)
+        if self._teacher is not None:
+            self._teacher._apply(fn)
+        return self
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def summary(self, thin: int | None = None):
+        """Per-layer table at depth option ``thin`` (default 0): binary or FP, parameter bits and
+        bytes, binary and FP operations per input frame, totals and the storage ratio against the FP
+        model. Printing it shows the table; ``.rows`` and ``.totals`` hold the numbers."""
+        from .summary import summarize
+
+        return summarize(self, self._option(thin))
+
+    def extra_repr(self) -> str:
+        depths = [len(b) for b in self.option_blocks]
+        return (
+            f"blocks={len(self.blocks)}, depth options={depths}, binarizer={self.config.binarizer}"
+        )

@@ -1,0 +1,105 @@
+"""Decide which layers become binary and swap them in place in the traced student."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from torch import fx, nn
+
+from binarize.binarizers import get_binarizer
+from binarize.config import FP, BinarizeConfig
+from binarize.layers import BinaryLinear, Memory
+
+from .errors import ConversionError
+from .graph import is_fc_module, module_of
+from .structure import FSMNStructure
+
+
+@dataclass
+class LayerPlan:
+    """What happens to one weight layer of the model."""
+
+    name: str
+    node: fx.Node
+    kind: str  # "fc", "memory" or "other"
+    binarizer: str | None  # None: stays full precision
+    reason: str
+
+
+def _describe(m: nn.Module) -> str:
+    if isinstance(m, nn.Conv1d | nn.Conv2d):
+        return f"{type(m).__name__} with kernel {tuple(m.kernel_size)}, groups {m.groups}"
+    return type(m).__name__
+
+
+def plan_layers(structure: FSMNStructure, config: BinarizeConfig) -> list[LayerPlan]:
+    """One :class:`LayerPlan` per weight layer, in graph order, following ``config``."""
+    gm = structure.gm
+    memories = set(structure.memory_nodes)
+    plans: list[LayerPlan] = []
+    weight_nodes = structure.weight_nodes
+    for i, node in enumerate(weight_nodes):
+        m = module_of(gm, node)
+        name = str(node.target)
+        if node in memories:
+            kind = "memory"
+        elif is_fc_module(m):
+            kind = "fc"
+        else:
+            kind = "other"
+        if kind == "other":
+            plan = LayerPlan(
+                name, node, kind, None, f"not an FC projection or memory ({_describe(m)})"
+            )
+        elif kind == "memory" and not config.binarize_memory:
+            plan = LayerPlan(name, node, kind, None, "binarize_memory=False")
+        elif config.keep_first_last_fp and i == 0:
+            plan = LayerPlan(name, node, kind, None, "first layer")
+        elif config.keep_first_last_fp and i == len(weight_nodes) - 1:
+            plan = LayerPlan(name, node, kind, None, "last layer")
+        else:
+            plan = LayerPlan(name, node, kind, config.binarizer, "FSMN " + kind)
+        plans.append(plan)
+
+    names = [p.name for p in plans]
+    rules = [(pattern, FP) for pattern in config.keep_fp] + list(config.overrides.items())
+    for pattern, choice in rules:
+        hits = [p for p in plans if fnmatch.fnmatchcase(p.name, pattern)]
+        if not hits:
+            raise ConversionError(
+                f"config names layer {pattern!r}, which matches no weight layer of the model; "
+                f"its layers are: {', '.join(names)}"
+            )
+        for p in hits:
+            if choice == FP:
+                p.binarizer, p.reason = None, f"config: {pattern!r} kept FP"
+            elif p.kind == "other":
+                raise ConversionError(
+                    f"config asks to binarize {p.name!r} ({p.reason}); only FC projections "
+                    "(Linear, 1x1 convs) and FSMN memory blocks can be binary"
+                )
+            else:
+                p.binarizer, p.reason = choice, f"config: {pattern!r} -> {choice}"
+    return plans
+
+
+def apply_plan(gm: fx.GraphModule, plans: list[LayerPlan], config: BinarizeConfig) -> None:
+    """Swap every planned-binary layer of ``gm`` for its binary version, keeping its name."""
+    for plan in plans:
+        if plan.binarizer is None:
+            continue
+        cls = get_binarizer(plan.binarizer)
+        options = config.binarizer_options if plan.binarizer == config.binarizer else {}
+        module = gm.get_submodule(plan.name)
+        if plan.kind == "memory":
+            assert isinstance(module, Memory)
+            binarizer = cls(module.channels, module.channels, layer_kind="memory", **options)
+            new: nn.Module = module.binarized(binarizer)
+        else:
+            out_f, in_f = module.weight.shape[:2]
+            kind = "linear" if isinstance(module, nn.Linear) else "conv"
+            binarizer = cls(in_f, out_f, layer_kind=kind, **options)
+            new = BinaryLinear.from_module(module, binarizer)
+        gm.add_submodule(plan.name, new.to(next(module.parameters()).device))
+    gm.recompile()
