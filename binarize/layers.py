@@ -281,12 +281,12 @@ class ChannelAffine(nn.Module):
 
 
 class ThinSwitch(nn.Module):
-    """DTA's switchable output norm: one copy of ``template`` (e.g. BatchNorm + PReLU) per thin
-    option; ``forward(x, thin)`` runs option ``thin``'s copy."""
+    """DTA's switchable output norm: one copy of ``template`` (e.g. BatchNorm + PReLU) per depth
+    option the block runs at; ``forward(x, thin)`` runs option ``thin``'s copy."""
 
-    def __init__(self, template: nn.Module, num_options: int) -> None:
+    def __init__(self, template: nn.Module, options: list[int]) -> None:
         super().__init__()
-        self.options = nn.ModuleList(copy.deepcopy(template) for _ in range(num_options))
+        self.options = nn.ModuleDict({str(k): copy.deepcopy(template) for k in options})
 
     def forward(self, x: Tensor, thin: int) -> Tensor:
-        return self.options[thin](x)
+        return self.options[str(thin)](x)

@@ -106,7 +106,8 @@ def insert_switches(gm: fx.GraphModule, blocks: list[Block], num_options: int) -
             axis = -1 if is_linear else 1
             template = ChannelAffine(shape[axis], channel_axis=axis)
         name = f"{block.scope}.thin_norm" if block.scope else f"thin_norm_{block.index}"
-        gm.add_submodule(name, ThinSwitch(template, num_options))
+        runs_at = [k for k in range(num_options) if block.index in blocks_of_option(len(blocks), k)]
+        gm.add_submodule(name, ThinSwitch(template, runs_at))
         last = replaced[-1] if replaced else anchor
         with gm.graph.inserting_after(last):
             switch = gm.graph.call_module(name, (anchor, thin))

@@ -104,7 +104,7 @@ class DoReFa(Binarizer):
 
     def __init__(self, in_channels: int, out_channels: int, layer_kind: str = "linear") -> None:
         super().__init__(in_channels, out_channels, layer_kind)
-        self.register_buffer("half", torch.full((in_channels,), 0.5), persistent=False)
+        self.register_buffer("midpoint", torch.full((in_channels,), 0.5), persistent=False)
 
     def _scale(self, w: Tensor) -> Tensor:
         return w.detach().abs().mean().expand(w.shape[0])
@@ -121,7 +121,7 @@ class DoReFa(Binarizer):
         return sign(w), self._scale(w).clone()
 
     def activation_spec(self) -> ActivationSpec:
-        return ActivationSpec(t0=self.half, scale1=0.5, t2=-self.half)
+        return ActivationSpec(t0=self.midpoint, scale1=0.5, t2=-self.midpoint)
 
 
 @register_binarizer
