@@ -122,7 +122,7 @@ def test_expected_layers_are_binary_and_the_rest_fp(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_every_thin_option_runs_with_the_right_shapes(name):
-    case, model, teacher, x = _setup(name)
+    _case, model, teacher, x = _setup(name)
     student = binarize.convert(model, teacher, example_input=x)
     assert student.thin_options == [0, 1, 2]  # 4 blocks: depths 4, 2, 1
     assert [student.blocks_at(k) for k in student.thin_options] == [[0, 1, 2, 3], [1, 3], [3]]
@@ -137,7 +137,7 @@ def test_every_thin_option_runs_with_the_right_shapes(name):
 @pytest.mark.parametrize("name", CASES)
 def test_all_fp_conversion_reproduces_the_model(name):
     """With every layer kept FP, the canonical memories and the block split compute the user's model."""
-    case, model, teacher, x = _setup(name)
+    _case, model, _teacher, x = _setup(name)
     cfg = BinarizeConfig(keep_fp=["*"], thin_options=1)
     student = binarize.convert(model, None, cfg, example_input=x).eval()
     with torch.no_grad():
@@ -230,7 +230,7 @@ def test_state_dict_round_trip(name):
 
 @pytest.mark.parametrize("name", ["dfsmn_bn", "wekws"])
 def test_per_option_norms_are_separate_copies(name):
-    case, model, teacher, x = _setup(name)
+    _case, model, teacher, x = _setup(name)
     student = binarize.convert(model, teacher, example_input=x)
     switches = [m for m in student.modules() if type(m).__name__ == "ThinSwitch"]
     assert len(switches) == 4
@@ -256,7 +256,7 @@ def test_binary_layers_train_path_matches_exact_eval_path():
 
 
 def test_config_options_change_the_student():
-    case, model, teacher, x = _setup("dfsmn_bn")
+    _case, model, teacher, x = _setup("dfsmn_bn")
     cfg = BinarizeConfig(
         binarizer="xnor",
         keep_fp=["backbone.0.*"],

@@ -70,7 +70,7 @@ def test_bad_config_values(config, message):
 
 
 def test_config_naming_an_unknown_layer_lists_the_layers():
-    with pytest.raises(binarize.ConversionError, match="matches no weight layer.*fc1.0"):
+    with pytest.raises(binarize.ConversionError, match=r"matches no weight layer.*fc1\.0"):
         binarize.convert(tiny(), tiny(), BinarizeConfig(keep_fp=["fc9"]), example_input=X)
 
 
@@ -143,7 +143,7 @@ def test_input_shape_is_guessed_for_the_usual_kws_features_or_asked_for():
 
 
 def test_non_module_arguments():
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         binarize.convert("model", None)
     with pytest.raises(TypeError, match="teacher must be"):
         binarize.convert(tiny(), object(), example_input=X)
