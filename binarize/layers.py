@@ -222,14 +222,14 @@ class Memory(nn.Module):
             raise ValueError(f"Memory expects a rank-3 input, got shape {tuple(x.shape)}")
         _check_channels(self, x, self.channel_axis, self.channels)
         xb = self._to_btc(x)
-        if self.binarizer is None:
+        if not self.training:
+            mem = self.exact_forward(xb)
+        elif self.binarizer is None:
             mem = self._conv(xb, self.weight * self.tap_mask)
-        elif self.training:
+        else:
             _record_aux(self.binarizer, xb)
             wb = self.binarizer.binarize_weight(self.weight) * self.tap_mask
             mem = self._conv(self.binarizer.binarize_activation(xb), wb)
-        else:
-            mem = self.exact_forward(xb)
         if self.residual == 1:
             mem = xb + mem
         elif self.residual:
@@ -241,20 +241,24 @@ class Memory(nn.Module):
         y = F.conv1d(a, w.unsqueeze(1), self.bias, dilation=self.dilation, groups=self.channels)
         return y.transpose(1, 2)
 
-    @torch.no_grad()
     def exact_forward(self, xb: Tensor) -> Tensor:
-        """The binary memory as the kernels compute it, on ``(B, T, C)`` input."""
-        planes = activation_planes(xb, self.binarizer.activation_spec())
-        signs, sw = self.binarizer.weight_planes(self.weight)
-        signs = signs * self.tap_mask
-        v = F.pad(planes.combined(), (0, 0, self.left * self.dilation, self.right * self.dilation))
+        """The memory filter as the kernels compute it, on ``(B, T, C)`` input: a fixed-order tap
+        loop (FP: ``acc + bias``; binary: binarized input, +-1 taps, ``acc * sw + bias``)."""
+        if self.binarizer is None:
+            v, taps, sw = xb, self.weight * self.tap_mask, None
+        else:
+            planes = activation_planes(xb, self.binarizer.activation_spec())
+            signs, sw = self.binarizer.weight_planes(self.weight)
+            v, taps = planes.combined(), signs * self.tap_mask
+        v = F.pad(v, (0, 0, self.left * self.dilation, self.right * self.dilation))
         steps = xb.shape[1]
         acc = torch.zeros_like(xb)
         for k in range(self.taps):
             start = k * self.dilation
-            acc = acc + signs[:, k] * v[:, start : start + steps]
-        bias = self.bias.detach() if self.bias is not None else torch.zeros_like(sw)
-        return acc * sw + bias
+            acc = acc + taps[:, k] * v[:, start : start + steps]
+        if sw is not None:
+            acc = acc * sw
+        return acc + self.bias if self.bias is not None else acc
 
     def extra_repr(self) -> str:
         kind = "binary" if self.binarizer is not None else "fp"
@@ -263,6 +267,40 @@ class Memory(nn.Module):
             f"dilation={self.dilation}, residual={self.residual}, "
             f"axes=(c={self.channel_axis}, t={self.time_axis})"
         )
+
+
+class _ExactEvalBatchNorm:
+    """BatchNorm whose evaluation is ``x * scale + shift`` with ``(scale, shift) = folded()``: two
+    plain float ops that the native runtime repeats exactly (torch's own kernel may fuse them)."""
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        weight = self.weight if self.weight is not None else torch.ones_like(self.running_var)
+        bias = self.bias if self.bias is not None else torch.zeros_like(self.running_mean)
+        scale = weight / torch.sqrt(self.running_var + self.eps)
+        return scale, bias - self.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or self.running_var is None:
+            return super().forward(x)
+        scale, shift = self.folded()
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return x * scale.reshape(shape) + shift.reshape(shape)
+
+
+class ExactBatchNorm1d(_ExactEvalBatchNorm, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` with an exactly reproducible evaluation (see ``_ExactEvalBatchNorm``)."""
+
+
+class ExactBatchNorm2d(_ExactEvalBatchNorm, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with an exactly reproducible evaluation (see ``_ExactEvalBatchNorm``)."""
+
+
+def exact_batchnorm(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Module:
+    """A copy of ``bn`` whose evaluation the native runtime reproduces bit for bit."""
+    cls = ExactBatchNorm2d if isinstance(bn, nn.BatchNorm2d) else ExactBatchNorm1d
+    out = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    out.load_state_dict(bn.state_dict())
+    return out.train(bn.training).to(next(iter(bn.state_dict().values())).device)
 
 
 class ChannelAffine(nn.Module):

@@ -9,7 +9,7 @@ from torch import fx, nn
 
 from binarize.binarizers import get_binarizer
 from binarize.config import FP, BinarizeConfig
-from binarize.layers import BinaryLinear, Memory
+from binarize.layers import BinaryLinear, Memory, exact_batchnorm
 
 from .errors import ConversionError
 from .graph import is_fc_module, module_of
@@ -103,3 +103,12 @@ def apply_plan(gm: fx.GraphModule, plans: list[LayerPlan], config: BinarizeConfi
             new = BinaryLinear.from_module(module, binarizer)
         gm.add_submodule(plan.name, new.to(next(module.parameters()).device))
     gm.recompile()
+
+
+def make_eval_exact(gm: fx.GraphModule) -> None:
+    """Swap the graph's BatchNorms for ones whose evaluation the native runtime reproduces exactly,
+    so that a binarization threshold sees the very same float in PyTorch and in the kernels."""
+    for node in gm.graph.nodes:
+        m = module_of(gm, node)
+        if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            gm.add_submodule(str(node.target), exact_batchnorm(m))
