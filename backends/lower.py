@@ -397,16 +397,16 @@ class _Lowerer:
         ]
         name = node.name
         out_shape = tuple(y.shape[1:]) if isinstance(y, Tensor) else None
-        if (
-            node.op == "call_method"
-            and target in _LAYOUT
-            or target in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
+        if (node.op == "call_method" and target in _LAYOUT) or target in (
+            torch.flatten,
+            torch.reshape,
+            torch.squeeze,
+            torch.unsqueeze,
         ):
             return self.alias(tensor_ins[0], out_shape)
-        if (
-            node.op == "call_method"
-            and target in ("transpose", "permute")
-            or target in (torch.transpose, torch.permute)
+        if (node.op == "call_method" and target in ("transpose", "permute")) or target in (
+            torch.transpose,
+            torch.permute,
         ):
             perm = _permutation(args, node, args[0].dim())
             if perm[0] != 0:
@@ -438,7 +438,7 @@ class _Lowerer:
         if target in _ACTIVATIONS:
             fn, extra = _ACTIVATIONS[target]
             return self.emit("act", tensor_ins, out_shape, name, {"fn": fn, **extra})
-        if node.op == "call_method" and target == "mean" or target is torch.mean:
+        if (node.op == "call_method" and target == "mean") or target is torch.mean:
             dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
             dims = [dims] if isinstance(dims, int) else list(dims)
             keep = bool(node.kwargs.get("keepdim", args[2] if len(args) > 2 else False))
