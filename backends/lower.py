@@ -251,6 +251,7 @@ class _Lowerer:
         if isinstance(m, nn.Conv1d):  # as a conv2d with a height of 1
             v2 = self.alias(vid, (x.shape[1], 1, x.shape[2]))
             attrs = {
+                "kernel": [1, m.kernel_size[0]],
                 "stride": [1, m.stride[0]],
                 "padding": [0, padding[0]],
                 "dilation": [1, m.dilation[0]],
@@ -266,6 +267,7 @@ class _Lowerer:
             )
             return self.alias(y2, out_shape)
         attrs = {
+            "kernel": list(m.kernel_size),
             "stride": list(m.stride),
             "padding": list(padding),
             "dilation": list(m.dilation),

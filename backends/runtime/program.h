@@ -1,0 +1,139 @@
+// The compiled-model runtime: executes a lowered program (backends/lower.py) in one native call.
+//
+// A Program is built once from the lowering's values and ops (parameters are copied in, binary
+// weights arrive packed), then `run` executes the whole utterance for a batch. `run` is const and
+// allocates its workspace per call, so one Program may serve many threads at once. A Stream runs
+// the same program frame by frame: every op computes the output frames its inputs already allow
+// (memory blocks wait for their right context), and the result equals the whole-utterance call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fbck/kernels.h"
+
+namespace fbck::rt {
+
+// One op as the lowering describes it (see backends/README.md for the kinds and their floats).
+struct OpSpec {
+  std::string kind, name;
+  std::vector<int> inputs;
+  int output = -1;
+  std::map<std::string, int64_t> ints;
+  std::map<std::string, double> floats;
+  std::map<std::string, std::string> strs;
+  std::map<std::string, std::vector<int64_t>> lists;
+  std::map<std::string, std::vector<float>> f32;
+  std::map<std::string, std::vector<uint64_t>> u64;
+};
+
+enum class Kind {
+  linear, conv2d, binary_linear, memory, affine, prelu, channel_add, channel_sub, act, add,
+  scalar, permute, mean
+};
+enum class Act { relu, hardtanh, tanh, sigmoid, leaky_relu };
+
+using Dims = std::vector<size_t>;  // with the batch first
+
+struct Op {
+  Kind kind;
+  std::string name;
+  std::vector<int> in;
+  int out = -1;
+  int axis = 1;
+  // binary linear / memory activations
+  size_t K = 0, N = 0;
+  int planes = 1;
+  S1Mode s1 = S1Mode::none;
+  float s1c = 1.0f;
+  std::vector<float> t0, t1, t2, sw, bias, w, scale, shift, slope, value, taps;
+  std::vector<uint64_t> wbits;
+  std::vector<int8_t> ws;
+  bool has_t2 = false, binary = false;
+  // memory
+  int ch_axis = 1, t_axis = 2;
+  size_t left = 0, right = 0, dil = 1;
+  float residual = 0.0f;
+  // conv2d
+  size_t O = 0, KH = 1, KW = 1, stride[2] = {1, 1}, pad[2] = {0, 0}, dilation[2] = {1, 1},
+         groups = 1;
+  // act, scalar, permute, mean
+  Act act = Act::relu;
+  float a0 = 0.0f, a1 = 0.0f, mul = 1.0f, add = 0.0f;
+  std::vector<int> perm, dims;
+  bool keepdim = false;
+};
+
+class Stream;
+
+class Program {
+ public:
+  explicit Program(const std::string& impl);
+  int add_value(const std::vector<size_t>& shape);  // shape without the batch
+  void set_alias(int value, int base);
+  void add_op(const OpSpec& spec);
+  void finalize(int input, int output, int time_axis);
+
+  // x: (B, input shape) float32, y: (B, output shape) float32, both contiguous.
+  void run(const float* x, size_t B, float* y) const;
+
+  const Dims& input_shape() const { return shapes_[input_]; }
+  const Dims& output_shape() const { return shapes_[output_]; }
+  std::string impl() const { return kern_->name; }
+  size_t num_ops() const { return ops_.size(); }
+  int output_time_axis() const { return time_axis_[output_]; }  // with batch; -1: terminal
+  int input_time_axis() const { return time_axis_[input_]; }
+  size_t input_frames() const { return shapes_[input_][time_axis_[input_] - 1]; }
+  std::unique_ptr<Stream> stream() const;
+
+ private:
+  friend class Stream;
+  const Kernels* kern_;
+  std::vector<Dims> shapes_;  // per value, without batch
+  std::vector<int> alias_;    // value -> the value whose storage it views (itself if none)
+  std::vector<size_t> offset_;
+  std::vector<int> time_axis_;  // per value, counting the batch; -1 when time was reduced away
+  std::vector<bool> terminal_;  // per op: runs on whole utterances only (time reduced)
+  size_t arena_ = 0;
+  std::vector<Op> ops_;
+  int input_ = -1, output_ = -1;
+  bool final_ = false;
+
+  int root(int v) const;
+  Dims with_batch(int v, size_t B) const;
+  void plan();
+  void propagate_time(int time_axis);
+  void exec(const Op& op, const std::vector<const float*>& in, const std::vector<Dims>& in_dims,
+            float* out, const Dims& out_dims, bool window_time) const;
+};
+
+// Frame-by-frame execution of a Program for one utterance (batch 1).
+class Stream {
+ public:
+  explicit Stream(const Program& p);
+  // frames: the input with `n` frames on the input's time axis (other sizes as the input shape).
+  // Returns how many new output frames are ready (read them with output()).
+  size_t push(const float* frames, size_t n);
+  // Ends the utterance (all frames must have been pushed); computes everything left.
+  void finish();
+  size_t frames_in() const { return frames_in_; }
+  size_t output_frames() const { return avail_[p_.root(p_.output_)]; }
+  bool finished() const { return finished_; }
+  const std::vector<float>& output_buffer() const { return bufs_[p_.root(p_.output_)]; }
+  const Program& program() const { return p_; }
+
+ private:
+  const Program& p_;
+  std::vector<std::vector<float>> bufs_;  // full-utterance buffer per storage value
+  std::vector<size_t> avail_;             // frames computed per storage value
+  std::vector<size_t> done_;              // output frames computed per op
+  size_t frames_in_ = 0;
+  bool finished_ = false;
+  void advance();
+};
+
+}  // namespace fbck::rt
