@@ -1,0 +1,82 @@
+// Scalar helpers shared by all FBCK implementations (bit rule, canonical mean-abs sum, epilogue).
+//
+// Everything here has internal linkage (anonymous namespace), so a SIMD translation unit compiled
+// with -mavx2 can include it without its copies ever replacing the baseline ones at link time.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "fbck/kernels.h"
+
+namespace fbck {
+namespace {
+
+// Bit of a thresholded value: 1 (= -1) unless d >= 0 (NaN gives 1).
+inline uint64_t neg_bit(float d) { return (d >= 0.0f) ? 0u : 1u; }
+
+// Sign as float: +1 when d >= 0, else -1.
+inline float sign_pm1(float d) { return (d >= 0.0f) ? 1.0f : -1.0f; }
+
+// Canonical mean of |v| over K values (see kernels.h): four double partial sums by k mod 4.
+struct AbsSum4 {
+  double a[4] = {0.0, 0.0, 0.0, 0.0};
+  inline void add(size_t k, float v) { a[k & 3] += std::fabs(static_cast<double>(v)); }
+  inline float mean(size_t K) const {
+    return static_cast<float>(((a[0] + a[1]) + (a[2] + a[3])) / static_cast<double>(K));
+  }
+};
+
+// The README's binary-linear epilogue on exact dots (d2 ignored unless dual).
+inline float binary_epilogue(int32_t d1, const float* s1, int32_t d2, const float* s2, bool dual,
+                             size_t p, size_t n, const float* sw, const float* bias,
+                             const float* slope) {
+  float u = static_cast<float>(d1);
+  if (s1) u = u * s1[p];
+  float z = u;
+  if (dual) z = u + static_cast<float>(d2) * s2[p];
+  float y = sw ? z * sw[n] : z;
+  y = y + (bias ? bias[n] : 0.0f);
+  if (slope) y = y > 0.0f ? y : y * slope[n];
+  return y;
+}
+
+// The memory block's output step.
+inline float memory_output(float acc, float x, size_t c, const BinaryMemoryArgs& m) {
+  float y = m.sw ? acc * m.sw[c] : acc;
+  y = y + (m.bias ? m.bias[c] : 0.0f);
+  if (m.residual != 0.0f) y = x * m.residual + y;
+  return y;
+}
+
+// The FP32 epilogue on one value of channel c.
+inline float fp_epilogue(float acc, size_t c, const Epilogue& ep) {
+  float y = acc;
+  if (ep.bias) y = y + ep.bias[c];
+  if (ep.scale) y = y * ep.scale[c];
+  if (ep.shift) y = y + ep.shift[c];
+  if (ep.slope) y = y > 0.0f ? y : y * ep.slope[c];
+  return y;
+}
+
+// Heap buffer for per-call scratch (no std containers in SIMD translation units).
+template <class T>
+struct Scratch {
+  T* p = nullptr;
+  explicit Scratch(size_t n, size_t align = 64) {
+    size_t bytes = (n * sizeof(T) + align - 1) / align * align;
+    p = static_cast<T*>(std::aligned_alloc(align, bytes ? bytes : align));
+    if (!p) std::abort();
+  }
+  ~Scratch() { std::free(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* get() const { return p; }
+  T& operator[](size_t i) const { return p[i]; }
+};
+
+}  // namespace
+}  // namespace fbck
