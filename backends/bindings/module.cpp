@@ -24,6 +24,10 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
+#if defined(FBCK_WITH_RUNTIME)
+void bind_runtime(nb::module_& m);  // backends/bindings/runtime.cpp
+#endif
+
 namespace {
 
 using In = nb::ndarray<nb::ro, nb::device::cpu>;
@@ -483,6 +487,10 @@ NB_MODULE(_fbck, m) {
       "bias"_a = nb::none(), "scale"_a = nb::none(), "shift"_a = nb::none(),
       "slope"_a = nb::none(), "impl"_a = "auto",
       "NCHW conv2d (zero padding) with the per-output-channel epilogue of linear_f32.");
+
+#if defined(FBCK_WITH_RUNTIME)
+  bind_runtime(m);
+#endif
 
   // ------------------------------------------------------------------------- benchmarks
   m.def(
