@@ -1,0 +1,628 @@
+// FBCK binary kernels for AArch64 NEON (ARMv8.0-A baseline: no dot-product extension needed).
+// Float arithmetic follows backends/README.md exactly (separate vmulq/vaddq, -ffp-contract=off).
+//
+// bgemm inner loop (LCE's "BMLA"): for one 128-bit step of 8 weight rows against one activation
+// column: 8 EOR + 8 CNT + 7 ADDP (a tree that folds the 8 rows' byte counts into one register,
+// two bytes per row, each <= 64) + 1 UADALP into 8 x u16 row accumulators = 24 vector ALU
+// instructions per 8 XOR-popcounts, i.e. 3 per 128-bit XOR-popcount (42.7 bMAC/instruction).
+// The register tile is 8 rows x 4 columns: 8 weight registers are reused by 4 columns, the
+// weights come from an interleaved copy of the 8-row panel (two LD1 {4 regs} per step).
+// u16 accumulators are safe for 511 steps (511 * 128 = 65408 < 65536); longer rows are split into
+// blocks of 511 steps widened into u32 after each block (the int32 fallback, tested at the limit).
+#include <arm_neon.h>
+
+#include "fbck/bits.h"
+#include "fbck/impls.h"
+
+#define FBCK_INLINE inline __attribute__((always_inline))
+
+namespace fbck {
+namespace neon {
+
+void linear_f32(const LinearF32Args& g);  // fp32_neon.cpp
+void conv2d_f32(const Conv2dF32Args& g);
+
+namespace {
+
+constexpr size_t kU16Steps = 511;  // 128-bit steps per u16 accumulation block
+
+FBCK_INLINE float canonical_mean(float64x2_t a01, float64x2_t a23, size_t K) {
+  const double a0 = vgetq_lane_f64(a01, 0), a1 = vgetq_lane_f64(a01, 1);
+  const double a2 = vgetq_lane_f64(a23, 0), a3 = vgetq_lane_f64(a23, 1);
+  return static_cast<float>(((a0 + a1) + (a2 + a3)) / static_cast<double>(K));
+}
+
+// acc01/acc23 += |v| as doubles (lanes k mod 4 for a group starting at k = 0 mod 4).
+FBCK_INLINE void add_abs4(float64x2_t& a01, float64x2_t& a23, float32x4_t v) {
+  const float32x4_t a = vabsq_f32(v);
+  a01 = vaddq_f64(a01, vcvt_f64_f32(vget_low_f32(a)));
+  a23 = vaddq_f64(a23, vcvt_high_f64_f32(a));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing
+// ---------------------------------------------------------------------------------------------
+// 64 "x >= 0" masks (4 x 16 bytes of 0x00/0xff, byte i = value k0 + i) -> a 64-bit word.
+FBCK_INLINE uint64_t masks_to_word(uint8x16_t m0, uint8x16_t m1, uint8x16_t m2, uint8x16_t m3) {
+  static const uint8_t kw[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t w = vld1q_u8(kw);
+  const uint8x16_t p01 = vpaddq_u8(vandq_u8(m0, w), vandq_u8(m1, w));
+  const uint8x16_t p23 = vpaddq_u8(vandq_u8(m2, w), vandq_u8(m3, w));
+  const uint8x16_t q = vpaddq_u8(p01, p23);
+  const uint8x16_t r = vpaddq_u8(q, q);
+  return vgetq_lane_u64(vreinterpretq_u64_u8(r), 0);
+}
+
+FBCK_INLINE uint8x16_t narrow_masks(uint32x4_t a, uint32x4_t b, uint32x4_t c, uint32x4_t d) {
+  const uint16x8_t ab = vcombine_u16(vmovn_u32(a), vmovn_u32(b));
+  const uint16x8_t cd = vcombine_u16(vmovn_u32(c), vmovn_u32(d));
+  return vcombine_u8(vmovn_u16(ab), vmovn_u16(cd));
+}
+
+template <bool DUAL, bool SX>
+void pack_row(const float* x, size_t K, const float* t0, const float* t1, uint64_t* row1,
+              uint64_t* row2, float* s1, float* s2) {
+  const size_t W = row_words(K);
+  for (size_t w = 0; w < W; ++w) {
+    row1[w] = 0;
+    if (DUAL) row2[w] = 0;
+  }
+  const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f);
+  float64x2_t ax01 = vdupq_n_f64(0.0), ax23 = ax01, ar01 = ax01, ar23 = ax01;
+  size_t k = 0;
+  for (; k + 64 <= K; k += 64) {
+    uint8x16_t m1[4], m2[4];
+    for (int g = 0; g < 4; ++g) {
+      uint32x4_t ge[4], ge2[4];
+      for (int q = 0; q < 4; ++q) {
+        const size_t kk = k + 16 * g + 4 * q;
+        const float32x4_t v = vld1q_f32(x + kk);
+        const float32x4_t d = t0 ? vsubq_f32(v, vld1q_f32(t0 + kk)) : v;
+        ge[q] = vcgeq_f32(d, zero);
+        if (SX) add_abs4(ax01, ax23, v);
+        if (DUAL) {
+          float32x4_t r = vsubq_f32(v, vbslq_f32(ge[q], one, mone));
+          if (t1) r = vsubq_f32(r, vld1q_f32(t1 + kk));
+          ge2[q] = vcgeq_f32(r, zero);
+          add_abs4(ar01, ar23, r);
+        }
+      }
+      m1[g] = narrow_masks(ge[0], ge[1], ge[2], ge[3]);
+      if (DUAL) m2[g] = narrow_masks(ge2[0], ge2[1], ge2[2], ge2[3]);
+    }
+    row1[k >> 6] = ~masks_to_word(m1[0], m1[1], m1[2], m1[3]);
+    if (DUAL) row2[k >> 6] = ~masks_to_word(m2[0], m2[1], m2[2], m2[3]);
+  }
+  double sx[4] = {vgetq_lane_f64(ax01, 0), vgetq_lane_f64(ax01, 1), vgetq_lane_f64(ax23, 0),
+                  vgetq_lane_f64(ax23, 1)};
+  double sr[4] = {vgetq_lane_f64(ar01, 0), vgetq_lane_f64(ar01, 1), vgetq_lane_f64(ar23, 0),
+                  vgetq_lane_f64(ar23, 1)};
+  for (; k < K; ++k) {  // same scalar steps as the reference
+    const float v = x[k];
+    const float d = t0 ? v - t0[k] : v;
+    row1[k >> 6] |= neg_bit(d) << (k & 63);
+    if (SX) sx[k & 3] += std::fabs(static_cast<double>(v));
+    if (DUAL) {
+      float r = v - sign_pm1(d);
+      if (t1) r = r - t1[k];
+      row2[k >> 6] |= neg_bit(r) << (k & 63);
+      sr[k & 3] += std::fabs(static_cast<double>(r));
+    }
+  }
+  if (SX && s1) *s1 = static_cast<float>(((sx[0] + sx[1]) + (sx[2] + sx[3])) / static_cast<double>(K));
+  if (DUAL && s2) *s2 = static_cast<float>(((sr[0] + sr[1]) + (sr[2] + sr[3])) / static_cast<double>(K));
+}
+
+FBCK_INLINE void store_halves(uint64_t* rows, size_t W, size_t q, uint32x4_t bits) {
+  uint32_t h[4];
+  vst1q_u32(h, bits);
+  for (size_t l = 0; l < 4; ++l)
+    std::memcpy(reinterpret_cast<unsigned char*>(rows + l * W) + 4 * q, &h[l], 4);
+}
+
+// 4 positions (inner > 1): value k of position l is x[k * inner + l]. Rows must be zeroed.
+template <bool DUAL, bool SX>
+void pack_block4(const float* x, size_t inner, size_t K, const float* t0, const float* t1,
+                 uint64_t* rows1, uint64_t* rows2, size_t W, float* s1, float* s2) {
+  const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f);
+  uint32x4_t acc1 = vdupq_n_u32(0), acc2 = vdupq_n_u32(0);
+  float64x2_t sx[4][2], sr[4][2];
+  for (int j = 0; j < 4; ++j)
+    for (int h = 0; h < 2; ++h) sx[j][h] = sr[j][h] = vdupq_n_f64(0.0);
+  auto step = [&](size_t k, int j) __attribute__((always_inline)) {
+    const float32x4_t v = vld1q_f32(x + k * inner);
+    const float32x4_t d = t0 ? vsubq_f32(v, vdupq_n_f32(t0[k])) : v;
+    const uint32x4_t ge = vcgeq_f32(d, zero);
+    const uint32x4_t bitk = vdupq_n_u32(1u << (k & 31));
+    acc1 = vorrq_u32(acc1, vbicq_u32(bitk, ge));
+    if (SX) {
+      const float32x4_t a = vabsq_f32(v);
+      sx[j][0] = vaddq_f64(sx[j][0], vcvt_f64_f32(vget_low_f32(a)));
+      sx[j][1] = vaddq_f64(sx[j][1], vcvt_high_f64_f32(a));
+    }
+    if (DUAL) {
+      float32x4_t r = vsubq_f32(v, vbslq_f32(ge, one, mone));
+      if (t1) r = vsubq_f32(r, vdupq_n_f32(t1[k]));
+      acc2 = vorrq_u32(acc2, vbicq_u32(bitk, vcgeq_f32(r, zero)));
+      const float32x4_t a = vabsq_f32(r);
+      sr[j][0] = vaddq_f64(sr[j][0], vcvt_f64_f32(vget_low_f32(a)));
+      sr[j][1] = vaddq_f64(sr[j][1], vcvt_high_f64_f32(a));
+    }
+    if ((k & 31) == 31 || k + 1 == K) {
+      store_halves(rows1, W, k >> 5, acc1);
+      acc1 = vdupq_n_u32(0);
+      if (DUAL) {
+        store_halves(rows2, W, k >> 5, acc2);
+        acc2 = vdupq_n_u32(0);
+      }
+    }
+  };
+  size_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    step(k, 0);
+    step(k + 1, 1);
+    step(k + 2, 2);
+    step(k + 3, 3);
+  }
+  if (k < K) step(k, 0);
+  if (k + 1 < K) step(k + 1, 1);
+  if (k + 2 < K) step(k + 2, 2);
+  const float64x2_t kd = vdupq_n_f64(static_cast<double>(K));
+  auto finish = [&](float64x2_t(&s)[4][2], float* out) __attribute__((always_inline)) {
+    for (int h = 0; h < 2; ++h) {
+      const float64x2_t t = vaddq_f64(vaddq_f64(s[0][h], s[1][h]), vaddq_f64(s[2][h], s[3][h]));
+      vst1_f32(out + 2 * h, vcvt_f32_f64(vdivq_f64(t, kd)));
+    }
+  };
+  if (SX && s1) finish(sx, s1);
+  if (DUAL && s2) finish(sr, s2);
+}
+
+template <bool DUAL, bool SX>
+void pack_any(const float* x, size_t outer, size_t K, size_t inner, const float* t0,
+              const float* t1, uint64_t* bits1, uint64_t* bits2, float* s2, float* s1) {
+  const size_t W = row_words(K);
+  if (inner == 1) {
+    for (size_t p = 0; p < outer; ++p)
+      pack_row<DUAL, SX>(x + p * K, K, t0, t1, bits1 + p * W, DUAL ? bits2 + p * W : nullptr,
+                         s1 ? s1 + p : nullptr, s2 ? s2 + p : nullptr);
+    return;
+  }
+  std::memset(bits1, 0, outer * inner * W * sizeof(uint64_t));
+  if (DUAL) std::memset(bits2, 0, outer * inner * W * sizeof(uint64_t));
+  for (size_t o = 0; o < outer; ++o) {
+    const float* xo = x + o * K * inner;
+    size_t i = 0;
+    for (; i + 4 <= inner; i += 4) {
+      const size_t p = o * inner + i;
+      pack_block4<DUAL, SX>(xo + i, inner, K, t0, t1, bits1 + p * W,
+                            DUAL ? bits2 + p * W : nullptr, W, s1 ? s1 + p : nullptr,
+                            s2 ? s2 + p : nullptr);
+    }
+    for (; i < inner; ++i) {
+      const size_t p = o * inner + i;
+      ref::pack_position(xo + i, static_cast<ptrdiff_t>(inner), K, t0, t1, DUAL, bits1 + p * W,
+                         DUAL ? bits2 + p * W : nullptr, s1 ? s1 + p : nullptr,
+                         s2 ? s2 + p : nullptr);
+    }
+  }
+}
+
+void pack_threshold(const float* x, size_t outer, size_t K, size_t inner, const float* t0,
+                    uint64_t* bits, float* s1) {
+  if (s1)
+    pack_any<false, true>(x, outer, K, inner, t0, nullptr, bits, nullptr, nullptr, s1);
+  else
+    pack_any<false, false>(x, outer, K, inner, t0, nullptr, bits, nullptr, nullptr, nullptr);
+}
+
+void pack_dual(const float* x, size_t outer, size_t K, size_t inner, const float* t0,
+               const float* t1, uint64_t* bits1, uint64_t* bits2, float* s2, float* s1) {
+  if (s1)
+    pack_any<true, true>(x, outer, K, inner, t0, t1, bits1, bits2, s2, s1);
+  else
+    pack_any<true, false>(x, outer, K, inner, t0, t1, bits1, bits2, s2, nullptr);
+}
+
+void pack_weights(const float* w, size_t N, size_t K, uint64_t* bits) {
+  pack_any<false, false>(w, N, K, 1, nullptr, nullptr, bits, nullptr, nullptr, nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// bgemm: 8 rows x C columns register tile
+// ---------------------------------------------------------------------------------------------
+// Fold 8 rows' CNT vectors into one register (2 bytes per row, row r in bytes 2r, 2r+1).
+FBCK_INLINE uint8x16_t fold8(uint8x16_t t0, uint8x16_t t1, uint8x16_t t2, uint8x16_t t3,
+                             uint8x16_t t4, uint8x16_t t5, uint8x16_t t6, uint8x16_t t7) {
+  const uint8x16_t s01 = vpaddq_u8(t0, t1), s23 = vpaddq_u8(t2, t3);
+  const uint8x16_t s45 = vpaddq_u8(t4, t5), s67 = vpaddq_u8(t6, t7);
+  return vpaddq_u8(vpaddq_u8(s01, s23), vpaddq_u8(s45, s67));
+}
+
+// Popcounts of 8 weight rows against C activation rows over `steps` 128-bit steps.
+// wp: the 8-row panel, interleaved: step j of row r at wp[16 * (8 * j + r)] (bytes).
+// pc[c][0]: rows 0..3, pc[c][1]: rows 4..7 (u32).
+template <int C>
+FBCK_INLINE void tile8(const uint8_t* wp, const uint8_t* const* a, size_t steps,
+                       uint32x4_t (&pc)[C][2]) {
+  for (int c = 0; c < C; ++c) pc[c][0] = pc[c][1] = vdupq_n_u32(0);
+  for (size_t j0 = 0; j0 < steps; j0 += kU16Steps) {
+    const size_t j1 = steps - j0 < kU16Steps ? steps : j0 + kU16Steps;
+    uint16x8_t acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = vdupq_n_u16(0);
+    const uint8_t* wj = wp + 128 * j0;
+    for (size_t j = j0; j < j1; ++j, wj += 128) {
+      const uint8x16x4_t wa = vld1q_u8_x4(wj);
+      const uint8x16x4_t wb = vld1q_u8_x4(wj + 64);
+      for (int c = 0; c < C; ++c) {
+        const uint8x16_t av = vld1q_u8(a[c] + 16 * j);
+        const uint8x16_t f = fold8(vcntq_u8(veorq_u8(wa.val[0], av)), vcntq_u8(veorq_u8(wa.val[1], av)),
+                                   vcntq_u8(veorq_u8(wa.val[2], av)), vcntq_u8(veorq_u8(wa.val[3], av)),
+                                   vcntq_u8(veorq_u8(wb.val[0], av)), vcntq_u8(veorq_u8(wb.val[1], av)),
+                                   vcntq_u8(veorq_u8(wb.val[2], av)), vcntq_u8(veorq_u8(wb.val[3], av)));
+        acc[c] = vpadalq_u8(acc[c], f);
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      pc[c][0] = vaddw_u16(pc[c][0], vget_low_u16(acc[c]));
+      pc[c][1] = vaddw_high_u16(pc[c][1], acc[c]);
+    }
+  }
+}
+
+// The 8 x 4 tile, hand-scheduled (inline asm): per pair of 128-bit steps 4 LD1 {4 regs} (weights),
+// 4 LDP (2 steps of each activation column), 64 x (EOR, CNT) + 56 ADDP + 8 UADALP and SUBS + B.NE:
+// 202 instructions per 64 XOR-popcounts (3.16 per 128 bits; 3.0 of them vector ALU).
+// Registers: weights v0-v7, activations v16-v23, u16 accumulators v8-v11, temporaries v24-v31.
+#define FBCK_BMLA_COL(A, ACC)                                                                 \
+  "eor v24.16b, v0.16b, " A ".16b\n eor v25.16b, v1.16b, " A ".16b\n"                        \
+  "eor v26.16b, v2.16b, " A ".16b\n eor v27.16b, v3.16b, " A ".16b\n"                        \
+  "eor v28.16b, v4.16b, " A ".16b\n eor v29.16b, v5.16b, " A ".16b\n"                        \
+  "eor v30.16b, v6.16b, " A ".16b\n eor v31.16b, v7.16b, " A ".16b\n"                        \
+  "cnt v24.16b, v24.16b\n cnt v25.16b, v25.16b\n cnt v26.16b, v26.16b\n cnt v27.16b, v27.16b\n" \
+  "cnt v28.16b, v28.16b\n cnt v29.16b, v29.16b\n cnt v30.16b, v30.16b\n cnt v31.16b, v31.16b\n" \
+  "addp v24.16b, v24.16b, v25.16b\n addp v26.16b, v26.16b, v27.16b\n"                         \
+  "addp v28.16b, v28.16b, v29.16b\n addp v30.16b, v30.16b, v31.16b\n"                         \
+  "addp v24.16b, v24.16b, v26.16b\n addp v28.16b, v28.16b, v30.16b\n"                         \
+  "addp v24.16b, v24.16b, v28.16b\n uadalp " ACC ".8h, v24.16b\n"
+
+FBCK_INLINE void bmla_8x4_asm(const uint8_t* wp, const uint8_t* a0, const uint8_t* a1,
+                              const uint8_t* a2, const uint8_t* a3, size_t pairs, size_t single,
+                              uint16_t* out) {
+  __asm__ volatile(
+      "movi v8.16b, #0\n movi v9.16b, #0\n movi v10.16b, #0\n movi v11.16b, #0\n"
+      "cbz %[pairs], 2f\n"
+      "1:\n"
+      "ld1 {v0.16b-v3.16b}, [%[wp]], #64\n"
+      "ld1 {v4.16b-v7.16b}, [%[wp]], #64\n"
+      "ldp q16, q17, [%[a0]], #32\n"
+      "ldp q18, q19, [%[a1]], #32\n"
+      "ldp q20, q21, [%[a2]], #32\n"
+      "ldp q22, q23, [%[a3]], #32\n"
+      FBCK_BMLA_COL("v16", "v8") FBCK_BMLA_COL("v18", "v9")
+      FBCK_BMLA_COL("v20", "v10") FBCK_BMLA_COL("v22", "v11")
+      "ld1 {v0.16b-v3.16b}, [%[wp]], #64\n"
+      "ld1 {v4.16b-v7.16b}, [%[wp]], #64\n"
+      FBCK_BMLA_COL("v17", "v8") FBCK_BMLA_COL("v19", "v9")
+      FBCK_BMLA_COL("v21", "v10") FBCK_BMLA_COL("v23", "v11")
+      "subs %[pairs], %[pairs], #1\n"
+      "b.ne 1b\n"
+      "2:\n"
+      "cbz %[single], 3f\n"
+      "ld1 {v0.16b-v3.16b}, [%[wp]], #64\n"
+      "ld1 {v4.16b-v7.16b}, [%[wp]], #64\n"
+      "ldr q16, [%[a0]]\n ldr q18, [%[a1]]\n ldr q20, [%[a2]]\n ldr q22, [%[a3]]\n"
+      FBCK_BMLA_COL("v16", "v8") FBCK_BMLA_COL("v18", "v9")
+      FBCK_BMLA_COL("v20", "v10") FBCK_BMLA_COL("v22", "v11")
+      "3:\n"
+      "st1 {v8.8h-v11.8h}, [%[out]]\n"
+      : [wp] "+r"(wp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+        [pairs] "+r"(pairs)
+      : [single] "r"(single), [out] "r"(out)
+      : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11",
+        "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28",
+        "v29", "v30", "v31");
+}
+#undef FBCK_BMLA_COL
+
+template <>
+FBCK_INLINE void tile8<4>(const uint8_t* wp, const uint8_t* const* a, size_t steps,
+                          uint32x4_t (&pc)[4][2]) {
+  for (int c = 0; c < 4; ++c) pc[c][0] = pc[c][1] = vdupq_n_u32(0);
+  for (size_t j0 = 0; j0 < steps; j0 += kU16Steps) {
+    const size_t nb = steps - j0 < kU16Steps ? steps - j0 : kU16Steps;
+    uint16_t acc[32];
+    bmla_8x4_asm(wp + 128 * j0, a[0] + 16 * j0, a[1] + 16 * j0, a[2] + 16 * j0, a[3] + 16 * j0,
+                 nb / 2, nb % 2, acc);
+    for (int c = 0; c < 4; ++c) {
+      const uint16x8_t v = vld1q_u16(acc + 8 * c);
+      pc[c][0] = vaddw_u16(pc[c][0], vget_low_u16(v));
+      pc[c][1] = vaddw_high_u16(pc[c][1], v);
+    }
+  }
+}
+
+// Interleave rows n0..n0+7 (clamped to N - 1) into the panel layout of tile8.
+void interleave8(const uint64_t* w, size_t N, size_t n0, size_t W, uint64_t* panel) {
+  const size_t steps = W / 2;
+  for (size_t r = 0; r < 8; ++r) {
+    const uint64_t* row = w + (n0 + r < N ? n0 + r : N - 1) * W;
+    for (size_t j = 0; j < steps; ++j) {
+      panel[2 * (8 * j + r)] = row[2 * j];
+      panel[2 * (8 * j + r) + 1] = row[2 * j + 1];
+    }
+  }
+}
+
+FBCK_INLINE int32x4_t dots(uint32x4_t pc, int32x4_t kv) {
+  return vsubq_s32(kv, vreinterpretq_s32_u32(vshlq_n_u32(pc, 1)));
+}
+
+template <class Emit>
+void bgemm_driver(const uint64_t* a1, const uint64_t* a2, size_t P, const uint64_t* w, size_t N,
+                  size_t K, Emit&& emit) {
+  const size_t W = row_words(K), steps = W / 2;
+  Scratch<uint64_t> panel(8 * W);
+  const auto* pb = reinterpret_cast<const uint8_t*>(panel.get());
+  auto row = [&](const uint64_t* base, size_t p) {
+    return reinterpret_cast<const uint8_t*>(base + p * W);
+  };
+  for (size_t n0 = 0; n0 < N; n0 += 8) {
+    interleave8(w, N, n0, W, panel.get());
+    size_t p = 0;
+    if (a2) {  // columns: plane 1 and plane 2 of two positions
+      for (; p + 2 <= P; p += 2) {
+        const uint8_t* ac[4] = {row(a1, p), row(a2, p), row(a1, p + 1), row(a2, p + 1)};
+        uint32x4_t pc[4][2];
+        tile8<4>(pb, ac, steps, pc);
+        emit(n0, p, pc[0], pc[1]);
+        emit(n0, p + 1, pc[2], pc[3]);
+      }
+      if (p < P) {
+        const uint8_t* ac[2] = {row(a1, p), row(a2, p)};
+        uint32x4_t pc[2][2];
+        tile8<2>(pb, ac, steps, pc);
+        emit(n0, p, pc[0], pc[1]);
+      }
+      continue;
+    }
+    for (; p + 4 <= P; p += 4) {
+      const uint8_t* ac[4] = {row(a1, p), row(a1, p + 1), row(a1, p + 2), row(a1, p + 3)};
+      uint32x4_t pc[4][2];
+      tile8<4>(pb, ac, steps, pc);
+      for (int c = 0; c < 4; ++c) emit(n0, p + c, pc[c], pc[c]);
+    }
+    const size_t rest = P - p;
+    if (rest == 3) {
+      const uint8_t* ac[3] = {row(a1, p), row(a1, p + 1), row(a1, p + 2)};
+      uint32x4_t pc[3][2];
+      tile8<3>(pb, ac, steps, pc);
+      for (int c = 0; c < 3; ++c) emit(n0, p + c, pc[c], pc[c]);
+    } else if (rest == 2) {
+      const uint8_t* ac[2] = {row(a1, p), row(a1, p + 1)};
+      uint32x4_t pc[2][2];
+      tile8<2>(pb, ac, steps, pc);
+      for (int c = 0; c < 2; ++c) emit(n0, p + c, pc[c], pc[c]);
+    } else if (rest == 1) {
+      const uint8_t* ac[1] = {row(a1, p)};
+      uint32x4_t pc[1][2];
+      tile8<1>(pb, ac, steps, pc);
+      emit(n0, p, pc[0], pc[0]);
+    }
+  }
+}
+
+void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, int32_t* out) {
+  const int32x4_t kv = vdupq_n_s32(static_cast<int32_t>(K));
+  bgemm_driver(a, nullptr, P, w, N, K,
+               [&](size_t n0, size_t p, const uint32x4_t* pc, const uint32x4_t*) {
+                 int32_t* o = out + p * N + n0;
+                 const int32x4_t d0 = dots(pc[0], kv), d1 = dots(pc[1], kv);
+                 if (N - n0 >= 8) {
+                   vst1q_s32(o, d0);
+                   vst1q_s32(o + 4, d1);
+                 } else {
+                   int32_t t[8];
+                   vst1q_s32(t, d0);
+                   vst1q_s32(t + 4, d1);
+                   for (size_t q = 0; q < N - n0; ++q) o[q] = t[q];
+                 }
+               });
+}
+
+void binary_linear(const BinaryLinearArgs& g) {
+  const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), N8 = (N + 7) / 8 * 8;
+  const bool dual = g.a2 != nullptr;
+  Scratch<float> pad(4 * N8);
+  float *sw = pad.get(), *bias = sw + N8, *slope = bias + N8, *thr = slope + N8;
+  for (size_t n = 0; n < N8; ++n) {
+    sw[n] = (g.sw && n < N) ? g.sw[n] : 1.0f;
+    bias[n] = (g.bias && n < N) ? g.bias[n] : 0.0f;
+    slope[n] = (g.slope && n < N) ? g.slope[n] : 1.0f;
+    thr[n] = (g.thr && n < N) ? g.thr[n] : 0.0f;
+  }
+  if (g.ybits) std::memset(g.ybits, 0, P * WN * sizeof(uint64_t));
+  const int32x4_t kv = vdupq_n_s32(static_cast<int32_t>(g.K));
+  const float32x4_t zero = vdupq_n_f32(0.0f);
+  static const uint32_t kbit[8] = {1, 2, 4, 8, 16, 32, 64, 128};
+  const uint32x4_t bitlo = vld1q_u32(kbit), bithi = vld1q_u32(kbit + 4);
+  auto epi = [&](size_t n, size_t p, uint32x4_t pc1, uint32x4_t pc2) __attribute__((always_inline)) {
+    const float32x4_t d1 = vcvtq_f32_s32(dots(pc1, kv));
+    const float32x4_t u = g.s1 ? vmulq_f32(d1, vdupq_n_f32(g.s1[p])) : d1;
+    float32x4_t z = u;
+    if (dual) z = vaddq_f32(u, vmulq_f32(vcvtq_f32_s32(dots(pc2, kv)), vdupq_n_f32(g.s2[p])));
+    float32x4_t y = g.sw ? vmulq_f32(z, vld1q_f32(sw + n)) : z;
+    y = vaddq_f32(y, vld1q_f32(bias + n));
+    if (g.slope) y = vbslq_f32(vcgtq_f32(y, zero), y, vmulq_f32(y, vld1q_f32(slope + n)));
+    return y;
+  };
+  bgemm_driver(g.a1, g.a2, P, g.w, N, g.K,
+               [&](size_t n0, size_t p, const uint32x4_t* pc1, const uint32x4_t* pc2) {
+                 const float32x4_t y0 = epi(n0, p, pc1[0], pc2[0]);
+                 const float32x4_t y1 = epi(n0 + 4, p, pc1[1], pc2[1]);
+                 const size_t nv = N - n0 < 8 ? N - n0 : 8;
+                 if (g.y) {
+                   const size_t o = p / g.inner, i = p % g.inner;
+                   float* yo = g.y + o * N * g.inner + i;
+                   if (g.inner == 1 && nv == 8) {
+                     vst1q_f32(yo + n0, y0);
+                     vst1q_f32(yo + n0 + 4, y1);
+                   } else {
+                     float t[8];
+                     vst1q_f32(t, y0);
+                     vst1q_f32(t + 4, y1);
+                     for (size_t q = 0; q < nv; ++q) yo[(n0 + q) * g.inner] = t[q];
+                   }
+                 }
+                 if (g.ybits) {
+                   // bit = !((y - thr) >= 0): 8 mask lanes -> one byte
+                   const uint32x4_t ge0 = vcgeq_f32(vsubq_f32(y0, vld1q_f32(thr + n0)), zero);
+                   const uint32x4_t ge1 = vcgeq_f32(vsubq_f32(y1, vld1q_f32(thr + n0 + 4)), zero);
+                   const uint32_t m = vaddvq_u32(vbicq_u32(bitlo, ge0)) |
+                                      vaddvq_u32(vbicq_u32(bithi, ge1));
+                   const uint32_t valid = (1u << nv) - 1u;
+                   g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m & valid) << (n0 & 63);
+                 }
+               });
+}
+
+// ---------------------------------------------------------------------------------------------
+// binary_memory (vectorised over channels; same per-element operations as the reference)
+// ---------------------------------------------------------------------------------------------
+void memory_row(const float* x, size_t C, const BinaryMemoryArgs& m, float* v) {
+  const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f);
+  const bool two = m.planes == 2;
+  float64x2_t ax01 = vdupq_n_f64(0.0), ax23 = ax01, ar01 = ax01, ar23 = ax01;
+  const size_t C4 = C / 4 * 4;
+  size_t c = 0;
+  for (; c < C4; c += 4) {
+    const float32x4_t xv = vld1q_f32(x + c);
+    if (m.s1_mode == S1Mode::mean_abs) add_abs4(ax01, ax23, xv);
+    if (two) {
+      const float32x4_t d = m.t0 ? vsubq_f32(xv, vld1q_f32(m.t0 + c)) : xv;
+      float32x4_t r = vsubq_f32(xv, vbslq_f32(vcgeq_f32(d, zero), one, mone));
+      if (m.t1) r = vsubq_f32(r, vld1q_f32(m.t1 + c));
+      add_abs4(ar01, ar23, r);
+    }
+  }
+  double sx[4] = {vgetq_lane_f64(ax01, 0), vgetq_lane_f64(ax01, 1), vgetq_lane_f64(ax23, 0),
+                  vgetq_lane_f64(ax23, 1)};
+  double sr[4] = {vgetq_lane_f64(ar01, 0), vgetq_lane_f64(ar01, 1), vgetq_lane_f64(ar23, 0),
+                  vgetq_lane_f64(ar23, 1)};
+  for (; c < C; ++c) {
+    sx[c & 3] += std::fabs(static_cast<double>(x[c]));
+    if (two) {
+      float r = x[c] - sign_pm1(m.t0 ? x[c] - m.t0[c] : x[c]);
+      if (m.t1) r = r - m.t1[c];
+      sr[c & 3] += std::fabs(static_cast<double>(r));
+    }
+  }
+  const float s1 = m.s1_mode == S1Mode::mean_abs
+                       ? static_cast<float>(((sx[0] + sx[1]) + (sx[2] + sx[3])) / static_cast<double>(C))
+                       : m.s1_const;
+  const float s2 =
+      two ? static_cast<float>(((sr[0] + sr[1]) + (sr[2] + sr[3])) / static_cast<double>(C)) : 0.0f;
+  const float32x4_t s1v = vdupq_n_f32(s1), s2v = vdupq_n_f32(s2);
+  for (c = 0; c < C4; c += 4) {
+    const float32x4_t xv = vld1q_f32(x + c);
+    const float32x4_t d = m.t0 ? vsubq_f32(xv, vld1q_f32(m.t0 + c)) : xv;
+    const float32x4_t b1 = vbslq_f32(vcgeq_f32(d, zero), one, mone);
+    float32x4_t val = m.s1_mode != S1Mode::none ? vmulq_f32(b1, s1v) : b1;
+    if (two) {
+      float32x4_t r = vsubq_f32(xv, b1);
+      if (m.t1) r = vsubq_f32(r, vld1q_f32(m.t1 + c));
+      const float32x4_t b2 = vbslq_f32(vcgeq_f32(r, zero), one, mone);
+      val = vaddq_f32(val, vmulq_f32(b2, s2v));
+    }
+    if (m.t2) val = vsubq_f32(val, vld1q_f32(m.t2 + c));
+    vst1q_f32(v + c, val);
+  }
+  for (; c < C; ++c) {
+    const float b1 = sign_pm1(m.t0 ? x[c] - m.t0[c] : x[c]);
+    float val = m.s1_mode != S1Mode::none ? b1 * s1 : b1;
+    if (two) {
+      float r = x[c] - b1;
+      if (m.t1) r = r - m.t1[c];
+      val = val + sign_pm1(r) * s2;
+    }
+    if (m.t2) val = val - m.t2[c];
+    v[c] = val;
+  }
+}
+
+void binary_memory(const BinaryMemoryArgs& m) {
+  const size_t C = m.C, T = m.T, taps = m.left + m.right + 1, C4 = C / 4 * 4;
+  const bool cstride1 = m.stride_c == 1;
+  Scratch<float> v(T * C), wsf(taps * C), xrow(C), yrow(C);
+  for (size_t c = 0; c < C; ++c)
+    for (size_t k = 0; k < taps; ++k) wsf[k * C + c] = static_cast<float>(m.ws[c * taps + k]);
+  for (size_t b = 0; b < m.B; ++b) {
+    const ptrdiff_t ob = static_cast<ptrdiff_t>(b) * m.stride_b;
+    for (size_t t = 0; t < T; ++t) {
+      const float* xt = m.x + ob + static_cast<ptrdiff_t>(t) * m.stride_t;
+      if (!cstride1) {
+        for (size_t c = 0; c < C; ++c) xrow[c] = xt[static_cast<ptrdiff_t>(c) * m.stride_c];
+        xt = xrow.get();
+      }
+      memory_row(xt, C, m, v.get() + t * C);
+    }
+    for (size_t t = 0; t < T; ++t) {
+      const ptrdiff_t ot = ob + static_cast<ptrdiff_t>(t) * m.stride_t;
+      const float* xt = m.x + ot;
+      if (!cstride1) {
+        if (m.residual != 0.0f)
+          for (size_t c = 0; c < C; ++c) xrow[c] = xt[static_cast<ptrdiff_t>(c) * m.stride_c];
+        xt = xrow.get();
+      }
+      float* yt = cstride1 ? m.y + ot : yrow.get();
+      size_t c = 0;
+      for (; c < C4; c += 4) {
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        for (size_t k = 0; k < taps; ++k) {
+          const ptrdiff_t tt = static_cast<ptrdiff_t>(t) +
+                               (static_cast<ptrdiff_t>(k) - static_cast<ptrdiff_t>(m.left)) *
+                                   static_cast<ptrdiff_t>(m.dilation);
+          if (tt < 0 || tt >= static_cast<ptrdiff_t>(T)) continue;
+          acc = vaddq_f32(acc, vmulq_f32(vld1q_f32(wsf.get() + k * C + c),
+                                         vld1q_f32(v.get() + tt * C + c)));
+        }
+        float32x4_t y = m.sw ? vmulq_f32(acc, vld1q_f32(m.sw + c)) : acc;
+        y = vaddq_f32(y, m.bias ? vld1q_f32(m.bias + c) : vdupq_n_f32(0.0f));
+        if (m.residual != 0.0f)
+          y = vaddq_f32(vmulq_f32(vld1q_f32(xt + c), vdupq_n_f32(m.residual)), y);
+        vst1q_f32(yt + c, y);
+      }
+      for (; c < C; ++c) {
+        float acc = 0.0f;
+        for (size_t k = 0; k < taps; ++k) {
+          const ptrdiff_t tt = static_cast<ptrdiff_t>(t) +
+                               (static_cast<ptrdiff_t>(k) - static_cast<ptrdiff_t>(m.left)) *
+                                   static_cast<ptrdiff_t>(m.dilation);
+          if (tt < 0 || tt >= static_cast<ptrdiff_t>(T)) continue;
+          acc = acc + wsf[k * C + c] * v[tt * C + c];
+        }
+        yt[c] = memory_output(acc, (m.residual != 0.0f) ? xt[c] : 0.0f, c, m);
+      }
+      if (!cstride1)
+        for (size_t c2 = 0; c2 < C; ++c2) m.y[ot + static_cast<ptrdiff_t>(c2) * m.stride_c] = yrow[c2];
+    }
+  }
+}
+
+}  // namespace
+}  // namespace neon
+
+const Kernels& neon_kernels() {
+  static const Kernels k = {"neon",
+                            neon::pack_threshold,
+                            neon::pack_dual,
+                            neon::pack_weights,
+                            neon::bgemm,
+                            neon::binary_linear,
+                            neon::binary_memory,
+                            neon::linear_f32,
+                            neon::conv2d_f32};
+  return k;
+}
+
+}  // namespace fbck
