@@ -194,6 +194,8 @@ def validate_program(p: Program) -> None:
             )
         _check(0 <= op.output < n and op.output not in p.aliases, op, i, "bad output id")
         need = _PARAMS[op.kind]
+        if op.kind == "memory" and op.attrs.get("binary"):
+            need = {**need, "t0": "f", "t1": "f", "t2": "f", "sw": "f"}
         _check(set(op.params) == set(need), op, i, f"params must be {sorted(need)}")
         for role, kind in need.items():
             key = op.params[role]
@@ -261,7 +263,8 @@ def _check_shapes(p: Program, op: Op, i: int) -> None:
             planes = int(a["planes"])
             _check(planes in ((1, 2) if a["binary"] else (0,)), op, i, "planes")
             if a["binary"]:
-                _check(set(op.params) >= {"t0", "t1", "t2", "sw"}, op, i, "binary memory params")
+                for role in ("t0", "t1", "t2", "sw"):
+                    _check(_t(p, op, role).shape == (ch,), op, i, f"{role} shape")
         elif op.kind == "conv2d":
             w = _t(p, op, "weight")
             g = int(a["groups"])

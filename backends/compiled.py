@@ -209,13 +209,24 @@ class Stream:
         return self._native.frames_in
 
 
-def compile_model(student, thin: int = 0, impl: str = "auto", time_axis: int = -1) -> CompiledModel:
+def compile_model(
+    student, thin: int = 0, impl: str = "auto", time_axis: int | None = None
+) -> CompiledModel:
     """Lower ``student`` at depth option ``thin`` and load it on the native runtime.
 
     ``impl`` picks the kernels ("auto": the best this CPU supports; "ref", "avx2", "neon");
-    ``time_axis`` is the input's time axis, used for streaming (default: the last axis).
+    ``time_axis`` is the input's time axis, used for streaming. By default it is the axis along
+    which the most ops can run frame by frame (the memory blocks' time), the last one on a tie.
     """
-    return CompiledModel(lower(student, thin, time_axis), impl)
+    if time_axis is not None:
+        return CompiledModel(lower(student, thin, time_axis), impl)
+    rank = len(student.example_shape)
+    best = None
+    for axis in range(rank - 1, 0, -1):
+        model = CompiledModel(lower(student, thin, axis), impl)
+        if best is None or model._native.streamed_ops > best._native.streamed_ops:
+            best = model
+    return best
 
 
 def load_model(path: str | os.PathLike, impl: str = "auto") -> CompiledModel:

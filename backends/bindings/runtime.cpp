@@ -105,6 +105,7 @@ void bind_runtime(nb::module_& m) {
       .def_prop_ro("num_ops", &Program::num_ops)
       .def_prop_ro("input_time_axis", &Program::input_time_axis)
       .def_prop_ro("output_time_axis", &Program::output_time_axis)
+      .def_prop_ro("streamed_ops", &Program::streamed_ops)
       .def("stream", &Program::stream, nb::keep_alive<0, 1>(), "A frame-by-frame stream (batch 1).");
 
   nb::class_<Stream>(m, "Stream", "Frame-by-frame execution of a Program for one utterance.")

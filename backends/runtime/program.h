@@ -7,6 +7,7 @@
 // (memory blocks wait for their right context), and the result equals the whole-utterance call.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -88,6 +89,8 @@ class Program {
   int output_time_axis() const { return time_axis_[output_]; }  // with batch; -1: terminal
   int input_time_axis() const { return time_axis_[input_]; }
   size_t input_frames() const { return shapes_[input_][time_axis_[input_] - 1]; }
+  // Ops that run frame by frame in a stream (the rest need the whole utterance).
+  size_t streamed_ops() const { return std::count(terminal_.begin(), terminal_.end(), false); }
   std::unique_ptr<Stream> stream() const;
 
  private:
