@@ -39,35 +39,40 @@ def _checksum(header: str, tensors: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def serialize(program: Program, fp_dtype: str = "float32") -> bytes:
-    """The artifact's bytes. ``fp_dtype`` is the storage precision of the full-precision constants
-    (``"float16"`` halves them; binary weights are always 1 bit)."""
+def serialize(programs: Program | list[Program], fp_dtype: str = "float32") -> bytes:
+    """The artifact's bytes for one program or several (the depth options of one student, whose
+    common tensors are stored once). ``fp_dtype`` is the storage precision of the full-precision
+    constants (``"float16"`` halves them; binary weights are always 1 bit)."""
     if fp_dtype not in FP_DTYPES:
         raise ValueError(f"fp_dtype must be one of {sorted(FP_DTYPES)}, got {fp_dtype!r}")
-    tensors = {
-        k: (v.astype(FP_DTYPES[fp_dtype]) if v.dtype == np.float32 else v)
-        for k, v in program.tensors.items()
-    }
-    header = json.dumps(program.header(), sort_keys=True)
+    programs = [programs] if isinstance(programs, Program) else list(programs)
+    tensors: dict[str, np.ndarray] = {}
+    for p in programs:
+        for k, v in p.tensors.items():
+            tensors[k] = v.astype(FP_DTYPES[fp_dtype]) if v.dtype == np.float32 else v
+    header = json.dumps([p.header() for p in programs], sort_keys=True)
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "fp_dtype": fp_dtype,
-        "program": header,
+        "programs": header,
         "checksum": _checksum(header, tensors),
     }
     return safetensors.numpy.save(tensors, metadata=meta)
 
 
 def save(
-    program: Program, path: str | os.PathLike, fp_dtype: str = "float32", overwrite: bool = False
+    programs: Program | list[Program],
+    path: str | os.PathLike,
+    fp_dtype: str = "float32",
+    overwrite: bool = False,
 ) -> int:
     """Write the artifact atomically; refuses to replace an existing file unless ``overwrite``.
     Returns its size in bytes."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    data = serialize(program, fp_dtype)
+    data = serialize(programs, fp_dtype)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -90,8 +95,36 @@ def _header_metadata(data: bytes) -> dict[str, str]:
     return meta
 
 
-def deserialize(data: bytes) -> Program:
-    """Parse and check an artifact's bytes into a :class:`Program` (FP constants as float32)."""
+def _program(h: dict[str, Any], tensors: dict[str, np.ndarray]) -> Program:
+    ops = [
+        Op(
+            o["kind"],
+            list(o["inputs"]),
+            int(o["output"]),
+            dict(o["attrs"]),
+            dict(o["params"]),
+            str(o.get("name", "")),
+        )
+        for o in h["ops"]
+    ]
+    used = {k for op in ops for k in op.params.values()}
+    missing = sorted(used - set(tensors))
+    if missing:
+        raise ArtifactError(f"the program refers to tensors the file lacks: {missing[:3]}")
+    return Program(
+        values=[list(map(int, v)) for v in h["values"]],
+        aliases={int(k): int(v) for k, v in h["aliases"].items()},
+        ops=ops,
+        tensors={k: tensors[k] for k in used},
+        input=int(h["input"]),
+        output=int(h["output"]),
+        time_axis=int(h["time_axis"]),
+        meta=dict(h["meta"]),
+    )
+
+
+def deserialize(data: bytes) -> list[Program]:
+    """Parse and check an artifact's bytes into its programs (FP constants as float32)."""
     meta = _header_metadata(data)
     version = meta.get("format_version", "")
     if not version.isdigit() or int(version) != FORMAT_VERSION:
@@ -103,41 +136,27 @@ def deserialize(data: bytes) -> Program:
         tensors = safetensors.numpy.load(data)
     except Exception as exc:  # safetensors raises its own error types for corrupt payloads
         raise ArtifactError(f"the tensor data is corrupt or truncated: {exc}") from None
-    header = meta.get("program", "")
+    header = meta.get("programs", "")
     if _checksum(header, tensors) != meta.get("checksum"):
         raise ArtifactError("checksum mismatch: the artifact is corrupt or was modified")
+    tensors = {
+        k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in tensors.items()
+    }
     try:
-        h = json.loads(header)
-        program = Program(
-            values=[list(map(int, v)) for v in h["values"]],
-            aliases={int(k): int(v) for k, v in h["aliases"].items()},
-            ops=[
-                Op(
-                    o["kind"],
-                    list(o["inputs"]),
-                    int(o["output"]),
-                    dict(o["attrs"]),
-                    dict(o["params"]),
-                    str(o.get("name", "")),
-                )
-                for o in h["ops"]
-            ],
-            tensors={
-                k: (v.astype(np.float32) if v.dtype == np.float16 else v)
-                for k, v in tensors.items()
-            },
-            input=int(h["input"]),
-            output=int(h["output"]),
-            time_axis=int(h["time_axis"]),
-            meta=dict(h["meta"]),
-        )
+        headers = json.loads(header)
+        if not isinstance(headers, list) or not headers:
+            raise ValueError("no programs")
+        programs = [_program(h, tensors) for h in headers]
+    except ArtifactError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactError(f"the program header is malformed: {exc!r}") from None
-    validate_program(program)
-    return program
+    for p in programs:
+        validate_program(p)
+    return programs
 
 
-def load(path: str | os.PathLike) -> Program:
+def load(path: str | os.PathLike) -> list[Program]:
     """Read and check an artifact file."""
     path = Path(path)
     if not path.is_file():
@@ -310,9 +329,9 @@ def _check_shapes(p: Program, op: Op, i: int) -> None:
         raise _fail(op, i, f"malformed attributes ({exc!r})") from None
 
 
-def artifact_size(program: Program, fp_dtype: str = "float32") -> int:
-    """Bytes of the artifact the program would be saved as."""
-    return len(serialize(program, fp_dtype))
+def artifact_size(programs: Program | list[Program], fp_dtype: str = "float32") -> int:
+    """Bytes of the artifact the program(s) would be saved as."""
+    return len(serialize(programs, fp_dtype))
 
 
 def describe_precision(fp_dtype: str) -> dict[str, Any]:

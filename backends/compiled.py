@@ -88,9 +88,10 @@ def _as_input(x: Any, shape: list[int], what: str = "input") -> tuple[np.ndarray
 
 
 class CompiledModel:
-    """A student lowered at one depth option and running on native kernels (one call per batch).
+    """A student lowered at one or more depth options, running on native kernels (one call per
+    batch). With several options, ``model(x, thin=k)`` picks one; they share their constants.
 
-    Calls are thread-safe: the native program is immutable and each call has its own workspace.
+    Calls are thread-safe: the native programs are immutable and each call has its own workspace.
 
     Example::
 
@@ -98,13 +99,38 @@ class CompiledModel:
         logits = compiled(features)          # numpy or torch, (B, 1, 32, 32) or (1, 32, 32)
         compiled.save("kws.bnn")
         same = binarize.load("kws.bnn")
+        every = binarize.compile(student, thin="all")
+        fast = every(features, thin=3)
     """
 
-    def __init__(self, program: Program, impl: str = "auto") -> None:
-        self.program = program
-        self._native = _build(program, impl)
+    def __init__(self, programs: Program | list[Program], impl: str = "auto") -> None:
+        programs = [programs] if isinstance(programs, Program) else list(programs)
+        self.programs = {int(p.meta.get("thin", 0)): p for p in programs}
+        if len(self.programs) != len(programs):
+            raise artifact.ArtifactError("two programs for the same depth option")
+        self.default_thin = int(programs[0].meta.get("thin", 0))
+        self._native = {k: _build(p, impl) for k, p in self.programs.items()}
+
+    def _pick(self, thin: int | None) -> int:
+        thin = self.default_thin if thin is None else thin
+        if thin not in self.programs:
+            raise ValueError(f"depth option {thin} was not compiled; options: {self.thin_options}")
+        return thin
 
     # -- properties ------------------------------------------------------------------------------
+    @property
+    def program(self) -> Program:
+        """The default option's program."""
+        return self.programs[self.default_thin]
+
+    @property
+    def thin_options(self) -> list[int]:
+        return sorted(self.programs)
+
+    @property
+    def thin(self) -> int:
+        return self.default_thin
+
     @property
     def input_shape(self) -> list[int]:
         return list(self.program.values[self.program.input])
@@ -116,41 +142,39 @@ class CompiledModel:
     @property
     def impl(self) -> str:
         """The kernel implementation in use ("avx2", "neon", "ref"...)."""
-        return self._native.impl
-
-    @property
-    def thin(self) -> int:
-        return int(self.program.meta.get("thin", 0))
+        return self._native[self.default_thin].impl
 
     def size_bytes(self, fp_dtype: str = "float32") -> int:
         """Size of the artifact :meth:`save` writes: the deployed storage figure."""
-        return artifact.artifact_size(self.program, fp_dtype)
+        return artifact.artifact_size(list(self.programs.values()), fp_dtype)
 
     # -- running ---------------------------------------------------------------------------------
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: Any, thin: int | None = None) -> Any:
+        native = self._native[self._pick(thin)]
         arr, is_torch, single = _as_input(x, self.input_shape)
-        y = self._native.run(arr)
+        y = native.run(arr)
         if single:
             y = y[0]
         return torch.from_numpy(y) if is_torch else y
 
-    def stream(self) -> Stream:
+    def stream(self, thin: int | None = None) -> Stream:
         """Frame-by-frame execution for one utterance; see :class:`Stream`."""
-        if self.program.time_axis < 1:
+        thin = self._pick(thin)
+        if self.programs[thin].time_axis < 1:
             raise ValueError("this model's input has no time axis to stream over")
-        return Stream(self)
+        return Stream(self, thin)
 
     # -- storage ---------------------------------------------------------------------------------
     def save(
         self, path: str | os.PathLike, fp_dtype: str = "float32", overwrite: bool = False
     ) -> int:
-        """Write the deployable artifact (safetensors + JSON program, versioned and checksummed).
+        """Write the deployable artifact (safetensors + JSON programs, versioned and checksummed).
         ``fp_dtype="float16"`` stores the full-precision constants in half precision. Returns bytes."""
-        return artifact.save(self.program, path, fp_dtype, overwrite)
+        return artifact.save(list(self.programs.values()), path, fp_dtype, overwrite)
 
     def __repr__(self) -> str:
         return (
-            f"CompiledModel(thin={self.thin}, ops={len(self.program.ops)}, impl={self.impl}, "
+            f"CompiledModel(options={self.thin_options}, impl={self.impl}, "
             f"input={self.input_shape}, output={self.output_shape})"
         )
 
@@ -163,16 +187,18 @@ class Stream:
     per-frame output) or None; ``finish()`` returns the logits, equal to the whole-utterance call.
     """
 
-    def __init__(self, model: CompiledModel) -> None:
+    def __init__(self, model: CompiledModel, thin: int) -> None:
         self.model = model
-        self._native = model._native.stream()
+        self.program = model.programs[thin]
+        self._program_native = model._native[thin]
+        self._native = self._program_native.stream()
         self._lock = threading.Lock()
         self._returned = 0
         self._torch = False
 
     def push(self, frames: Any) -> Any:
         shape = list(self.model.input_shape)
-        t = self.model.program.time_axis - 1
+        t = self.program.time_axis - 1
         if not isinstance(frames, np.ndarray | torch.Tensor):
             raise TypeError("frames must be a numpy array or a torch tensor")
         n = frames.shape[t + (frames.ndim == len(shape) + 1)]
@@ -195,7 +221,7 @@ class Stream:
         return torch.from_numpy(out) if self._torch else out
 
     def _native_output_time_axis(self) -> int:
-        return self.model._native.output_time_axis
+        return self._program_native.output_time_axis
 
     def finish(self) -> Any:
         """End the utterance; returns the model output (as the whole-utterance call would)."""
@@ -209,24 +235,36 @@ class Stream:
         return self._native.frames_in
 
 
+def _lower_streamable(student, thin: int, time_axis: int | None, impl: str) -> Program:
+    """Lower at ``thin``; without a given time axis pick the input axis along which the most ops
+    run frame by frame (the memory blocks' time), the last one on a tie."""
+    if time_axis is not None:
+        return lower(student, thin, time_axis)
+    best, best_count = None, -1
+    for axis in range(len(student.example_shape) - 1, 0, -1):
+        program = lower(student, thin, axis)
+        count = _build(program, impl).streamed_ops
+        if count > best_count:
+            best, best_count = program, count
+    return best
+
+
 def compile_model(
-    student, thin: int = 0, impl: str = "auto", time_axis: int | None = None
+    student, thin: int | str | list[int] = 0, impl: str = "auto", time_axis: int | None = None
 ) -> CompiledModel:
-    """Lower ``student`` at depth option ``thin`` and load it on the native runtime.
+    """Lower ``student`` at depth option ``thin`` (an int, a list, or ``"all"``) and load it on the
+    native runtime.
 
     ``impl`` picks the kernels ("auto": the best this CPU supports; "ref", "avx2", "neon");
-    ``time_axis`` is the input's time axis, used for streaming. By default it is the axis along
-    which the most ops can run frame by frame (the memory blocks' time), the last one on a tie.
+    ``time_axis`` is the input's time axis, used for streaming (by default the axis the memory
+    blocks run along).
     """
-    if time_axis is not None:
-        return CompiledModel(lower(student, thin, time_axis), impl)
-    rank = len(student.example_shape)
-    best = None
-    for axis in range(rank - 1, 0, -1):
-        model = CompiledModel(lower(student, thin, axis), impl)
-        if best is None or model._native.streamed_ops > best._native.streamed_ops:
-            best = model
-    return best
+    options = (
+        student.thin_options if thin == "all" else [thin] if isinstance(thin, int) else list(thin)
+    )
+    if not options:
+        raise ValueError("no depth option to compile")
+    return CompiledModel([_lower_streamable(student, k, time_axis, impl) for k in options], impl)
 
 
 def load_model(path: str | os.PathLike, impl: str = "auto") -> CompiledModel:

@@ -11,6 +11,7 @@ Op kinds (``Op.kind``) and their float semantics are listed in backends/README.m
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
 from dataclasses import dataclass, field
@@ -76,12 +77,14 @@ class Program:
         self.values.append([int(s) for s in shape])
         return len(self.values) - 1
 
-    def add_tensor(self, key: str, array: np.ndarray | Tensor) -> str:
+    def add_tensor(self, array: np.ndarray | Tensor) -> str:
+        """Store a constant under a key derived from its content, so programs of several depth
+        options share (and an artifact stores once) every tensor they have in common."""
         if isinstance(array, Tensor):
             array = array.detach().cpu().numpy()
-        if key in self.tensors:
-            raise AssertionError(f"duplicate tensor key {key}")
-        self.tensors[key] = np.ascontiguousarray(array)
+        array = np.ascontiguousarray(array)
+        key = tensor_key(array)
+        self.tensors.setdefault(key, array)
         return key
 
     def header(self) -> dict[str, Any]:
@@ -95,6 +98,13 @@ class Program:
             "time_axis": self.time_axis,
             "meta": self.meta,
         }
+
+
+def tensor_key(array: np.ndarray) -> str:
+    """Content hash of a tensor (dtype, shape and bytes)."""
+    h = hashlib.sha256(f"{array.dtype.str}|{array.shape}|".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()[:24]
 
 
 _ACTIVATIONS: dict[Any, tuple[str, dict[str, float]]] = {
@@ -115,13 +125,8 @@ class _Lowerer:
     def __init__(self, program: Program, student: BinarizedModel) -> None:
         self.p = program
         self.student = student
-        self.counter = 0
 
     # -- helpers -------------------------------------------------------------------------------
-    def key(self, name: str, role: str) -> str:
-        self.counter += 1
-        return f"{self.counter:03d}.{name}.{role}"
-
     def emit(
         self,
         kind: str,
@@ -134,7 +139,7 @@ class _Lowerer:
         out = self.p.add_value(out_shape)
         keys = {}
         for role, tensor in (params or {}).items():
-            keys[role] = self.p.add_tensor(self.key(name, role), tensor)
+            keys[role] = self.p.add_tensor(tensor)
         self.p.ops.append(Op(kind, inputs, out, attrs or {}, keys, name))
         return out
 

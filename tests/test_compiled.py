@@ -88,6 +88,22 @@ def test_save_load_round_trip(tmp_path):
     assert np.isfinite(binarize.load(half)(xs.numpy())).all()
 
 
+def test_all_options_in_one_artifact(tmp_path):
+    _, student, x = trained_student("dfsmn_bn")
+    every = binarize.compile(student, thin="all")
+    assert every.thin_options == student.thin_options
+    xs = torch.randn(3, *x.shape[1:])
+    for k in student.thin_options:
+        assert torch.equal(every(xs, thin=k), binarize.compile(student, thin=k)(xs))
+    singles = sum(binarize.compile(student, thin=k).size_bytes() for k in student.thin_options)
+    assert every.size_bytes() < 0.7 * singles  # shared layers are stored once
+    every.save(tmp_path / "all.bnn")
+    loaded = binarize.load(tmp_path / "all.bnn")
+    assert torch.equal(loaded(xs, thin=2), every(xs, thin=2))
+    with pytest.raises(ValueError, match="was not compiled"):
+        binarize.compile(student, thin=1)(xs, thin=2)
+
+
 def test_artifact_is_small():
     """1-bit weights are stored as bits: the artifact is far smaller than the FP32 weights."""
     torch.manual_seed(0)
@@ -203,13 +219,13 @@ def test_truncated_or_corrupt_artifacts_are_rejected(artifact_bytes):
         for i in rng.integers(0, len(data), size=int(rng.integers(1, 4))):
             corrupt[i] ^= 1 << int(rng.integers(0, 8))
         try:
-            program = deserialize(bytes(corrupt))
+            programs = deserialize(bytes(corrupt))
         except ArtifactError:
             continue
         # a flip that survives the checks (e.g. in JSON whitespace) must still give a valid program
         from backends.compiled import CompiledModel
 
-        CompiledModel(program)
+        CompiledModel(programs)
     with pytest.raises(ArtifactError, match="not a binarize artifact"):
         deserialize(b'\x08\x00\x00\x00\x00\x00\x00\x00{"a": 1}')
 
@@ -224,9 +240,9 @@ def test_wrong_version_and_tampered_programs(artifact_bytes):
         h = json.loads(json.dumps(header))
         meta = h["__metadata__"]
         if program_update:
-            prog = json.loads(meta["program"])
-            program_update(prog)
-            meta["program"] = json.dumps(prog, sort_keys=True)
+            progs = json.loads(meta["programs"])
+            program_update(progs[0])
+            meta["programs"] = json.dumps(progs, sort_keys=True)
         meta.update(meta_update or {})
         raw = json.dumps(h).encode()
         raw += b" " * (-len(raw) % 8)
@@ -248,7 +264,7 @@ def test_wrong_version_and_tampered_programs(artifact_bytes):
     import safetensors.numpy
 
     tensors = safetensors.numpy.load(tampered)
-    h2["__metadata__"]["checksum"] = art._checksum(h2["__metadata__"]["program"], tensors)
+    h2["__metadata__"]["checksum"] = art._checksum(h2["__metadata__"]["programs"], tensors)
     raw = json.dumps(h2).encode()
     raw += b" " * (-len(raw) % 8)
     with pytest.raises(ArtifactError, match="not defined yet"):
