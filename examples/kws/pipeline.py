@@ -247,8 +247,9 @@ def write_report(
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for o in ev.options:
+        drop = (ev.teacher_test_acc - o.test_acc) * 100
         lines.append(
-            f"| {o.thin} | {o.blocks} | {o.test_acc:.2%} | {(ev.teacher_test_acc - o.test_acc) * 100:+.2f} pt "
+            f"| {o.thin} | {o.blocks} | {o.test_acc:.2%} | {drop:+.2f} pt "
             f"| {o.compiled_acc:.2%} | {o.compiled_agreement:.2%} | {o.artifact_bytes:,} | "
             f"{tb / o.artifact_bytes:.1f}x | {o.artifact_bytes_fp16:,} | {tb / o.artifact_bytes_fp16:.1f}x "
             f"| {o.binary_ops:,} | {o.fp_ops:,} | {o.latency_us:.0f} |"

@@ -103,7 +103,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def load_weights(model: nn.Module, run_dir: str | os.PathLike, which: str = "best") -> nn.Module:
     """Load ``best`` (or ``last``) weights of a run into ``model``."""
     state = torch.load(Path(run_dir) / f"{which}.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"] if "model" in state else state)
+    model.load_state_dict(state.get("model", state))
     return model
 
 
@@ -145,8 +145,15 @@ def fit(
     seed_everything(cfg.seed)
     sampler = DistributedSampler(train_set, shuffle=True, seed=cfg.seed) if distributed() else None
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=cfg.workers, drop_last=True, generator=gen)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        drop_last=True,
+        generator=gen,
+    )
     steps = len(loader)
     if steps == 0:
         raise ValueError(f"the training set ({len(train_set)} items) is smaller than one batch")
@@ -157,9 +164,14 @@ def fit(
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    sched = CosineLRScheduler(opt, t_initial=cfg.epochs * steps, lr_min=cfg.min_lr,
-                              warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.lr * 0.01,
-                              t_in_epochs=False)
+    sched = CosineLRScheduler(
+        opt,
+        t_initial=cfg.epochs * steps,
+        lr_min=cfg.min_lr,
+        warmup_t=int(cfg.warmup_epochs * steps),
+        warmup_lr_init=cfg.lr * 0.01,
+        t_in_epochs=False,
+    )
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None
     net = nn.parallel.DistributedDataParallel(model) if distributed() else model
 
@@ -172,7 +184,8 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
-        start, best, best_epoch, history = state["epoch"] + 1, state["best"], state["best_epoch"], state["history"]
+        start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+        history = state["history"]
         torch.set_rng_state(state["rng"])
     resumed_from = start
 
@@ -184,11 +197,15 @@ def fit(
             on_epoch(model, epoch)
         net.train()
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=rank() != 0)
+        bar = tqdm(
+            loader, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=rank() != 0
+        )
         for i, (x, y) in enumerate(bar):
             loss = loss_fn(net, x, y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {i}")
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {i}"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -206,23 +223,40 @@ def fit(
         history.append(metrics)
         score = metrics.get(cfg.select_metric)
         if rank() == 0:
-            if best is None or (score is not None and score > best.get(cfg.select_metric, -math.inf)):
+            if best is None or (
+                score is not None and score > best.get(cfg.select_metric, -math.inf)
+            ):
                 best, best_epoch = metrics, epoch + 1
                 _atomic_save({"model": evaluated.state_dict()}, run / "best.pt")
-            _atomic_save({
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "ema": ema.module.state_dict() if ema else None,
-                "epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history,
-                "rng": torch.get_rng_state(), "config": asdict(cfg),
-            }, last)
-            tqdm.write(f"{desc} epoch {epoch + 1}: " + ", ".join(
-                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "ema": ema.module.state_dict() if ema else None,
+                    "epoch": epoch,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                    "rng": torch.get_rng_state(),
+                    "config": asdict(cfg),
+                },
+                last,
+            )
+            tqdm.write(
+                f"{desc} epoch {epoch + 1}: "
+                + ", ".join(
+                    f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in metrics.items()
+                )
+            )
         if distributed():
             dist.barrier()
 
     if rank() == 0:
-        done.write_text(json.dumps({"best": best, "best_epoch": best_epoch, "history": history},
-                                   indent=2))
+        done.write_text(
+            json.dumps({"best": best, "best_epoch": best_epoch, "history": history}, indent=2)
+        )
     if distributed():
         dist.barrier()
     load_weights(model, run, "best")
@@ -230,7 +264,9 @@ def fit(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: Dataset, batch_size: int = 256, **forward_kwargs: Any) -> float:
+def accuracy(
+    model: nn.Module, data: Dataset, batch_size: int = 256, **forward_kwargs: Any
+) -> float:
     """Top-1 accuracy of ``model(x, **forward_kwargs)`` over ``data``, in eval mode."""
     was = model.training
     model.eval()
