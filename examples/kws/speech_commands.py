@@ -341,7 +341,8 @@ class SpeechCommands(torch.utils.data.Dataset):
         """Read every clip's header: raise one :class:`AudioFileError` naming all empty or
         unreadable WAVs; warn once with the number of files that will be resampled."""
         bad, report = [], ResampleReport(str(self.root), deferred=True)
-        paths = [self.root / it.relpath for it in self.items if it.relpath] + self.noise_files
+        paths = [self.root / it.relpath for it in self.items if it.relpath]
+        paths += self.noise_files if self.task.silence else []
         for p in paths:
             try:
                 sr, _, _ = wav_info(p)

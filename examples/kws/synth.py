@@ -61,7 +61,7 @@ from . import augment as A
 from .audio import SAMPLE_RATE, decode_wav_bytes, resample, save_wav
 from .speech_commands import COMMANDS, WORDS_V2
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generated audio changes: it is part of the cache folder name."""
 
 ESPEAK_VOICES = (
@@ -119,7 +119,7 @@ BABBLE_SENTENCES = (
 
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": {"speakers": 10, "command_utterances": 1, "other_utterances": 1,
-             "words": ("yes", "no", "up", "bed", "cat", "happy"), "noise_seconds": 4.0,
+             "words": ("yes", "no", "up", "bed", "cat", "learn"), "noise_seconds": 4.0,
              "babble_sentences": 4},
     "small": {},
     "large": {"speakers": 400, "command_utterances": 6, "other_utterances": 3},
@@ -140,7 +140,7 @@ class SynthConfig:
     Example::
 
         cfg = SynthConfig(seed=1, speakers=40)
-        cfg.folder_name("custom")   # 'speech-synth-v1-custom-seed1-3f2a9c1d'
+        cfg.folder_name("custom")   # 'speech-synth-v2-custom-seed1-<hash8>'
     """
 
     seed: int = 0
@@ -371,8 +371,8 @@ def synthesize(speaker: Speaker, text: str, g: torch.Generator | None = None,
 
 # ------------------------------------------------------------------------------------ rendering
 
-def trim_silence(wav: torch.Tensor, sr: int = SAMPLE_RATE, rel: float = 0.03,
-                 margin_s: float = 0.03) -> torch.Tensor:
+def trim_silence(wav: torch.Tensor, sr: int = SAMPLE_RATE, rel: float = 0.01,
+                 margin_s: float = 0.05) -> torch.Tensor:
     """Cut leading/trailing parts quieter than ``rel`` x peak (10 ms windows), keep a margin.
 
     Example::
@@ -564,6 +564,8 @@ def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int 
                 for _ in pool.imap_unordered(_run_job, todo, chunksize=8):
                     bar.update()
         bar.close()
+    for stale in out.glob("*/.*.tmp"):  # left by a run killed mid-write
+        stale.unlink()
     _write_lists_and_manifest(out, cfg, speakers, jobs, versions)
     (out / "COMPLETE").write_text(cfg.fingerprint() + "\n")
     return out
