@@ -15,7 +15,7 @@ namespace neon {
 namespace {
 
 struct UkNeon {
-  static constexpr size_t MR = 12, NR = 8, KC = 256, MC = 96, NC = 512, GEMV_MAX_ROWS = 4;
+  static constexpr size_t MR = 12, NR = 8, KC = 256, MC = 96, NC = 512, GEMV_MAX_ROWS = 8;
 
   // C[12 x 8] (+)= A^T B over kc packed steps. Accumulators v8-v31 (row r: v(8+2r), v(9+2r)),
   // A in v0-v2, B in v3-v4. Main loop: 4 k steps = 4 x (LD1 {3}, LD1 {2}, 24 FMLA) + SUBS + B.NE
@@ -70,6 +70,19 @@ struct UkNeon {
       vst1q_f32(cr, c0);
       vst1q_f32(cr + 4, c1);
     }
+  }
+
+  static inline void transpose4x4(const float* s0, const float* s1, const float* s2,
+                                  const float* s3, float* d, size_t ldd) {
+    const float32x4_t a = vld1q_f32(s0), b = vld1q_f32(s1), c = vld1q_f32(s2), e = vld1q_f32(s3);
+    const float32x4_t ab0 = vtrn1q_f32(a, b), ab1 = vtrn2q_f32(a, b);
+    const float32x4_t ce0 = vtrn1q_f32(c, e), ce1 = vtrn2q_f32(c, e);
+    const float64x2_t x0 = vreinterpretq_f64_f32(ab0), x1 = vreinterpretq_f64_f32(ab1);
+    const float64x2_t y0 = vreinterpretq_f64_f32(ce0), y1 = vreinterpretq_f64_f32(ce1);
+    vst1q_f32(d, vreinterpretq_f32_f64(vtrn1q_f64(x0, y0)));
+    vst1q_f32(d + ldd, vreinterpretq_f32_f64(vtrn1q_f64(x1, y1)));
+    vst1q_f32(d + 2 * ldd, vreinterpretq_f32_f64(vtrn2q_f64(x0, y0)));
+    vst1q_f32(d + 3 * ldd, vreinterpretq_f32_f64(vtrn2q_f64(x1, y1)));
   }
 
   static void dot4(size_t K, const float* w0, const float* w1, const float* w2, const float* w3,

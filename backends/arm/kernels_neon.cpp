@@ -5,10 +5,12 @@
 // column: 8 EOR + 8 CNT + 7 ADDP (a tree that folds the 8 rows' byte counts into one register,
 // two bytes per row, each <= 64) + 1 UADALP into 8 x u16 row accumulators = 24 vector ALU
 // instructions per 8 XOR-popcounts, i.e. 3 per 128-bit XOR-popcount (42.7 bMAC/instruction).
-// The register tile is 8 rows x 4 columns: 8 weight registers are reused by 4 columns, the
-// weights come from an interleaved copy of the 8-row panel (two LD1 {4 regs} per step).
-// u16 accumulators are safe for 511 steps (511 * 128 = 65408 < 65536); longer rows are split into
-// blocks of 511 steps widened into u32 after each block (the int32 fallback, tested at the limit).
+// The register tile is 8 rows x 4 columns (inline asm): 8 weight registers are reused by 4
+// columns, the weights come from an interleaved copy of the 8-row panel (two LD1 {4 regs} per
+// step; for K <= 128 the weight rows already have that layout and are used in place).
+// u16 accumulators are safe for 511 steps (511 * 128 = 65408 < 65536 bits). Longer rows, and the
+// 1 to 3 column tails, take the intrinsics tile, which accumulates blocks of 511 steps in u16 and
+// widens each block into u32 (the int32 fallback, tested on both sides of the limit).
 #include <arm_neon.h>
 
 #include "fbck/bits.h"
@@ -270,11 +272,17 @@ FBCK_INLINE void tile8(const uint8_t* wp, const uint8_t* const* a, size_t steps,
   }
 }
 
-// The 8 x 4 tile, hand-scheduled (inline asm): per pair of 128-bit steps 4 LD1 {4 regs} (weights),
-// 4 LDP (2 steps of each activation column), 64 x (EOR, CNT) + 56 ADDP + 8 UADALP and SUBS + B.NE:
-// 202 instructions per 64 XOR-popcounts (3.16 per 128 bits; 3.0 of them vector ALU).
+// The 8 x 4 tile, hand-scheduled (inline asm), for rows of at most kU16Steps steps, run over
+// `tiles` tiles in one call. Inner loop per pair of 128-bit steps: 4 LD1 {4 regs} (weights),
+// 4 LDP (2 steps of each activation column), 64 x (EOR, CNT) + 56 ADDP + 8 UADALP, SUBS + B.NE:
+// 202 instructions per 64 XOR-popcounts (3.16 per 128 bits, 3.0 of them vector ALU). Per tile
+// then USHLL/USHLL2 #1 (widen and double), SUB from K, ST1: dots = K - 2 * popcount as int32.
+// With a single step (K <= 128) the 8 weight registers stay loaded across all tiles and a tile is
+// 4 LD1 + 96 vector ALU + 20 output + 2 loop instructions (3.81 per XOR-popcount).
 // Registers: weights v0-v7, activations v16-v23, u16 accumulators v8-v11, temporaries v24-v31.
-#define FBCK_BMLA_COL(A, ACC)                                                                 \
+// Tile t reads column c at col_c + t * adv (bytes) and writes its 8 dots at
+// out + (4 * t + c) * ldo (bytes).
+#define FBCK_BMLA_TREE(A)                                                                     \
   "eor v24.16b, v0.16b, " A ".16b\n eor v25.16b, v1.16b, " A ".16b\n"                        \
   "eor v26.16b, v2.16b, " A ".16b\n eor v27.16b, v3.16b, " A ".16b\n"                        \
   "eor v28.16b, v4.16b, " A ".16b\n eor v29.16b, v5.16b, " A ".16b\n"                        \
@@ -284,150 +292,196 @@ FBCK_INLINE void tile8(const uint8_t* wp, const uint8_t* const* a, size_t steps,
   "addp v24.16b, v24.16b, v25.16b\n addp v26.16b, v26.16b, v27.16b\n"                         \
   "addp v28.16b, v28.16b, v29.16b\n addp v30.16b, v30.16b, v31.16b\n"                         \
   "addp v24.16b, v24.16b, v26.16b\n addp v28.16b, v28.16b, v30.16b\n"                         \
-  "addp v24.16b, v24.16b, v28.16b\n uadalp " ACC ".8h, v24.16b\n"
+  "addp v24.16b, v24.16b, v28.16b\n"
+#define FBCK_BMLA_COL(A, ACC) FBCK_BMLA_TREE(A) "uadalp " ACC ".8h, v24.16b\n"
+#define FBCK_BMLA_COL_FIRST(A, ACC) FBCK_BMLA_TREE(A) "uaddlp " ACC ".8h, v24.16b\n"
+#define FBCK_BMLA_OUT(ACC)                                                 \
+  "ushll v16.4s, " ACC ".4h, #1\n ushll2 v17.4s, " ACC ".8h, #1\n"          \
+  "sub v16.4s, v12.4s, v16.4s\n sub v17.4s, v12.4s, v17.4s\n"               \
+  "st1 {v16.4s, v17.4s}, [%[out]], %[ldo]\n"
+#define FBCK_BMLA_CLOBBERS                                                                    \
+  "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11",   \
+      "v12", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", \
+      "v28", "v29", "v30", "v31"
 
-FBCK_INLINE void bmla_8x4_asm(const uint8_t* wp, const uint8_t* a0, const uint8_t* a1,
-                              const uint8_t* a2, const uint8_t* a3, size_t pairs, size_t single,
-                              uint16_t* out) {
+void bmla_8x4_tiles(const uint8_t* wp, const uint8_t* c0, const uint8_t* c1, const uint8_t* c2,
+                    const uint8_t* c3, size_t adv, size_t steps, size_t tiles, int32_t K,
+                    int32_t* out, size_t ldo) {
+  if (tiles == 0) return;
+  if (steps == 1) {
+    __asm__ volatile(
+        "ld1 {v0.16b-v3.16b}, [%[wp]], #64\n"
+        "ld1 {v4.16b-v7.16b}, [%[wp]]\n"
+        "dup v12.4s, %w[k]\n"
+        "0:\n"
+        "ld1 {v16.16b}, [%[c0]], %[adv]\n ld1 {v18.16b}, [%[c1]], %[adv]\n"
+        "ld1 {v20.16b}, [%[c2]], %[adv]\n ld1 {v22.16b}, [%[c3]], %[adv]\n"
+        FBCK_BMLA_COL_FIRST("v16", "v8") FBCK_BMLA_COL_FIRST("v18", "v9")
+        FBCK_BMLA_COL_FIRST("v20", "v10") FBCK_BMLA_COL_FIRST("v22", "v11")
+        FBCK_BMLA_OUT("v8") FBCK_BMLA_OUT("v9") FBCK_BMLA_OUT("v10") FBCK_BMLA_OUT("v11")
+        "subs %[tiles], %[tiles], #1\n"
+        "b.ne 0b\n"
+        : [wp] "+r"(wp), [c0] "+r"(c0), [c1] "+r"(c1), [c2] "+r"(c2), [c3] "+r"(c3),
+          [tiles] "+r"(tiles), [out] "+r"(out)
+        : [adv] "r"(adv), [k] "r"(K), [ldo] "r"(ldo)
+        : FBCK_BMLA_CLOBBERS);
+    return;
+  }
   __asm__ volatile(
+      "dup v12.4s, %w[k]\n"
+      "0:\n"
+      "mov x9, %[wp]\n mov x10, %[c0]\n mov x11, %[c1]\n mov x12, %[c2]\n mov x13, %[c3]\n"
       "movi v8.16b, #0\n movi v9.16b, #0\n movi v10.16b, #0\n movi v11.16b, #0\n"
-      "cbz %[pairs], 2f\n"
+      "lsr x14, %[steps], #1\n"
+      "cbz x14, 2f\n"
       "1:\n"
-      "ld1 {v0.16b-v3.16b}, [%[wp]], #64\n"
-      "ld1 {v4.16b-v7.16b}, [%[wp]], #64\n"
-      "ldp q16, q17, [%[a0]], #32\n"
-      "ldp q18, q19, [%[a1]], #32\n"
-      "ldp q20, q21, [%[a2]], #32\n"
-      "ldp q22, q23, [%[a3]], #32\n"
+      "ld1 {v0.16b-v3.16b}, [x9], #64\n"
+      "ld1 {v4.16b-v7.16b}, [x9], #64\n"
+      "ldp q16, q17, [x10], #32\n"
+      "ldp q18, q19, [x11], #32\n"
+      "ldp q20, q21, [x12], #32\n"
+      "ldp q22, q23, [x13], #32\n"
       FBCK_BMLA_COL("v16", "v8") FBCK_BMLA_COL("v18", "v9")
       FBCK_BMLA_COL("v20", "v10") FBCK_BMLA_COL("v22", "v11")
-      "ld1 {v0.16b-v3.16b}, [%[wp]], #64\n"
-      "ld1 {v4.16b-v7.16b}, [%[wp]], #64\n"
+      "ld1 {v0.16b-v3.16b}, [x9], #64\n"
+      "ld1 {v4.16b-v7.16b}, [x9], #64\n"
       FBCK_BMLA_COL("v17", "v8") FBCK_BMLA_COL("v19", "v9")
       FBCK_BMLA_COL("v21", "v10") FBCK_BMLA_COL("v23", "v11")
-      "subs %[pairs], %[pairs], #1\n"
+      "subs x14, x14, #1\n"
       "b.ne 1b\n"
       "2:\n"
-      "cbz %[single], 3f\n"
-      "ld1 {v0.16b-v3.16b}, [%[wp]], #64\n"
-      "ld1 {v4.16b-v7.16b}, [%[wp]], #64\n"
-      "ldr q16, [%[a0]]\n ldr q18, [%[a1]]\n ldr q20, [%[a2]]\n ldr q22, [%[a3]]\n"
+      "tbz %[steps], #0, 3f\n"
+      "ld1 {v0.16b-v3.16b}, [x9], #64\n"
+      "ld1 {v4.16b-v7.16b}, [x9]\n"
+      "ldr q16, [x10]\n ldr q18, [x11]\n ldr q20, [x12]\n ldr q22, [x13]\n"
       FBCK_BMLA_COL("v16", "v8") FBCK_BMLA_COL("v18", "v9")
       FBCK_BMLA_COL("v20", "v10") FBCK_BMLA_COL("v22", "v11")
       "3:\n"
-      "st1 {v8.8h-v11.8h}, [%[out]]\n"
-      : [wp] "+r"(wp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-        [pairs] "+r"(pairs)
-      : [single] "r"(single), [out] "r"(out)
-      : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11",
-        "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28",
-        "v29", "v30", "v31");
+      FBCK_BMLA_OUT("v8") FBCK_BMLA_OUT("v9") FBCK_BMLA_OUT("v10") FBCK_BMLA_OUT("v11")
+      "add %[c0], %[c0], %[adv]\n add %[c1], %[c1], %[adv]\n"
+      "add %[c2], %[c2], %[adv]\n add %[c3], %[c3], %[adv]\n"
+      "subs %[tiles], %[tiles], #1\n"
+      "b.ne 0b\n"
+      : [c0] "+r"(c0), [c1] "+r"(c1), [c2] "+r"(c2), [c3] "+r"(c3), [tiles] "+r"(tiles),
+        [out] "+r"(out)
+      : [wp] "r"(wp), [adv] "r"(adv), [steps] "r"(steps), [k] "r"(K), [ldo] "r"(ldo)
+      : "x9", "x10", "x11", "x12", "x13", "x14", FBCK_BMLA_CLOBBERS);
 }
+#undef FBCK_BMLA_TREE
 #undef FBCK_BMLA_COL
+#undef FBCK_BMLA_COL_FIRST
+#undef FBCK_BMLA_OUT
+#undef FBCK_BMLA_CLOBBERS
 
-template <>
-FBCK_INLINE void tile8<4>(const uint8_t* wp, const uint8_t* const* a, size_t steps,
-                          uint32x4_t (&pc)[4][2]) {
-  for (int c = 0; c < 4; ++c) pc[c][0] = pc[c][1] = vdupq_n_u32(0);
-  for (size_t j0 = 0; j0 < steps; j0 += kU16Steps) {
-    const size_t nb = steps - j0 < kU16Steps ? steps - j0 : kU16Steps;
-    uint16_t acc[32];
-    bmla_8x4_asm(wp + 128 * j0, a[0] + 16 * j0, a[1] + 16 * j0, a[2] + 16 * j0, a[3] + 16 * j0,
-                 nb / 2, nb % 2, acc);
-    for (int c = 0; c < 4; ++c) {
-      const uint16x8_t v = vld1q_u16(acc + 8 * c);
-      pc[c][0] = vaddw_u16(pc[c][0], vget_low_u16(v));
-      pc[c][1] = vaddw_high_u16(pc[c][1], v);
-    }
+// dots[c * 8 + r] = K - 2 * popcount(w[r] XOR a[c]) for an 8-row panel and C columns
+// (intrinsics; any number of steps).
+template <int C>
+FBCK_INLINE void dots8(const uint8_t* wp, const uint8_t* const* a, size_t steps, int32_t K,
+                       int32_t* dots) {
+  uint32x4_t pc[C][2];
+  tile8<C>(wp, a, steps, pc);
+  const int32x4_t kv = vdupq_n_s32(K);
+  for (int c = 0; c < C; ++c) {
+    vst1q_s32(dots + 8 * c, vsubq_s32(kv, vreinterpretq_s32_u32(vshlq_n_u32(pc[c][0], 1))));
+    vst1q_s32(dots + 8 * c + 4, vsubq_s32(kv, vreinterpretq_s32_u32(vshlq_n_u32(pc[c][1], 1))));
   }
 }
 
-// Interleave rows n0..n0+7 (clamped to N - 1) into the panel layout of tile8.
-void interleave8(const uint64_t* w, size_t N, size_t n0, size_t W, uint64_t* panel) {
+// The 8-row panel of rows n0..n0+7 (clamped to N - 1) in tile8's layout (step j of row r at
+// 16 * (8 * j + r) bytes). With one step per row and 8 real rows that is the weights themselves.
+const uint8_t* panel8(const uint64_t* w, size_t N, size_t n0, size_t W, uint64_t* scratch) {
+  if (W == 2 && n0 + 8 <= N) return reinterpret_cast<const uint8_t*>(w + n0 * W);
   const size_t steps = W / 2;
   for (size_t r = 0; r < 8; ++r) {
     const uint64_t* row = w + (n0 + r < N ? n0 + r : N - 1) * W;
-    for (size_t j = 0; j < steps; ++j) {
-      panel[2 * (8 * j + r)] = row[2 * j];
-      panel[2 * (8 * j + r) + 1] = row[2 * j + 1];
+    uint64_t* dst = scratch + 2 * r;
+    size_t j = 0;
+    for (; j + 2 <= steps; j += 2) {  // LDP + 2 STR per two steps
+      const uint64x2x2_t v = vld1q_u64_x2(row + 2 * j);
+      vst1q_u64(dst + 16 * j, v.val[0]);
+      vst1q_u64(dst + 16 * (j + 1), v.val[1]);
     }
+    if (j < steps) vst1q_u64(dst + 16 * j, vld1q_u64(row + 2 * j));
   }
+  return reinterpret_cast<const uint8_t*>(scratch);
 }
 
-FBCK_INLINE int32x4_t dots(uint32x4_t pc, int32x4_t kv) {
-  return vsubq_s32(kv, vreinterpretq_s32_u32(vshlq_n_u32(pc, 1)));
-}
-
-template <class Emit>
-void bgemm_driver(const uint64_t* a1, const uint64_t* a2, size_t P, const uint64_t* w, size_t N,
-                  size_t K, Emit&& emit) {
-  const size_t W = row_words(K), steps = W / 2;
-  Scratch<uint64_t> panel(8 * W);
-  const auto* pb = reinterpret_cast<const uint8_t*>(panel.get());
-  auto row = [&](const uint64_t* base, size_t p) {
-    return reinterpret_cast<const uint8_t*>(base + p * W);
-  };
-  for (size_t n0 = 0; n0 < N; n0 += 8) {
-    interleave8(w, N, n0, W, panel.get());
-    size_t p = 0;
-    if (a2) {  // columns: plane 1 and plane 2 of two positions
-      for (; p + 2 <= P; p += 2) {
-        const uint8_t* ac[4] = {row(a1, p), row(a2, p), row(a1, p + 1), row(a2, p + 1)};
-        uint32x4_t pc[4][2];
-        tile8<4>(pb, ac, steps, pc);
-        emit(n0, p, pc[0], pc[1]);
-        emit(n0, p + 1, pc[2], pc[3]);
-      }
-      if (p < P) {
-        const uint8_t* ac[2] = {row(a1, p), row(a2, p)};
-        uint32x4_t pc[2][2];
-        tile8<2>(pb, ac, steps, pc);
-        emit(n0, p, pc[0], pc[1]);
-      }
-      continue;
-    }
-    for (; p + 4 <= P; p += 4) {
-      const uint8_t* ac[4] = {row(a1, p), row(a1, p + 1), row(a1, p + 2), row(a1, p + 3)};
-      uint32x4_t pc[4][2];
-      tile8<4>(pb, ac, steps, pc);
-      for (int c = 0; c < 4; ++c) emit(n0, p + c, pc[c], pc[c]);
-    }
-    const size_t rest = P - p;
-    if (rest == 3) {
-      const uint8_t* ac[3] = {row(a1, p), row(a1, p + 1), row(a1, p + 2)};
-      uint32x4_t pc[3][2];
-      tile8<3>(pb, ac, steps, pc);
-      for (int c = 0; c < 3; ++c) emit(n0, p + c, pc[c], pc[c]);
-    } else if (rest == 2) {
-      const uint8_t* ac[2] = {row(a1, p), row(a1, p + 1)};
-      uint32x4_t pc[2][2];
-      tile8<2>(pb, ac, steps, pc);
-      for (int c = 0; c < 2; ++c) emit(n0, p + c, pc[c], pc[c]);
-    } else if (rest == 1) {
-      const uint8_t* ac[1] = {row(a1, p)};
-      uint32x4_t pc[1][2];
-      tile8<1>(pb, ac, steps, pc);
-      emit(n0, p, pc[0], pc[0]);
+// Scratch for one interleaved 8-row panel: on the stack up to K = 4096 bits, else on the heap.
+struct PanelBuf {
+  alignas(64) uint64_t local[8 * 64];
+  uint64_t* heap = nullptr;
+  explicit PanelBuf(size_t W) {
+    if (8 * W > 8 * 64) {
+      heap = static_cast<uint64_t*>(std::aligned_alloc(64, 8 * W * sizeof(uint64_t)));
+      if (!heap) std::abort();
     }
   }
+  ~PanelBuf() { std::free(heap); }
+  PanelBuf(const PanelBuf&) = delete;
+  PanelBuf& operator=(const PanelBuf&) = delete;
+  uint64_t* get() { return heap ? heap : local; }
+};
+
+// Dots of one 8-row panel against all P positions. One plane: position p's 8 dots at
+// dst + p * ldp. Two planes (a2): plane q of position p at dst + (2 * p + q) * 8.
+void panel_dots(const uint8_t* pb, const uint64_t* a1, const uint64_t* a2, size_t P, size_t W,
+                int32_t K, int32_t* dst, size_t ldp) {
+  const size_t steps = W / 2, rb = W * sizeof(uint64_t);
+  const auto* b1 = reinterpret_cast<const uint8_t*>(a1);
+  const auto* b2 = reinterpret_cast<const uint8_t*>(a2);
+  alignas(16) int32_t d[4 * 8];
+  if (a2) {
+    const size_t tiles = P / 2;
+    if (steps <= kU16Steps) {
+      bmla_8x4_tiles(pb, b1, b2, b1 + rb, b2 + rb, 2 * rb, steps, tiles, K, dst, 8 * sizeof(int32_t));
+    } else {
+      for (size_t t = 0; t < tiles; ++t) {
+        const uint8_t* ac[4] = {b1 + 2 * t * rb, b2 + 2 * t * rb, b1 + (2 * t + 1) * rb,
+                                b2 + (2 * t + 1) * rb};
+        dots8<4>(pb, ac, steps, K, dst + 32 * t);
+      }
+    }
+    if (P % 2) {
+      const uint8_t* ac[2] = {b1 + (P - 1) * rb, b2 + (P - 1) * rb};
+      dots8<2>(pb, ac, steps, K, dst + 16 * (P - 1));
+    }
+    return;
+  }
+  const size_t tiles = P / 4;
+  if (steps <= kU16Steps) {
+    bmla_8x4_tiles(pb, b1, b1 + rb, b1 + 2 * rb, b1 + 3 * rb, 4 * rb, steps, tiles, K, dst,
+                   ldp * sizeof(int32_t));
+  } else {
+    for (size_t t = 0; t < tiles; ++t) {
+      const uint8_t* ac[4] = {b1 + 4 * t * rb, b1 + (4 * t + 1) * rb, b1 + (4 * t + 2) * rb,
+                              b1 + (4 * t + 3) * rb};
+      dots8<4>(pb, ac, steps, K, d);
+      for (size_t c = 0; c < 4; ++c) std::memcpy(dst + (4 * t + c) * ldp, d + 8 * c, 32);
+    }
+  }
+  const size_t p0 = tiles * 4, rest = P - p0;
+  const uint8_t* ac[3] = {b1 + p0 * rb, b1 + (p0 + (rest > 1)) * rb,
+                          b1 + (p0 + (rest > 2 ? 2 : 0)) * rb};
+  if (rest == 3) dots8<3>(pb, ac, steps, K, d);
+  if (rest == 2) dots8<2>(pb, ac, steps, K, d);
+  if (rest == 1) dots8<1>(pb, ac, steps, K, d);
+  for (size_t c = 0; c < rest; ++c) std::memcpy(dst + (p0 + c) * ldp, d + 8 * c, 32);
 }
 
 void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, int32_t* out) {
-  const int32x4_t kv = vdupq_n_s32(static_cast<int32_t>(K));
-  bgemm_driver(a, nullptr, P, w, N, K,
-               [&](size_t n0, size_t p, const uint32x4_t* pc, const uint32x4_t*) {
-                 int32_t* o = out + p * N + n0;
-                 const int32x4_t d0 = dots(pc[0], kv), d1 = dots(pc[1], kv);
-                 if (N - n0 >= 8) {
-                   vst1q_s32(o, d0);
-                   vst1q_s32(o + 4, d1);
-                 } else {
-                   int32_t t[8];
-                   vst1q_s32(t, d0);
-                   vst1q_s32(t + 4, d1);
-                   for (size_t q = 0; q < N - n0; ++q) o[q] = t[q];
-                 }
-               });
+  const size_t W = row_words(K);
+  PanelBuf panel(W);
+  Scratch<int32_t> tmp((N % 8) ? 8 * P : 1);
+  for (size_t n0 = 0; n0 < N; n0 += 8) {
+    const uint8_t* pb = panel8(w, N, n0, W, panel.get());
+    if (n0 + 8 <= N) {
+      panel_dots(pb, a, nullptr, P, W, static_cast<int32_t>(K), out + n0, N);
+    } else {
+      panel_dots(pb, a, nullptr, P, W, static_cast<int32_t>(K), tmp.get(), 8);
+      for (size_t p = 0; p < P; ++p)
+        for (size_t q = 0; q < N - n0; ++q) out[p * N + n0 + q] = tmp[8 * p + q];
+    }
+  }
 }
 
 void binary_linear(const BinaryLinearArgs& g) {
@@ -442,48 +496,55 @@ void binary_linear(const BinaryLinearArgs& g) {
     thr[n] = (g.thr && n < N) ? g.thr[n] : 0.0f;
   }
   if (g.ybits) std::memset(g.ybits, 0, P * WN * sizeof(uint64_t));
-  const int32x4_t kv = vdupq_n_s32(static_cast<int32_t>(g.K));
   const float32x4_t zero = vdupq_n_f32(0.0f);
   static const uint32_t kbit[8] = {1, 2, 4, 8, 16, 32, 64, 128};
   const uint32x4_t bitlo = vld1q_u32(kbit), bithi = vld1q_u32(kbit + 4);
-  auto epi = [&](size_t n, size_t p, uint32x4_t pc1, uint32x4_t pc2) __attribute__((always_inline)) {
-    const float32x4_t d1 = vcvtq_f32_s32(dots(pc1, kv));
+  auto epi = [&](size_t n, size_t p, const int32_t* d1i, const int32_t* d2i)
+                 __attribute__((always_inline)) {
+    const float32x4_t d1 = vcvtq_f32_s32(vld1q_s32(d1i));
     const float32x4_t u = g.s1 ? vmulq_f32(d1, vdupq_n_f32(g.s1[p])) : d1;
     float32x4_t z = u;
-    if (dual) z = vaddq_f32(u, vmulq_f32(vcvtq_f32_s32(dots(pc2, kv)), vdupq_n_f32(g.s2[p])));
+    if (dual) z = vaddq_f32(u, vmulq_f32(vcvtq_f32_s32(vld1q_s32(d2i)), vdupq_n_f32(g.s2[p])));
     float32x4_t y = g.sw ? vmulq_f32(z, vld1q_f32(sw + n)) : z;
     y = vaddq_f32(y, vld1q_f32(bias + n));
     if (g.slope) y = vbslq_f32(vcgtq_f32(y, zero), y, vmulq_f32(y, vld1q_f32(slope + n)));
     return y;
   };
-  bgemm_driver(g.a1, g.a2, P, g.w, N, g.K,
-               [&](size_t n0, size_t p, const uint32x4_t* pc1, const uint32x4_t* pc2) {
-                 const float32x4_t y0 = epi(n0, p, pc1[0], pc2[0]);
-                 const float32x4_t y1 = epi(n0 + 4, p, pc1[1], pc2[1]);
-                 const size_t nv = N - n0 < 8 ? N - n0 : 8;
-                 if (g.y) {
-                   const size_t o = p / g.inner, i = p % g.inner;
-                   float* yo = g.y + o * N * g.inner + i;
-                   if (g.inner == 1 && nv == 8) {
-                     vst1q_f32(yo + n0, y0);
-                     vst1q_f32(yo + n0 + 4, y1);
-                   } else {
-                     float t[8];
-                     vst1q_f32(t, y0);
-                     vst1q_f32(t + 4, y1);
-                     for (size_t q = 0; q < nv; ++q) yo[(n0 + q) * g.inner] = t[q];
-                   }
-                 }
-                 if (g.ybits) {
-                   // bit = !((y - thr) >= 0): 8 mask lanes -> one byte
-                   const uint32x4_t ge0 = vcgeq_f32(vsubq_f32(y0, vld1q_f32(thr + n0)), zero);
-                   const uint32x4_t ge1 = vcgeq_f32(vsubq_f32(y1, vld1q_f32(thr + n0 + 4)), zero);
-                   const uint32_t m = vaddvq_u32(vbicq_u32(bitlo, ge0)) |
-                                      vaddvq_u32(vbicq_u32(bithi, ge1));
-                   const uint32_t valid = (1u << nv) - 1u;
-                   g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m & valid) << (n0 & 63);
-                 }
-               });
+  const size_t W = row_words(g.K), planes = dual ? 2 : 1;
+  PanelBuf panel(W);
+  Scratch<int32_t> dots(8 * planes * P);
+  for (size_t n0 = 0; n0 < N; n0 += 8) {
+    const uint8_t* pb = panel8(g.w, N, n0, W, panel.get());
+    panel_dots(pb, g.a1, g.a2, P, W, static_cast<int32_t>(g.K), dots.get(), 8);
+    const size_t nv = N - n0 < 8 ? N - n0 : 8;
+    for (size_t p = 0; p < P; ++p) {
+      const int32_t* d1 = dots.get() + 8 * planes * p;
+      const int32_t* d2 = dual ? d1 + 8 : d1;
+      const float32x4_t y0 = epi(n0, p, d1, d2);
+      const float32x4_t y1 = epi(n0 + 4, p, d1 + 4, d2 + 4);
+      if (g.y) {
+        const size_t o = p / g.inner, i = p % g.inner;
+        float* yo = g.y + o * N * g.inner + i;
+        if (g.inner == 1 && nv == 8) {
+          vst1q_f32(yo + n0, y0);
+          vst1q_f32(yo + n0 + 4, y1);
+        } else {
+          float t[8];
+          vst1q_f32(t, y0);
+          vst1q_f32(t + 4, y1);
+          for (size_t q = 0; q < nv; ++q) yo[(n0 + q) * g.inner] = t[q];
+        }
+      }
+      if (g.ybits) {
+        // bit = !((y - thr) >= 0): 8 mask lanes -> one byte
+        const uint32x4_t ge0 = vcgeq_f32(vsubq_f32(y0, vld1q_f32(thr + n0)), zero);
+        const uint32x4_t ge1 = vcgeq_f32(vsubq_f32(y1, vld1q_f32(thr + n0 + 4)), zero);
+        const uint32_t m = vaddvq_u32(vbicq_u32(bitlo, ge0)) | vaddvq_u32(vbicq_u32(bithi, ge1));
+        const uint32_t valid = (1u << nv) - 1u;
+        g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m & valid) << (n0 & 63);
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,6 +52,16 @@ struct UkAvx2 {
     }
   }
 
+  static inline void transpose4x4(const float* s0, const float* s1, const float* s2,
+                                  const float* s3, float* d, size_t ldd) {
+    __m128 a = _mm_loadu_ps(s0), b = _mm_loadu_ps(s1), c = _mm_loadu_ps(s2), e = _mm_loadu_ps(s3);
+    _MM_TRANSPOSE4_PS(a, b, c, e);
+    _mm_storeu_ps(d, a);
+    _mm_storeu_ps(d + ldd, b);
+    _mm_storeu_ps(d + 2 * ldd, c);
+    _mm_storeu_ps(d + 3 * ldd, e);
+  }
+
   static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -6,6 +6,10 @@
 //     // C[MR x NR] (row stride ldc, columns contiguous) = (load ? C : 0) + sum_k Ap[k] (x) Bp[k]
 //     // Ap: kc x MR (packed, k-major), Bp: kc x NR (packed, k-major)
 //     static void run(size_t kc, const float* Ap, const float* Bp, float* C, size_t ldc, bool load);
+//     // d[i * ldd + j] = s_j[i] for i, j < 4 (used by the packing)
+//     static void transpose4x4(const float* s0, const float* s1, const float* s2, const float* s3,
+//                              float* d, size_t ldd);
+//     static void dot4(...);  // four dot products (skinny linear), GEMV_MAX_ROWS
 //   };
 //
 // Everything is in an anonymous namespace: each backend's instantiation stays local to its
@@ -38,38 +42,75 @@ struct Im2col {
   size_t H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW;
 };
 
+// dst[k * R + r] = rows[r][k] for r < nr, k < kc: 4 x 4 blocks through UK::transpose4x4
+// (a register transpose), the rest element by element.
+template <class UK, size_t R>
+void pack_kmajor(const float* const* rows, size_t nr, size_t kc, float* dst) {
+  size_t r = 0;
+  for (; r + 4 <= nr; r += 4) {
+    size_t k = 0;
+    for (; k + 4 <= kc; k += 4)
+      UK::transpose4x4(rows[r] + k, rows[r + 1] + k, rows[r + 2] + k, rows[r + 3] + k,
+                       dst + k * R + r, R);
+    for (; k < kc; ++k)
+      for (size_t q = 0; q < 4; ++q) dst[k * R + r + q] = rows[r + q][k];
+  }
+  for (; r < nr; ++r)
+    for (size_t k = 0; k < kc; ++k) dst[k * R + r] = rows[r][k];
+}
+
 // Pack rows [i0, i0 + mc) x cols [k0, k0 + kc) of A into MR-row micro-panels (k-major), zero-padded.
-template <size_t MR>
+template <class UK, size_t MR = UK::MR>
 void pack_a(const View& A, size_t M, size_t i0, size_t mc, size_t k0, size_t kc, float* dst) {
-  for (size_t ir = 0; ir < mc; ir += MR) {
+  for (size_t ir = 0; ir < mc; ir += MR, dst += MR * kc) {
     const size_t mr = std::min(MR, M - (i0 + ir));
-    for (size_t k = 0; k < kc; ++k) {
-      for (size_t r = 0; r < mr; ++r) dst[r] = A.at(i0 + ir + r, k0 + k);
-      for (size_t r = mr; r < MR; ++r) dst[r] = 0.0f;
-      dst += MR;
+    if (mr < MR)
+      for (size_t i = 0; i < MR * kc; ++i) dst[i] = 0.0f;
+    if (A.cs == 1) {  // rows contiguous in k
+      const float* rows[MR];
+      for (size_t r = 0; r < mr; ++r)
+        rows[r] = &A.p[static_cast<ptrdiff_t>(i0 + ir + r) * A.rs + static_cast<ptrdiff_t>(k0)];
+      pack_kmajor<UK, MR>(rows, mr, kc, dst);
+    } else if (A.rs == 1) {  // columns contiguous in m
+      for (size_t k = 0; k < kc; ++k) {
+        const float* src = &A.p[static_cast<ptrdiff_t>(i0 + ir) + static_cast<ptrdiff_t>(k0 + k) * A.cs];
+        for (size_t r = 0; r < mr; ++r) dst[k * MR + r] = src[r];
+      }
+    } else {
+      for (size_t k = 0; k < kc; ++k)
+        for (size_t r = 0; r < mr; ++r) dst[k * MR + r] = A.at(i0 + ir + r, k0 + k);
     }
   }
 }
 
 // Pack B rows [k0, k0 + kc) x cols [j0, j0 + nc) into NR-column micro-panels (k-major).
-template <size_t NR>
+template <class UK, size_t NR = UK::NR>
 void pack_b(const View& B, size_t N, size_t k0, size_t kc, size_t j0, size_t nc, float* dst) {
-  for (size_t jr = 0; jr < nc; jr += NR) {
+  for (size_t jr = 0; jr < nc; jr += NR, dst += NR * kc) {
     const size_t nr = std::min(NR, N - (j0 + jr));
-    for (size_t k = 0; k < kc; ++k) {
-      if (B.cs == 1 && nr == NR) {
-        std::memcpy(dst, B.p + static_cast<ptrdiff_t>(k0 + k) * B.rs +
-                             static_cast<ptrdiff_t>(j0 + jr), NR * sizeof(float));
-      } else {
-        for (size_t c = 0; c < nr; ++c) dst[c] = B.at(k0 + k, j0 + jr + c);
-        for (size_t c = nr; c < NR; ++c) dst[c] = 0.0f;
+    if (nr < NR)
+      for (size_t i = 0; i < NR * kc; ++i) dst[i] = 0.0f;
+    if (B.cs == 1) {  // rows contiguous in n
+      for (size_t k = 0; k < kc; ++k) {
+        const float* src = &B.p[static_cast<ptrdiff_t>(k0 + k) * B.rs + static_cast<ptrdiff_t>(j0 + jr)];
+        if (nr == NR)
+          std::memcpy(dst + k * NR, src, NR * sizeof(float));
+        else
+          for (size_t c = 0; c < nr; ++c) dst[k * NR + c] = src[c];
       }
-      dst += NR;
+    } else if (B.rs == 1) {  // columns contiguous in k
+      const float* cols[NR];
+      for (size_t c = 0; c < nr; ++c)
+        cols[c] = &B.p[static_cast<ptrdiff_t>(k0) + static_cast<ptrdiff_t>(j0 + jr + c) * B.cs];
+      pack_kmajor<UK, NR>(cols, nr, kc, dst);
+    } else {
+      for (size_t k = 0; k < kc; ++k)
+        for (size_t c = 0; c < nr; ++c) dst[k * NR + c] = B.at(k0 + k, j0 + jr + c);
     }
   }
 }
 
-template <size_t NR>
+template <class UK, size_t NR = UK::NR>
 void pack_b(const Im2col& g, size_t N, size_t k0, size_t kc, size_t j0, size_t nc, float* dst) {
   for (size_t jr = 0; jr < nc; jr += NR) {
     const size_t nr = std::min(NR, N - (j0 + jr));
@@ -95,18 +136,72 @@ void pack_b(const Im2col& g, size_t N, size_t k0, size_t kc, size_t j0, size_t n
   }
 }
 
-// C (rows M, cols N, row stride ldc, contiguous columns) = A B, then the epilogue with channel
-// ch_off + row (per_row) or ch_off + col.
+// The epilogue on a row-major tile t (row stride ld): channel ch0 + row (per_row) or ch0 + col.
+inline void epilogue_tile(float* t, size_t ld, size_t mr, size_t nr, size_t ch0, bool per_row,
+                          const Epilogue& ep) {
+  for (size_t r = 0; r < mr; ++r) {
+    float* row = t + r * ld;
+    if (per_row) {
+      const size_t ch = ch0 + r;
+      if (ep.bias) for (size_t q = 0; q < nr; ++q) row[q] += ep.bias[ch];
+      if (ep.scale) for (size_t q = 0; q < nr; ++q) row[q] *= ep.scale[ch];
+      if (ep.shift) for (size_t q = 0; q < nr; ++q) row[q] += ep.shift[ch];
+      if (ep.slope) {
+        const float sl = ep.slope[ch];
+        for (size_t q = 0; q < nr; ++q) row[q] = row[q] > 0.0f ? row[q] : row[q] * sl;
+      }
+    } else {
+      if (ep.bias) for (size_t q = 0; q < nr; ++q) row[q] += ep.bias[ch0 + q];
+      if (ep.scale) for (size_t q = 0; q < nr; ++q) row[q] *= ep.scale[ch0 + q];
+      if (ep.shift) for (size_t q = 0; q < nr; ++q) row[q] += ep.shift[ch0 + q];
+      if (ep.slope)
+        for (size_t q = 0; q < nr; ++q) row[q] = row[q] > 0.0f ? row[q] : row[q] * ep.slope[ch0 + q];
+    }
+  }
+}
+
+// Copy between the row-major MR x NR tile t and C (element (r, q) at c[r * rsc + q * csc]);
+// transposed full tiles (ct) go through 4 x 4 register transposes.
+template <class UK, size_t MR, size_t NR>
+void store_tile(const float* t, float* c, size_t rsc, size_t csc, size_t mr, size_t nr, bool ct) {
+  if (ct && mr == MR && nr == NR && MR % 4 == 0 && NR % 4 == 0) {
+    for (size_t r = 0; r < MR; r += 4)
+      for (size_t q = 0; q < NR; q += 4)
+        UK::transpose4x4(t + r * NR + q, t + (r + 1) * NR + q, t + (r + 2) * NR + q,
+                         t + (r + 3) * NR + q, c + q * csc + r, csc);
+    return;
+  }
+  for (size_t r = 0; r < mr; ++r)
+    for (size_t q = 0; q < nr; ++q) c[r * rsc + q * csc] = t[r * NR + q];
+}
+
+template <class UK, size_t MR, size_t NR>
+void load_tile(float* t, const float* c, size_t rsc, size_t csc, size_t mr, size_t nr, bool ct) {
+  if (ct && mr == MR && nr == NR && MR % 4 == 0 && NR % 4 == 0) {
+    for (size_t q = 0; q < NR; q += 4)
+      for (size_t r = 0; r < MR; r += 4)
+        UK::transpose4x4(c + q * csc + r, c + (q + 1) * csc + r, c + (q + 2) * csc + r,
+                         c + (q + 3) * csc + r, t + r * NR + q, NR);
+    return;
+  }
+  for (size_t r = 0; r < mr; ++r)
+    for (size_t q = 0; q < nr; ++q) t[r * NR + q] = c[r * rsc + q * csc];
+}
+
+// C (M x N) = A B, then the epilogue with channel ch_off + row (per_row) or ch_off + col.
+// C element (i, j) is at C[i * ldc + j], or at C[j * ldc + i] when ct (transposed store).
 template <class UK, class BSrc>
 void gemm(size_t M, size_t N, size_t K, const View& A, const BSrc& B, float* C, size_t ldc,
-          const Epilogue& ep, size_t ch_off, bool per_row) {
+          const Epilogue& ep, size_t ch_off, bool per_row, bool ct = false) {
   constexpr size_t MR = UK::MR, NR = UK::NR, KC = UK::KC, MC = UK::MC, NC = UK::NC;
   static_assert(MC % MR == 0 && NC % NR == 0, "cache blocks must hold whole register tiles");
   if (M == 0 || N == 0) return;
   const bool has_ep = ep.bias || ep.scale || ep.shift || ep.slope;
+  const size_t rsc = ct ? 1 : ldc, csc = ct ? ldc : 1;
   if (K == 0) {
     for (size_t i = 0; i < M; ++i)
-      for (size_t j = 0; j < N; ++j) C[i * ldc + j] = fp_epilogue(0.0f, ch_off + (per_row ? i : j), ep);
+      for (size_t j = 0; j < N; ++j)
+        C[i * rsc + j * csc] = fp_epilogue(0.0f, ch_off + (per_row ? i : j), ep);
     return;
   }
   const size_t ncb = std::min(NC, (N + NR - 1) / NR * NR), kcb = std::min(KC, K);
@@ -118,33 +213,27 @@ void gemm(size_t M, size_t N, size_t K, const View& A, const BSrc& B, float* C, 
     for (size_t k0 = 0; k0 < K; k0 += KC) {
       const size_t kc = std::min(KC, K - k0);
       const bool first = k0 == 0, last = k0 + kc == K;
-      pack_b<NR>(B, N, k0, kc, j0, nc, Bp.get());
+      pack_b<UK>(B, N, k0, kc, j0, nc, Bp.get());
       for (size_t i0 = 0; i0 < M; i0 += MC) {
         const size_t mc = std::min(MC, M - i0);
-        pack_a<MR>(A, M, i0, mc, k0, kc, Ap.get());
+        pack_a<UK>(A, M, i0, mc, k0, kc, Ap.get());
         for (size_t jr = 0; jr < nc; jr += NR) {
           const size_t nr = std::min(NR, nc - jr);
           const float* bp = Bp.get() + jr * kc;
           for (size_t ir = 0; ir < mc; ir += MR) {
             const size_t mr = std::min(MR, mc - ir);
             const float* ap = Ap.get() + ir * kc;
-            float* c = C + (i0 + ir) * ldc + j0 + jr;
-            if (mr == MR && nr == NR) {
+            float* c = C + (i0 + ir) * rsc + (j0 + jr) * csc;
+            const size_t chr = ch_off + i0 + ir, chc = ch_off + j0 + jr;
+            if (mr == MR && nr == NR && !ct) {
               UK::run(kc, ap, bp, c, ldc, !first);
-            } else {
-              if (!first)
-                for (size_t r = 0; r < mr; ++r)
-                  for (size_t q = 0; q < nr; ++q) tmp[r * NR + q] = c[r * ldc + q];
-              UK::run(kc, ap, bp, tmp, NR, !first);
-              for (size_t r = 0; r < mr; ++r)
-                for (size_t q = 0; q < nr; ++q) c[r * ldc + q] = tmp[r * NR + q];
+              if (last && has_ep) epilogue_tile(c, ldc, MR, NR, per_row ? chr : chc, per_row, ep);
+              continue;
             }
-            if (last && has_ep)
-              for (size_t r = 0; r < mr; ++r)
-                for (size_t q = 0; q < nr; ++q) {
-                  const size_t ch = ch_off + (per_row ? i0 + ir + r : j0 + jr + q);
-                  c[r * ldc + q] = fp_epilogue(c[r * ldc + q], ch, ep);
-                }
+            if (!first) load_tile<UK, MR, NR>(tmp, c, rsc, csc, mr, nr, ct);
+            UK::run(kc, ap, bp, tmp, NR, !first);
+            if (last && has_ep) epilogue_tile(tmp, NR, mr, nr, per_row ? chr : chc, per_row, ep);
+            store_tile<UK, MR, NR>(tmp, c, rsc, csc, mr, nr, ct);
           }
         }
       }
@@ -174,17 +263,26 @@ void gemv_rows(const float* x, size_t P, size_t K, const float* w, size_t N, con
   }
 }
 
+// Fraction of a register tile's rows or columns doing useful work for an extent n.
+inline double tile_use(size_t n, size_t t) {
+  return static_cast<double>(n) / static_cast<double>((n + t - 1) / t * t);
+}
+
 template <class UK>
 void linear(const LinearF32Args& g) {
   if (g.inner == 1) {
-    if (g.outer < UK::GEMV_MAX_ROWS) {
-      gemv_rows<UK>(g.x, g.outer, g.K, g.w, g.N, g.ep, g.y);
+    const size_t P = g.outer;
+    if (P < UK::GEMV_MAX_ROWS) {
+      gemv_rows<UK>(g.x, P, g.K, g.w, g.N, g.ep, g.y);
       return;
     }
-    // C[p, n] = X[p, :] . W[n, :]
-    const View A{g.x, static_cast<ptrdiff_t>(g.K), 1};
-    const View B{g.w, 1, static_cast<ptrdiff_t>(g.K)};
-    gemm<UK>(g.outer, g.N, g.K, A, B, g.y, g.N, g.ep, 0, false);
+    const View X{g.x, static_cast<ptrdiff_t>(g.K), 1}, Wt{g.w, 1, static_cast<ptrdiff_t>(g.K)};
+    if (tile_use(P, UK::MR) * tile_use(g.N, UK::NR) >= tile_use(g.N, UK::MR) * tile_use(P, UK::NR)) {
+      gemm<UK>(P, g.N, g.K, X, Wt, g.y, g.N, g.ep, 0, false);  // C[p, n] = X[p, :] . W[n, :]
+    } else {  // few positions: C[n, p] = W[n, :] . X[p, :], stored transposed
+      const View Wv{g.w, static_cast<ptrdiff_t>(g.K), 1}, Xt{g.x, 1, static_cast<ptrdiff_t>(g.K)};
+      gemm<UK>(g.N, P, g.K, Wv, Xt, g.y, g.N, g.ep, 0, true, true);
+    }
     return;
   }
   // per o: C[n, i] = W[n, :] . X_o[:, i]
