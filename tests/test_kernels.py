@@ -414,6 +414,18 @@ def test_bad_inputs_raise_clear_errors():
         fb.linear_f32(x, "not an array")
 
 
+def test_empty_shapes():
+    e2, w = np.zeros((0, 2), np.uint64), np.zeros((3, 2), np.uint64)
+    for impl in IMPLS:
+        assert fb.bgemm(e2, w, 100, impl=impl).shape == (0, 3)
+        assert fb.bgemm(w, e2, 100, impl=impl).shape == (3, 0)
+        assert fb.binary_linear(e2, w, 100, impl=impl).shape == (0, 3)
+        assert fb.pack_threshold(np.zeros((0, 5), F32), impl=impl).shape == (0, 2)
+        assert fb.linear_f32(np.zeros((0, 5), F32), np.ones((3, 5), F32), impl=impl).shape == (0, 3)
+        assert fb.binary_memory(np.zeros((1, 4, 0), F32), np.ones((4, 1), np.int8), 0,
+                                impl=impl).shape == (1, 4, 0)
+
+
 def test_impl_env_var():
     code = "import backends._fbck as f; print(f.default_impl())"
     env = dict(os.environ, FBCK_IMPL="ref")

@@ -76,7 +76,7 @@ const T* checked(const In& a, const char* fn, const char* name, std::initializer
                               .c_str());
   }
   int64_t expect = 1;
-  for (size_t i = a.ndim(); i-- > 0;) {
+  for (size_t i = a.ndim(); a.size() > 0 && i-- > 0;) {
     if (a.shape(i) > 1 && a.stride(i) != expect)
       throw nb::value_error((std::string(fn) + "(): '" + name +
                              "' must be C-contiguous (use numpy.ascontiguousarray)")
