@@ -25,7 +25,7 @@ KS = [1, 2, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 191, 192, 255, 256, 257,
       384, 385, 511, 512, 513, 640, 1000, 1025]
 NS = [*range(1, 10), 12, 15, 16, 17, 24, 31, 32, 33]
 PS = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17]
-HSET = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HSET = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
