@@ -199,3 +199,20 @@ def test_neon_bench_driver_runs_under_qemu():
         res = run_qemu(exe, args, timeout=300)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "checksum" in res.stdout
+
+
+def test_neon_instruction_counts_under_qemu():
+    """Guards the NEON inner loops' efficiency (instructions executed, counted by qemu): bgemm at
+    most 3.6 instructions per 128-bit XOR-popcount with exactly 3 EOR/CNT/ADDP/UADALP on long
+    rows, and the FP32 GEMM at least 2.5 MAC per instruction."""
+    sys.path.insert(0, str(Path(__file__).parent / "native"))
+    import count_insns
+
+    exe = build("tests/native/fbck_bench_aarch64.cpp", "fbck_bench_aarch64")
+    h = count_insns.per_call(exe, "bgemm", 32, 16, 8192)
+    xp = 32 * 16 * 8192 // 128
+    alu = sum(h[m] for m in ("eor", "cnt", "addp", "uadalp", "uaddlp"))
+    assert abs(alu / xp - 3.0) < 0.01, dict(h.most_common(12))
+    assert sum(h.values()) / xp < 3.6, dict(h.most_common(12))
+    h = count_insns.per_call(exe, "sgemm", 96, 48, 256)
+    assert 96 * 48 * 256 / sum(h.values()) > 2.5, dict(h.most_common(12))

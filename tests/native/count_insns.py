@@ -73,10 +73,10 @@ def main() -> None:
         if kernel in ("bgemm", "bgemm_ref", "binary_linear"):
             planes = 2 if kernel == "binary_linear" else 1
             xp = p * n * planes * aarch64_row_words(k) // 2
-            alu = sum(hist[m] for m in ("eor", "cnt", "addp", "uadalp"))
+            alu = sum(hist[m] for m in ("eor", "cnt", "addp", "uadalp", "uaddlp"))
             loads = sum(v for m, v in hist.items() if m.startswith(("ld", "ldr", "ldp")))
             print(f"  {total / xp:.3f} instructions per 128-bit XOR-popcount "
-                  f"({alu / xp:.3f} EOR/CNT/ADDP/UADALP, {loads / xp:.3f} loads); "
+                  f"({alu / xp:.3f} EOR/CNT/ADDP/UADALP(UADDLP), {loads / xp:.3f} loads); "
                   f"{p * n * k * planes / total:.1f} bMAC per instruction")
         else:
             macs = p * n * k
