@@ -1,0 +1,152 @@
+"""The example training loop: checkpoints, resume, reuse of finished runs, DDP with torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+import binarize
+from examples.kws.models import DFSMN
+from examples.kws.train import TrainConfig, accuracy, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randn(n, 1, 16, 16, generator=g) * 0.5 + y[:, None, None, None].float()
+    return TensorDataset(x, y)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return DFSMN(
+        num_classes=4, n_mels=16, frames=16, num_layers=2, frontend_channels=4, width=16, hidden=32
+    )
+
+
+def ce(m, x, y):
+    return F.cross_entropy(m(x), y)
+
+
+def test_teacher_d_fsmn_has_the_reference_size():
+    assert sum(p.numel() for p in DFSMN().parameters()) == 600_252
+
+
+def test_fit_checkpoints_resumes_and_reuses(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, optimizer="adamw")
+    run = tmp_path / "run"
+    model = tiny_model()
+    first = fit(model, data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, run)
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    assert len(first.history) == 3 and first.best_epoch >= 1
+    saved = json.loads((run / "result.json").read_text())
+    assert saved["best"]["acc"] == first.best["acc"]
+
+    # a finished run is reused, not retrained and not overwritten
+    stamp = (run / "best.pt").stat().st_mtime_ns
+    again = fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, run)
+    assert again.reused and (run / "best.pt").stat().st_mtime_ns == stamp
+
+    # an interrupted run resumes from last.pt: drop the result marker and extend to 5 epochs
+    (run / "result.json").unlink()
+    longer = TrainConfig(epochs=5, batch_size=16, lr=1e-2, optimizer="adamw")
+    resumed = fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, longer, run)
+    assert resumed.resumed_from == 3 and len(resumed.history) == 5
+
+    # overwrite starts from scratch
+    fresh = fit(
+        tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, run, overwrite=True
+    )
+    assert fresh.resumed_from == 0 and len(fresh.history) == 3
+
+
+def test_fit_is_deterministic_for_a_seed(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2, optimizer="sgd", seed=3)
+    states = []
+    for name in ("a", "b"):
+        m = tiny_model()
+        fit(m, data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, tmp_path / name)
+        states.append(m.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_student_trains_with_the_same_loop(tmp_path):
+    data = tiny_data()
+    teacher = tiny_model()
+    student = binarize.convert(teacher, teacher, example_input=data.tensors[0][:1])
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, optimizer="adamw", grad_clip=5.0)
+    result = fit(
+        student,
+        data,
+        lambda m, x, y: m(x, target=y),
+        lambda m: {"acc": accuracy(m, data, thin=0)},
+        cfg,
+        tmp_path / "student",
+        param_groups=student.parameter_groups(0.0, 1e-3, 0.1),
+    )
+    assert len(result.history) == 2 and 0 <= result.best["acc"] <= 1
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        fit(tiny_model(), tiny_data(8), ce, lambda m: {}, TrainConfig(batch_size=16), "/tmp/_never")
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, json, torch
+    sys.path.insert(0, {root!r})
+    sys.path.insert(0, {tests!r})
+    import torch.distributed as dist
+    import binarize
+    from test_train import tiny_data, tiny_model
+    from examples.kws.train import TrainConfig, accuracy, fit, init_distributed, rank
+    assert init_distributed() and dist.get_world_size() == 2
+    data = tiny_data(64)
+    teacher = tiny_model()
+    student = binarize.convert(teacher, teacher, example_input=data.tensors[0][:1])
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, optimizer="adamw")
+    fit(student, data, lambda m, x, y: m(x, target=y), lambda m: {{"acc": accuracy(m, data)}},
+        cfg, {run!r}, param_groups=student.parameter_groups(0.0))
+    flat = torch.cat([p.detach().flatten() for p in student.parameters()])
+    out = [None, None]
+    dist.all_gather_object(out, flat.tolist())
+    if rank() == 0:
+        diff = max(abs(a - b) for a, b in zip(out[0], out[1]))
+        print(json.dumps({{"diff": diff, "n": len(out[0])}}))
+    dist.destroy_process_group()
+""")
+
+
+@pytest.mark.slow
+def test_ddp_with_torchrun_on_two_cpu_processes(tmp_path):
+    script = tmp_path / "ddp_job.py"
+    script.write_text(
+        SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), run=str(tmp_path / "run"))
+    )
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["n"] > 1000 and result["diff"] == 0.0  # replicas stay identical
+    assert (tmp_path / "run" / "result.json").is_file()
