@@ -206,3 +206,15 @@ def test_8khz_and_stereo_resampled_with_one_warning(copy: Path) -> None:
     assert len(ds.resample_report.files) == 3
     x, _ = load_wav(stereo)
     assert x.shape == (1, 16000)
+
+
+def test_data_cli(tiny: Path, tmp_path: Path, capsys) -> None:
+    from examples.kws import data_cli
+
+    assert data_cli.main(["info", "--data", str(tiny), "--task", "v1-12", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "silence" in out and "unknown" in out and "validation" in out
+    assert data_cli.main(["info", "--data", str(tmp_path)]) == 2
+    assert "missing validation_list.txt" in capsys.readouterr().err
+    assert data_cli.main(["audio", "--data", str(tiny), "--clips", "5"]) == 0
+    assert "RMS dBFS" in capsys.readouterr().out
