@@ -25,8 +25,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.getbasetemp() / "binarize-cache"
-    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2,
-                                    progress=False)
+    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2, progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -49,20 +48,19 @@ def counter(monkeypatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize(("preset", "shape"), [("reference", (1, 32, 32)),
-                                               ("logmel40", (1, 40, 101)),
-                                               ("mfcc40", (1, 40, 101))])
+@pytest.mark.parametrize(
+    ("preset", "shape"),
+    [("reference", (1, 32, 32)), ("logmel40", (1, 40, 101)), ("mfcc40", (1, 40, 101))],
+)
 def test_shapes_and_cache_reuse(tiny: Path, tmp_path: Path, counter, preset, shape) -> None:
-    first = F.load_features(tiny, "v1-12", "training", preset, cache_dir=tmp_path,
-                            progress=False)
+    first = F.load_features(tiny, "v1-12", "training", preset, cache_dir=tmp_path, progress=False)
     assert first.features.shape == (len(first), *shape) == (30, *shape)
     assert first.features.dtype == torch.float32 and first.labels.dtype == torch.int64
     assert torch.isfinite(first.features).all()
     assert first.label_names[:2] == ["unknown", "silence"]
     assert F.get_preset(preset).shape == shape
     assert counter == [30]
-    again = F.load_features(tiny, "v1-12", "training", preset, cache_dir=tmp_path,
-                            progress=False)
+    again = F.load_features(tiny, "v1-12", "training", preset, cache_dir=tmp_path, progress=False)
     assert counter == [30]  # read from the cache, nothing recomputed
     assert torch.equal(again.features, first.features)
     assert torch.equal(again.labels, first.labels)
@@ -72,16 +70,16 @@ def test_shapes_and_cache_reuse(tiny: Path, tmp_path: Path, counter, preset, sha
     # another subset, task or seed is another cache entry
     F.load_features(tiny, "v1-12", "validation", preset, cache_dir=tmp_path, progress=False)
     F.load_features(tiny, "v2-35", "training", preset, cache_dir=tmp_path, progress=False)
-    F.load_features(tiny, "v1-12", "training", preset, cache_dir=tmp_path, seed=1,
-                    progress=False)
+    F.load_features(tiny, "v1-12", "training", preset, cache_dir=tmp_path, seed=1, progress=False)
     assert len(counter) == 4
 
 
 def test_reference_matches_paper_pipeline(tiny: Path) -> None:
     ds = SpeechCommands(tiny, "v1-12", "testing")
     wav, _ = ds[0]
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=2048, hop_length=512,
-                                               n_mels=32, normalized=True)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16000, n_fft=2048, hop_length=512, n_mels=32, normalized=True
+    )
     expected = torchaudio.transforms.AmplitudeToDB()(mel(wav))
     got = F.FeatureExtractor("reference")(wav)
     assert got.shape == (1, 1, 32, 32)
@@ -93,24 +91,20 @@ def test_reference_matches_paper_pipeline(tiny: Path) -> None:
 def test_cache_invalidated_when_a_file_changes(tiny: Path, tmp_path: Path, counter) -> None:
     root = tmp_path / "sc"
     shutil.copytree(tiny, root)
-    a = F.load_features(root, "v2-35", "testing", "reference", cache_dir=tmp_path,
-                        progress=False)
+    a = F.load_features(root, "v2-35", "testing", "reference", cache_dir=tmp_path, progress=False)
     path = root / SpeechCommands(root, "v2-35", "testing").items[0].relpath
     wav, sr = load_wav(path)
     save_wav(path, wav * 0.5, sr)
-    b = F.load_features(root, "v2-35", "testing", "reference", cache_dir=tmp_path,
-                        progress=False)
+    b = F.load_features(root, "v2-35", "testing", "reference", cache_dir=tmp_path, progress=False)
     assert len(counter) == 2 and a.cache_path != b.cache_path
     assert not torch.equal(a.features[0], b.features[0])
     torch.testing.assert_close(a.features[1:], b.features[1:])
 
 
 def test_damaged_cache_file_is_recomputed(tiny: Path, tmp_path: Path, counter) -> None:
-    a = F.load_features(tiny, "v1-12", "testing", "logmel40", cache_dir=tmp_path,
-                        progress=False)
+    a = F.load_features(tiny, "v1-12", "testing", "logmel40", cache_dir=tmp_path, progress=False)
     a.cache_path.write_bytes(b"garbage")
-    b = F.load_features(tiny, "v1-12", "testing", "logmel40", cache_dir=tmp_path,
-                        progress=False)
+    b = F.load_features(tiny, "v1-12", "testing", "logmel40", cache_dir=tmp_path, progress=False)
     assert len(counter) == 2 and torch.equal(a.features, b.features)
 
 

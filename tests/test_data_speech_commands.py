@@ -34,8 +34,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.getbasetemp() / "binarize-cache"
-    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2,
-                                    progress=False)
+    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2, progress=False)
 
 
 @pytest.fixture
@@ -72,8 +71,11 @@ def test_subsets_follow_list_files(tiny: Path) -> None:
         for it in ds.items:
             assert ds.labels[it.label] == it.relpath.split("/")[0]
     assert seen["validation"] == val and seen["testing"] == test
-    all_clips = {str(p.relative_to(tiny)) for p in tiny.glob("*/*.wav")
-                 if not str(p).startswith(str(tiny / "_background_noise_"))}
+    all_clips = {
+        str(p.relative_to(tiny))
+        for p in tiny.glob("*/*.wav")
+        if not str(p).startswith(str(tiny / "_background_noise_"))
+    }
     assert seen["training"] == all_clips - val - test
 
 
@@ -97,10 +99,18 @@ def test_twelve_class_protocol(tiny: Path, task: str) -> None:
 
 
 def test_v1_vocabulary_excludes_v2_words(tiny: Path) -> None:
-    v1 = {it.relpath for s in range(20) for it in _quiet(tiny, "v1-12", "training", seed=s).items
-          if it.relpath}
-    v2 = {it.relpath for s in range(20) for it in _quiet(tiny, "v2-12", "training", seed=s).items
-          if it.relpath}
+    v1 = {
+        it.relpath
+        for s in range(20)
+        for it in _quiet(tiny, "v1-12", "training", seed=s).items
+        if it.relpath
+    }
+    v2 = {
+        it.relpath
+        for s in range(20)
+        for it in _quiet(tiny, "v2-12", "training", seed=s).items
+        if it.relpath
+    }
     assert not any(p.startswith("learn/") for p in v1)
     assert any(p.startswith("learn/") for p in v2)
 
@@ -208,6 +218,7 @@ def test_8khz_and_stereo_resampled_with_one_warning(copy: Path) -> None:
     assert x.shape == (1, 16000)
 
 
+@pytest.mark.filterwarnings("ignore:.*has no folder for")
 def test_data_cli(tiny: Path, tmp_path: Path, capsys) -> None:
     from examples.kws import data_cli
 

@@ -28,8 +28,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.getbasetemp() / "binarize-cache"
-    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2,
-                                    progress=False)
+    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2, progress=False)
 
 
 def _clips(root: Path) -> list[str]:
@@ -46,8 +45,9 @@ def test_layout(tiny: Path) -> None:
     noises = sorted(p.stem for p in (tiny / "_background_noise_").glob("*.wav"))
     assert noises == sorted(f"{k}_noise" for k in synth.BACKGROUND_NOISES)
     clips = _clips(tiny)
-    per_speaker = sum(cfg.command_utterances if w in synth.COMMANDS else cfg.other_utterances
-                      for w in cfg.words)
+    per_speaker = sum(
+        cfg.command_utterances if w in synth.COMMANDS else cfg.other_utterances for w in cfg.words
+    )
     assert len(clips) == cfg.speakers * per_speaker
     for rel in clips:
         word, name = rel.split("/")
@@ -91,8 +91,9 @@ def test_speaker_splits_disjoint_and_lists(tiny: Path) -> None:
 
 def test_split_proportions_and_engines() -> None:
     speakers = make_speakers(config_for("small"))
-    counts = {s: sum(sp.split == s for sp in speakers) for s in ("training", "validation",
-                                                                 "testing")}
+    counts = {
+        s: sum(sp.split == s for sp in speakers) for s in ("training", "validation", "testing")
+    }
     assert counts == {"training": 64, "validation": 8, "testing": 8}
     for split in ("validation", "testing"):
         assert {s.engine for s in speakers if s.split == split} == {"espeak-ng", "flite"}
@@ -102,8 +103,13 @@ def test_split_proportions_and_engines() -> None:
 def test_deterministic_bytes_any_worker_count(tiny: Path, tmp_path: Path) -> None:
     other = generate_dataset(tmp_path / "again", config_for("tiny"), workers=1, progress=False)
     assert _clips(other) == _clips(tiny)
-    for rel in [*_clips(tiny), "validation_list.txt", "testing_list.txt", "manifest.json",
-                *(f"_background_noise_/{p.name}" for p in (tiny / "_background_noise_").iterdir())]:
+    for rel in [
+        *_clips(tiny),
+        "validation_list.txt",
+        "testing_list.txt",
+        "manifest.json",
+        *(f"_background_noise_/{p.name}" for p in (tiny / "_background_noise_").iterdir()),
+    ]:
         assert (tiny / rel).read_bytes() == (other / rel).read_bytes(), rel
 
 
@@ -152,20 +158,27 @@ def test_cache_reused_and_partial_resumed(tiny: Path, tmp_path: Path, monkeypatc
 
 def test_missing_engine_names_debian_package(monkeypatch, tmp_path: Path) -> None:
     real_which = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda c, *a, **k: None if c == "flite"
-                        else real_which(c, *a, **k))
+    monkeypatch.setattr(
+        shutil, "which", lambda c, *a, **k: None if c == "flite" else real_which(c, *a, **k)
+    )
     with pytest.raises(TTSEngineMissing, match=r"apt-get install flite"):
         ensure_synthetic_dataset(0, "tiny", cache_dir=tmp_path, progress=False)
     assert not (tmp_path / "datasets" / f"{config_for('tiny').folder_name('tiny')}").exists()
     monkeypatch.undo()
     monkeypatch.setenv("PATH", str(tmp_path))  # no engine at all
-    with pytest.raises(TTSEngineMissing, match=r"espeak-ng, flite.*apt-get install espeak-ng flite"):
+    with pytest.raises(
+        TTSEngineMissing, match=r"espeak-ng, flite.*apt-get install espeak-ng flite"
+    ):
         check_engines()
 
 
 def test_cli(tiny: Path, capsys) -> None:
-    assert synth.main(["--size", "tiny", "--seed", "0", "--cache-dir",
-                       str(tiny.parent.parent), "--quiet"]) == 0
+    assert (
+        synth.main(
+            ["--size", "tiny", "--seed", "0", "--cache-dir", str(tiny.parent.parent), "--quiet"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert str(tiny) in out and "validation" in out
     with pytest.raises(SystemExit):

@@ -205,8 +205,10 @@ class ResampleReport:
     def summary(self) -> str:
         """One line: how many files were resampled, from which rates."""
         rates = ", ".join(str(r) for r in sorted(self.rates)) or "other rates"
-        return (f"{self.name}: resampled {len(self.files)} of {self.seen} WAV files from "
-                f"{rates} Hz to {self.sample_rate} Hz")
+        return (
+            f"{self.name}: resampled {len(self.files)} of {self.seen} WAV files from "
+            f"{rates} Hz to {self.sample_rate} Hz"
+        )
 
     def finish(self) -> None:
         """Warn once with the count if any file was resampled (deferred mode)."""

@@ -105,7 +105,7 @@ def _clicks(n: int, sr: int, g: torch.Generator) -> torch.Tensor:
             continue
         env = torch.exp(-torch.arange(length, dtype=torch.float32) / (length / uniform(g, 3, 8)))
         burst = torch.randn(length, generator=g) * env * uniform(g, 0.3, 1.0)
-        x[0, start:start + length] += burst
+        x[0, start : start + length] += burst
     x = AF.highpass_biquad(x, sr, uniform(g, 200.0, 1500.0))
     return _unit_rms(x)
 
@@ -156,7 +156,7 @@ def babble(
             gap = torch.zeros(1, randint(g, 0, SAMPLE_RATE // 3))
             pieces += [_unit_rms(seg) * uniform(g, 0.5, 1.0), gap]
             total += seg.shape[-1] + gap.shape[-1]
-        out += torch.cat(pieces, dim=-1)[..., offset:offset + n]
+        out += torch.cat(pieces, dim=-1)[..., offset : offset + n]
     return _unit_rms(out)
 
 
@@ -269,7 +269,7 @@ def random_crop(noise: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor
         noise = noise.repeat(1, math.ceil(n / m) + 1)
         m = noise.shape[-1]
     start = randint(g, 0, m - n + 1)
-    return noise[..., start:start + n]
+    return noise[..., start : start + n]
 
 
 class WaveAugment:

@@ -89,12 +89,36 @@ class FeatureConfig:
 
 
 PRESETS = {
-    "reference": FeatureConfig("reference", "mel_db", n_fft=2048, win_length=2048,
-                               hop_length=512, n_mels=32, normalized=True),
-    "logmel40": FeatureConfig("logmel40", "logmel", n_fft=512, win_length=400, hop_length=160,
-                              n_mels=40, f_min=20.0, f_max=7600.0),
-    "mfcc40": FeatureConfig("mfcc40", "mfcc", n_fft=512, win_length=400, hop_length=160,
-                            n_mels=40, n_mfcc=40, f_min=20.0, f_max=7600.0),
+    "reference": FeatureConfig(
+        "reference",
+        "mel_db",
+        n_fft=2048,
+        win_length=2048,
+        hop_length=512,
+        n_mels=32,
+        normalized=True,
+    ),
+    "logmel40": FeatureConfig(
+        "logmel40",
+        "logmel",
+        n_fft=512,
+        win_length=400,
+        hop_length=160,
+        n_mels=40,
+        f_min=20.0,
+        f_max=7600.0,
+    ),
+    "mfcc40": FeatureConfig(
+        "mfcc40",
+        "mfcc",
+        n_fft=512,
+        win_length=400,
+        hop_length=160,
+        n_mels=40,
+        n_mfcc=40,
+        f_min=20.0,
+        f_max=7600.0,
+    ),
 }
 """Feature presets by name."""
 
@@ -125,9 +149,16 @@ class FeatureExtractor(nn.Module):
     def __init__(self, preset: str | FeatureConfig = "reference") -> None:
         super().__init__()
         self.config = cfg = get_preset(preset)
-        mel_kwargs = dict(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, win_length=cfg.win_length,
-                          hop_length=cfg.hop_length, n_mels=cfg.n_mels, f_min=cfg.f_min,
-                          f_max=cfg.f_max, normalized=cfg.normalized)
+        mel_kwargs = dict(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            n_mels=cfg.n_mels,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            normalized=cfg.normalized,
+        )
         self.mel = torchaudio.transforms.MelSpectrogram(**mel_kwargs)  # type: ignore[arg-type]
         if cfg.kind == "mel_db":
             self.post: nn.Module = torchaudio.transforms.AmplitudeToDB()
@@ -164,8 +195,14 @@ class FeatureDataset(TensorDataset):
         loader = torch.utils.data.DataLoader(ds, batch_size=96)
     """
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, label_names: list[str],
-                 config: FeatureConfig, cache_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        label_names: list[str],
+        config: FeatureConfig,
+        cache_path: Path | None = None,
+    ) -> None:
         super().__init__(features, labels)
         self.features = features
         self.labels = labels
@@ -174,9 +211,12 @@ class FeatureDataset(TensorDataset):
         self.cache_path = cache_path
 
 
-def compute_features(dataset: SpeechCommands, preset: str | FeatureConfig = "reference",
-                     batch_size: int = 256, progress: bool = True
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_features(
+    dataset: SpeechCommands,
+    preset: str | FeatureConfig = "reference",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``(N, 1, F, T)`` and labels ``(N,)`` of every item of ``dataset`` (no cache).
 
     Reads every clip once: raises one :class:`~examples.kws.audio.AudioFileError` naming all
@@ -192,8 +232,12 @@ def compute_features(dataset: SpeechCommands, preset: str | FeatureConfig = "ref
     bad: list[str] = []
     batch: list[torch.Tensor] = []
     start = 0
-    bar = tqdm(total=len(dataset), unit="clip", disable=not progress,
-               desc=f"features {dataset.task.name}/{dataset.subset}/{fx.config.name}")
+    bar = tqdm(
+        total=len(dataset),
+        unit="clip",
+        disable=not progress,
+        desc=f"features {dataset.task.name}/{dataset.subset}/{fx.config.name}",
+    )
     with torch.inference_mode():
         for i in range(len(dataset)):
             try:
@@ -202,7 +246,7 @@ def compute_features(dataset: SpeechCommands, preset: str | FeatureConfig = "ref
                 bad.append(str(e))
                 batch.append(torch.zeros(1, fx.config.clip_samples))
             if len(batch) == batch_size or i == len(dataset) - 1:
-                out[start:start + len(batch)] = fx(torch.stack(batch))
+                out[start : start + len(batch)] = fx(torch.stack(batch))
                 start += len(batch)
                 bar.update(len(batch))
                 batch = []
@@ -231,19 +275,30 @@ def cache_key(dataset: SpeechCommands, config: FeatureConfig) -> str:
 
         cache_key(SpeechCommands(root, "v1-12", "training"), get_preset("reference"))
     """
-    blob = json.dumps({
-        "features_version": FEATURES_VERSION,
-        "torchaudio": ".".join(torchaudio.__version__.split(".")[:2]),
-        "dataset": dataset.fingerprint(), "task": dataset.task.name, "subset": dataset.subset,
-        "seed": dataset.seed, "config": dataclasses.asdict(config),
-    }, sort_keys=True)
+    blob = json.dumps(
+        {
+            "features_version": FEATURES_VERSION,
+            "torchaudio": ".".join(torchaudio.__version__.split(".")[:2]),
+            "dataset": dataset.fingerprint(),
+            "task": dataset.task.name,
+            "subset": dataset.subset,
+            "seed": dataset.seed,
+            "config": dataclasses.asdict(config),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_features(root: str | os.PathLike, task: str = "v1-12", subset: str = "training",
-                  preset: str | FeatureConfig = "reference",
-                  cache_dir: str | os.PathLike | None = None, seed: int = 0,
-                  progress: bool = True) -> FeatureDataset:
+def load_features(
+    root: str | os.PathLike,
+    task: str = "v1-12",
+    subset: str = "training",
+    preset: str | FeatureConfig = "reference",
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureDataset:
     """Features and labels of (root, task, subset, preset), computed on first use and cached.
 
     ``root`` is a Speech Commands folder (a local copy or the synthetic dataset); ``seed`` fixes
@@ -264,16 +319,20 @@ def load_features(root: str | os.PathLike, task: str = "v1-12", subset: str = "t
     if path.is_file():
         try:
             tensors = load_file(str(path))
-            return FeatureDataset(tensors["features"], tensors["labels"], dataset.labels, cfg,
-                                  path)
+            return FeatureDataset(tensors["features"], tensors["labels"], dataset.labels, cfg, path)
         except Exception:  # a damaged cache file: recompute it
             path.unlink(missing_ok=True)
     features, labels = compute_features(dataset, cfg, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    meta = {"root": str(dataset.root), "task": dataset.task.name, "subset": dataset.subset,
-            "label_names": json.dumps(dataset.labels), "config": json.dumps(
-                dataclasses.asdict(cfg)), "key": key}
+    meta = {
+        "root": str(dataset.root),
+        "task": dataset.task.name,
+        "subset": dataset.subset,
+        "label_names": json.dumps(dataset.labels),
+        "config": json.dumps(dataclasses.asdict(cfg)),
+        "key": key,
+    }
     save_file({"features": features, "labels": labels}, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return FeatureDataset(features, labels, dataset.labels, cfg, path)
@@ -288,8 +347,12 @@ class OnlineFeatureDataset(Dataset):
         x, y = train[0]     # a new augmentation of clip 0 at every access
     """
 
-    def __init__(self, dataset: SpeechCommands, preset: str | FeatureConfig = "reference",
-                 augment: WaveAugment | None = None) -> None:
+    def __init__(
+        self,
+        dataset: SpeechCommands,
+        preset: str | FeatureConfig = "reference",
+        augment: WaveAugment | None = None,
+    ) -> None:
         self.dataset = dataset
         self.extractor = FeatureExtractor(preset).eval()
         self.augment = augment
@@ -307,9 +370,14 @@ class OnlineFeatureDataset(Dataset):
             return self.extractor(wav)[0].clone(), self.dataset.items[i].label
 
 
-def augmented_dataset(root: str | os.PathLike, task: str = "v1-12",
-                      preset: str | FeatureConfig = "reference", seed: int = 0,
-                      subset: str = "training", **augment_kwargs: float) -> OnlineFeatureDataset:
+def augmented_dataset(
+    root: str | os.PathLike,
+    task: str = "v1-12",
+    preset: str | FeatureConfig = "reference",
+    seed: int = 0,
+    subset: str = "training",
+    **augment_kwargs: float,
+) -> OnlineFeatureDataset:
     """Training set with on-the-fly augmentation (noise from ``_background_noise_``, time shift,
     gain; see :class:`~examples.kws.augment.WaveAugment` for the keyword arguments). Not cached:
     every access draws a new augmentation, so use DataLoader workers for speed.

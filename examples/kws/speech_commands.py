@@ -58,18 +58,46 @@ from .audio import (
 
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 """The ten command words of the 12-class tasks, in label order."""
-WORDS_V1 = tuple(sorted((
-    *COMMANDS, "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
-    "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero",
-)))
+WORDS_V1 = tuple(
+    sorted(
+        (
+            *COMMANDS,
+            "bed",
+            "bird",
+            "cat",
+            "dog",
+            "eight",
+            "five",
+            "four",
+            "happy",
+            "house",
+            "marvin",
+            "nine",
+            "one",
+            "seven",
+            "sheila",
+            "six",
+            "three",
+            "tree",
+            "two",
+            "wow",
+            "zero",
+        )
+    )
+)
 """The 30 words of Speech Commands V1."""
 WORDS_V2 = tuple(sorted((*WORDS_V1, "backward", "follow", "forward", "learn", "visual")))
 """The 35 words of Speech Commands V2."""
 BACKGROUND_DIR = "_background_noise_"
 LIST_FILES = {"validation": "validation_list.txt", "testing": "testing_list.txt"}
 SUBSETS = ("training", "validation", "testing")
-_SUBSET_ALIASES = {"train": "training", "val": "validation", "valid": "validation",
-                   "test": "testing", **{s: s for s in SUBSETS}}
+_SUBSET_ALIASES = {
+    "train": "training",
+    "val": "validation",
+    "valid": "validation",
+    "test": "testing",
+    **{s: s for s in SUBSETS},
+}
 _NOISE_REGIONS = {"training": (0.0, 0.8), "validation": (0.8, 0.9), "testing": (0.9, 1.0)}
 
 LAYOUT_HELP = (
@@ -100,8 +128,13 @@ class Task:
 
 
 def _twelve(name: str, vocab: tuple[str, ...]) -> Task:
-    return Task(name, COMMANDS, tuple(w for w in vocab if w not in COMMANDS), True,
-                ("unknown", "silence", *COMMANDS))
+    return Task(
+        name,
+        COMMANDS,
+        tuple(w for w in vocab if w not in COMMANDS),
+        True,
+        ("unknown", "silence", *COMMANDS),
+    )
 
 
 TASKS = {
@@ -163,14 +196,22 @@ def check_layout(root: str | os.PathLike, task: str | Task = "v1-12") -> Path:
         problems.append(f"no .wav file in {BACKGROUND_DIR}/ (task {t.name} cuts silence from it)")
     if problems:
         nested = _find_nested(path)
-        hint = (f"\nA Speech Commands folder seems to be inside it: --data {nested[0]}"
-                if nested else "")
-        raise DatasetLayoutError(f"--data {path} is not a Speech Commands folder for task "
-                                 f"{t.name}: {'; '.join(problems)}.{hint}\n{LAYOUT_HELP}")
+        hint = (
+            f"\nA Speech Commands folder seems to be inside it: --data {nested[0]}"
+            if nested
+            else ""
+        )
+        raise DatasetLayoutError(
+            f"--data {path} is not a Speech Commands folder for task "
+            f"{t.name}: {'; '.join(problems)}.{hint}\n{LAYOUT_HELP}"
+        )
     missing_words = [w for w in t.words if w not in present]
     if missing_words:
-        warnings.warn(f"{path}: task {t.name} has no folder for {', '.join(missing_words)}; "
-                      "those classes have no clips", stacklevel=2)
+        warnings.warn(
+            f"{path}: task {t.name} has no folder for {', '.join(missing_words)}; "
+            "those classes have no clips",
+            stacklevel=2,
+        )
     return path
 
 
@@ -205,10 +246,17 @@ class SpeechCommands(torch.utils.data.Dataset):
         wav, label = ds[0]
     """
 
-    def __init__(self, root: str | os.PathLike, task: str = "v1-12", subset: str = "training",
-                 seed: int = 0, silence_percentage: float = 10.0,
-                 unknown_percentage: float = 10.0, check_files: bool = False,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        task: str = "v1-12",
+        subset: str = "training",
+        seed: int = 0,
+        silence_percentage: float = 10.0,
+        unknown_percentage: float = 10.0,
+        check_files: bool = False,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.task = get_task(task)
         self.subset = _canonical_subset(subset)
         self.root = check_layout(root, self.task)
@@ -236,16 +284,22 @@ class SpeechCommands(torch.utils.data.Dataset):
             if not folder.is_dir():
                 continue
             if self.subset == "training":
-                names = sorted(e.name for e in os.scandir(folder)
-                               if e.name.endswith(".wav") and not e.name.startswith("."))
+                names = sorted(
+                    e.name
+                    for e in os.scandir(folder)
+                    if e.name.endswith(".wav") and not e.name.startswith(".")
+                )
                 files[word] = [f"{word}/{n}" for n in names if f"{word}/{n}" not in held_out]
             else:
                 listed = sorted(p for p in lists[self.subset] if p.split("/")[0] == word)
                 missing += [p for p in listed if not (self.root / p).is_file()]
                 files[word] = [p for p in listed if (self.root / p).is_file()]
         if missing:
-            warnings.warn(f"{self.root}: {len(missing)} files in {LIST_FILES[self.subset]} do not "
-                          f"exist (e.g. {missing[0]}); skipped", stacklevel=3)
+            warnings.warn(
+                f"{self.root}: {len(missing)} files in {LIST_FILES[self.subset]} do not "
+                f"exist (e.g. {missing[0]}); skipped",
+                stacklevel=3,
+            )
         return files
 
     def _build_items(self) -> list[Item]:
@@ -253,14 +307,17 @@ class SpeechCommands(torch.utils.data.Dataset):
         index = {name: i for i, name in enumerate(self.labels)}
         items = [Item(index[w], p) for w in self.task.words for p in files.get(w, [])]
         if not items and not self.task.unknown_words:
-            raise DatasetLayoutError(f"{self.root}: no {self.subset} clip for any word of task "
-                                     f"{self.task.name}")
+            raise DatasetLayoutError(
+                f"{self.root}: no {self.subset} clip for any word of task {self.task.name}"
+            )
         if not self.task.silence:
             return items
         n_known = len(items)
         if n_known == 0:
-            raise DatasetLayoutError(f"{self.root}: no {self.subset} clip of the command words "
-                                     f"{', '.join(COMMANDS)} (task {self.task.name})")
+            raise DatasetLayoutError(
+                f"{self.root}: no {self.subset} clip of the command words "
+                f"{', '.join(COMMANDS)} (task {self.task.name})"
+            )
         g = torch.Generator().manual_seed(_stable_seed(self.seed, self.task.name, self.subset))
         pool = [p for w in self.task.unknown_words for p in files.get(w, [])]
         n_unknown = min(len(pool), math.ceil(n_known * self.unknown_percentage / 100))
@@ -303,7 +360,7 @@ class SpeechCommands(torch.utils.data.Dataset):
         if item.noise is not None:
             k, start, volume = item.noise
             noise = self.background_noises()[k]
-            return fix_length(noise[..., start:start + SAMPLE_RATE]) * volume
+            return fix_length(noise[..., start : start + SAMPLE_RATE]) * volume
         path = self.root / item.relpath  # type: ignore[operator]
         wav, sr = load_wav_16k(path)
         (report or self.resample_report).add(path, sr != SAMPLE_RATE, sr)
@@ -364,9 +421,18 @@ class SpeechCommands(torch.utils.data.Dataset):
 
             key = ds.fingerprint()   # changes when a file is added, removed or rewritten
         """
-        h = hashlib.sha256(json.dumps([
-            self.task.name, self.subset, self.seed, self.silence_percentage,
-            self.unknown_percentage, self.labels]).encode())
+        h = hashlib.sha256(
+            json.dumps(
+                [
+                    self.task.name,
+                    self.subset,
+                    self.seed,
+                    self.silence_percentage,
+                    self.unknown_percentage,
+                    self.labels,
+                ]
+            ).encode()
+        )
         for it in self.items:
             if it.relpath is not None:
                 st = os.stat(self.root / it.relpath)

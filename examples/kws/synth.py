@@ -65,20 +65,101 @@ GENERATOR_VERSION = 2
 """Bump when the generated audio changes: it is part of the cache folder name."""
 
 ESPEAK_VOICES = (
-    "en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
-    "en-us-nyc", "en-029",
+    "en-gb",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-us-nyc",
+    "en-029",
 )
 """espeak-ng English voices used (the MBROLA ``mb-*`` voices need mbrola and are not used)."""
 ESPEAK_VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
-    "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "croak", "whisper", "whisperf",
-    "grandma", "grandpa", "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio",
-    "aunty", "belinda", "benjamin", "boris", "caleb", "david", "Denis", "Diogo", "ed", "edward",
-    "edward2", "Gene", "Gene2", "gustave", "Henrique", "Hugo", "iven", "iven2", "iven3", "iven4",
-    "Jacky", "john", "kaukovalta", "Lee", "linda", "marcelo", "Marco", "Mario", "max",
-    "Michael", "michel", "miguel", "Mike", "Nguyen", "norbert", "pablo", "paul", "pedro",
-    "quincy", "rob", "robert", "sandro", "shelby", "steph", "steph2", "steph3", "Storm",
-    "travis", "Tweaky", "victor", "zac", "anika", "AnxiousAndy",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "klatt5",
+    "klatt6",
+    "croak",
+    "whisper",
+    "whisperf",
+    "grandma",
+    "grandpa",
+    "adam",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "Annie",
+    "antonio",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "boris",
+    "caleb",
+    "david",
+    "Denis",
+    "Diogo",
+    "ed",
+    "edward",
+    "edward2",
+    "Gene",
+    "Gene2",
+    "gustave",
+    "Henrique",
+    "Hugo",
+    "iven",
+    "iven2",
+    "iven3",
+    "iven4",
+    "Jacky",
+    "john",
+    "kaukovalta",
+    "Lee",
+    "linda",
+    "marcelo",
+    "Marco",
+    "Mario",
+    "max",
+    "Michael",
+    "michel",
+    "miguel",
+    "Mike",
+    "Nguyen",
+    "norbert",
+    "pablo",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "robert",
+    "sandro",
+    "shelby",
+    "steph",
+    "steph2",
+    "steph3",
+    "Storm",
+    "travis",
+    "Tweaky",
+    "victor",
+    "zac",
+    "anika",
+    "AnxiousAndy",
 )
 """espeak-ng voice variants used (``espeak-ng --voices=variant``; robots/demons left out)."""
 FLITE_VOICES = {"kal": "m", "kal16": "m", "awb": "m", "rms": "m", "slt": "f"}
@@ -118,9 +199,14 @@ BABBLE_SENTENCES = (
 """Sentences for babble noise (Harvard-style, free of the 35 keywords)."""
 
 PRESETS: dict[str, dict[str, object]] = {
-    "tiny": {"speakers": 10, "command_utterances": 1, "other_utterances": 1,
-             "words": ("yes", "no", "up", "bed", "cat", "learn"), "noise_seconds": 4.0,
-             "babble_sentences": 4},
+    "tiny": {
+        "speakers": 10,
+        "command_utterances": 1,
+        "other_utterances": 1,
+        "words": ("yes", "no", "up", "bed", "cat", "learn"),
+        "noise_seconds": 4.0,
+        "babble_sentences": 4,
+    },
     "small": {},
     "large": {"speakers": 400, "command_utterances": 6, "other_utterances": 3},
 }
@@ -167,8 +253,9 @@ class SynthConfig:
 
     def fingerprint(self) -> str:
         """A hex hash of the config and the generator version."""
-        blob = json.dumps({"version": GENERATOR_VERSION, **dataclasses.asdict(self)},
-                          sort_keys=True)
+        blob = json.dumps(
+            {"version": GENERATOR_VERSION, **dataclasses.asdict(self)}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def folder_name(self, label: str = "custom") -> str:
@@ -195,6 +282,7 @@ def config_for(size: str = "small", seed: int = 0, **overrides: object) -> Synth
 
 # --------------------------------------------------------------------------------------- engines
 
+
 class TTSEngineMissing(RuntimeError):
     """A TTS engine needed for the synthetic dataset is not installed."""
 
@@ -214,19 +302,25 @@ def check_engines(engines: Sequence[str] = ("espeak-ng", "flite")) -> dict[str, 
         raise TTSEngineMissing(
             f"TTS engine(s) {', '.join(missing)} not found on PATH; the synthetic dataset needs "
             f"them. Install the Debian package(s): sudo apt-get install {pkgs} "
-            "(or run `make install`). Or pass --data PATH to use a Speech Commands folder.")
+            "(or run `make install`). Or pass --data PATH to use a Speech Commands folder."
+        )
     versions = {}
     for e in engines:
         out = subprocess.run([e, "--version"], capture_output=True, text=True, env=_env())
-        versions[e] = (out.stdout or out.stderr).strip().splitlines()[0] if (
-            out.stdout or out.stderr) else "unknown"
+        versions[e] = (
+            (out.stdout or out.stderr).strip().splitlines()[0]
+            if (out.stdout or out.stderr)
+            else "unknown"
+        )
     if "flite" in engines:
         listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, env=_env())
         have = set(listed.stdout.split())
         lacking = [v for v in FLITE_VOICES if v not in have]
         if lacking:
-            raise TTSEngineMissing(f"flite lacks the voices {lacking} (has: {sorted(have)}); "
-                                   "install the Debian package flite (version 2.2)")
+            raise TTSEngineMissing(
+                f"flite lacks the voices {lacking} (has: {sorted(have)}); "
+                "install the Debian package flite (version 2.2)"
+            )
     return versions
 
 
@@ -238,8 +332,9 @@ def espeak_variants() -> tuple[str, ...]:
 
         variants = espeak_variants()
     """
-    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
-                         env=_env()).stdout
+    out = subprocess.run(
+        ["espeak-ng", "--voices=variant"], capture_output=True, text=True, env=_env()
+    ).stdout
     have = set(re.findall(r"!v/(\S+)", out))
     return tuple(v for v in ESPEAK_VARIANTS if v in have)
 
@@ -299,18 +394,30 @@ def make_speakers(cfg: SynthConfig, variants: Sequence[str] = ESPEAK_VARIANTS) -
     for i in range(cfg.speakers):
         if i < cfg.speakers - n_flite:
             voice = ESPEAK_VOICES[espeak_order[i % len(ESPEAK_VOICES)]]
-            variant = None if A.uniform(g, 0, 1) < 0.12 else variants[A.randint(g, 0, len(variants))]
-            fields = dict(engine="espeak-ng", voice=voice, variant=variant,
-                          pitch=round(A.uniform(g, 25, 75)), speed=round(A.uniform(g, 135, 205)),
-                          pitch_range=round(A.uniform(g, 40, 160)),
-                          tract=round(A.uniform(g, 0.9, 1.1), 3))
+            variant = (
+                None if A.uniform(g, 0, 1) < 0.12 else variants[A.randint(g, 0, len(variants))]
+            )
+            fields = dict(
+                engine="espeak-ng",
+                voice=voice,
+                variant=variant,
+                pitch=round(A.uniform(g, 25, 75)),
+                speed=round(A.uniform(g, 135, 205)),
+                pitch_range=round(A.uniform(g, 40, 160)),
+                tract=round(A.uniform(g, 0.9, 1.1), 3),
+            )
         else:
             voice = flite_voices[flite_order[i % len(flite_voices)]]
             f0 = A.uniform(g, 150, 240) if FLITE_VOICES[voice] == "f" else A.uniform(g, 85, 150)
-            fields = dict(engine="flite", voice=voice, variant=None, pitch=round(f0),
-                          speed=round(A.uniform(g, 0.8, 1.2), 3),
-                          pitch_range=round(A.uniform(g, 8, 35)),
-                          tract=round(A.uniform(g, 0.88, 1.12), 3))
+            fields = dict(
+                engine="flite",
+                voice=voice,
+                variant=None,
+                pitch=round(f0),
+                speed=round(A.uniform(g, 0.8, 1.2), 3),
+                pitch_range=round(A.uniform(g, 8, 35)),
+                tract=round(A.uniform(g, 0.88, 1.12), 3),
+            )
         sid = hashlib.sha256(json.dumps([cfg.seed, i, fields], sort_keys=True).encode())
         speakers.append(Speaker(id=sid.hexdigest()[:8], **fields))  # type: ignore[arg-type]
     if len({s.id for s in speakers}) != len(speakers):  # pragma: no cover - 32-bit collision
@@ -329,12 +436,13 @@ def _split(speakers: list[Speaker], cfg: SynthConfig, g: torch.Generator) -> lis
         ranked += [((r + 0.5) / len(idx), idx[p]) for r, p in enumerate(perm)]
     order = [i for _, i in sorted(ranked)]
     split = {i: "validation" for i in order[:n_val]}
-    split.update({i: "testing" for i in order[n_val:n_val + n_test]})
+    split.update({i: "testing" for i in order[n_val : n_val + n_test]})
     return [dataclasses.replace(s, split=split.get(i, "training")) for i, s in enumerate(speakers)]
 
 
-def synthesize(speaker: Speaker, text: str, g: torch.Generator | None = None,
-               ssml: bool = True) -> tuple[torch.Tensor, int]:
+def synthesize(
+    speaker: Speaker, text: str, g: torch.Generator | None = None, ssml: bool = True
+) -> tuple[torch.Tensor, int]:
     """Speak ``text`` with a speaker's voice and settings (plus per-utterance jitter drawn from
     ``g``, if given); returns the engine's float32 ``[1, N]`` output and its sample rate.
 
@@ -349,14 +457,34 @@ def synthesize(speaker: Speaker, text: str, g: torch.Generator | None = None,
         pitch = min(99, max(0, round(speaker.pitch * (1 + jp))))
         speed = round(speaker.speed * (1 + js))
         body = f'<speak><prosody range="{round(speaker.pitch_range)}%">{text}</prosody></speak>'
-        cmd = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed),
-               *(["-m"] if ssml else []), "--stdout", body if ssml else text]
+        cmd = [
+            "espeak-ng",
+            "-v",
+            voice,
+            "-p",
+            str(pitch),
+            "-s",
+            str(speed),
+            *(["-m"] if ssml else []),
+            "--stdout",
+            body if ssml else text,
+        ]
     elif speaker.engine == "flite":
-        cmd = ["flite", "-voice", speaker.voice,
-               "--setf", f"duration_stretch={1 / (speaker.speed * (1 + js)):.4f}",
-               "--setf", f"int_f0_target_mean={speaker.pitch * (1 + jp):.2f}",
-               "--setf", f"int_f0_target_stddev={speaker.pitch_range:.2f}",
-               "-t", text, "-o", "/dev/stdout"]
+        cmd = [
+            "flite",
+            "-voice",
+            speaker.voice,
+            "--setf",
+            f"duration_stretch={1 / (speaker.speed * (1 + js)):.4f}",
+            "--setf",
+            f"int_f0_target_mean={speaker.pitch * (1 + jp):.2f}",
+            "--setf",
+            f"int_f0_target_stddev={speaker.pitch_range:.2f}",
+            "-t",
+            text,
+            "-o",
+            "/dev/stdout",
+        ]
     else:
         raise ValueError(f"unknown engine {speaker.engine!r}")
     try:
@@ -365,14 +493,18 @@ def synthesize(speaker: Speaker, text: str, g: torch.Generator | None = None,
         check_engines((speaker.engine,))
         raise TTSEngineMissing(f"{speaker.engine}: {e}") from e
     except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"{speaker.engine} failed on {text!r}: {e.stderr.decode()[-500:]}") from e
+        raise RuntimeError(
+            f"{speaker.engine} failed on {text!r}: {e.stderr.decode()[-500:]}"
+        ) from e
     return decode_wav_bytes(out.stdout, f"{speaker.engine} {speaker.voice} {text!r}")
 
 
 # ------------------------------------------------------------------------------------ rendering
 
-def trim_silence(wav: torch.Tensor, sr: int = SAMPLE_RATE, rel: float = 0.01,
-                 margin_s: float = 0.05) -> torch.Tensor:
+
+def trim_silence(
+    wav: torch.Tensor, sr: int = SAMPLE_RATE, rel: float = 0.01, margin_s: float = 0.05
+) -> torch.Tensor:
     """Cut leading/trailing parts quieter than ``rel`` x peak (10 ms windows), keep a margin.
 
     Example::
@@ -393,8 +525,9 @@ def trim_silence(wav: torch.Tensor, sr: int = SAMPLE_RATE, rel: float = 0.01,
     return wav[..., start:end]
 
 
-def render_clip(speaker: Speaker, word: str, index: int, seed: int,
-                noise_bank: dict[str, torch.Tensor]) -> torch.Tensor:
+def render_clip(
+    speaker: Speaker, word: str, index: int, seed: int, noise_bank: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """One augmented 1 s clip ``[1, 16000]`` of ``speaker`` saying ``word`` (deterministic).
 
     Example::
@@ -413,7 +546,7 @@ def render_clip(speaker: Speaker, word: str, index: int, seed: int,
         x = A.band_limit(x, g)
     clip = torch.zeros(1, SAMPLE_RATE)
     offset = A.randint(g, 0, SAMPLE_RATE - x.shape[-1] + 1)  # time shift within the 1 s
-    clip[..., offset:offset + x.shape[-1]] = x
+    clip[..., offset : offset + x.shape[-1]] = x
     if A.uniform(g, 0, 1) < 0.4:
         clip = A.reverb(clip, A.synthetic_rir(SAMPLE_RATE, g))
     if A.uniform(g, 0, 1) < 0.85:
@@ -437,13 +570,23 @@ def babble_speech(cfg: SynthConfig, variants: Sequence[str]) -> list[torch.Tenso
     voices: list[Speaker] = []
     for i in range(6):
         if "espeak-ng" in cfg.engines:
-            voices.append(Speaker("babble", "espeak-ng", ESPEAK_VOICES[i % len(ESPEAK_VOICES)],
-                                  variants[A.randint(g, 0, len(variants))] if variants else None,
-                                  A.randint(g, 30, 70), A.randint(g, 150, 190), 100, 1.0))
+            voices.append(
+                Speaker(
+                    "babble",
+                    "espeak-ng",
+                    ESPEAK_VOICES[i % len(ESPEAK_VOICES)],
+                    variants[A.randint(g, 0, len(variants))] if variants else None,
+                    A.randint(g, 30, 70),
+                    A.randint(g, 150, 190),
+                    100,
+                    1.0,
+                )
+            )
         if "flite" in cfg.engines:
             v = ("slt", "awb", "rms", "kal16")[i % 4]
-            voices.append(Speaker("babble", "flite", v, None,
-                                  190 if v == "slt" else 110, 1.0, 20, 1.0))
+            voices.append(
+                Speaker("babble", "flite", v, None, 190 if v == "slt" else 110, 1.0, 20, 1.0)
+            )
     out = []
     for k, sentence in enumerate(BABBLE_SENTENCES[: cfg.babble_sentences]):
         wav, sr = synthesize(voices[k % len(voices)], sentence, ssml=False)
@@ -451,8 +594,9 @@ def babble_speech(cfg: SynthConfig, variants: Sequence[str]) -> list[torch.Tenso
     return out
 
 
-def make_noise_bank(key: str, seed: int, seconds: float,
-                    speech: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+def make_noise_bank(
+    key: str, seed: int, seconds: float, speech: Sequence[torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Long noises ``{type: [1, N]}`` (unit RMS) of every :data:`BACKGROUND_NOISES` type.
 
     Example::
@@ -468,6 +612,7 @@ def make_noise_bank(key: str, seed: int, seconds: float,
 
 
 # ----------------------------------------------------------------------------------- generation
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -497,8 +642,13 @@ def _init_worker(root: str, seed: int, bank: dict[str, torch.Tensor]) -> None:
 
 
 def _run_job(job: _Job) -> tuple[str, float]:
-    clip = render_clip(job.speaker, job.word, job.index, _WORKER["seed"],  # type: ignore[arg-type]
-                       _WORKER["bank"])  # type: ignore[arg-type]
+    clip = render_clip(
+        job.speaker,
+        job.word,
+        job.index,
+        _WORKER["seed"],  # type: ignore[arg-type]
+        _WORKER["bank"],
+    )  # type: ignore[arg-type]
     save_wav(Path(_WORKER["root"]) / job.relpath, clip)  # type: ignore[arg-type]
     return job.relpath, A.rms(clip)
 
@@ -513,8 +663,9 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int | None = None,
-                     progress: bool = True) -> Path:
+def generate_dataset(
+    out_dir: str | os.PathLike, cfg: SynthConfig, workers: int | None = None, progress: bool = True
+) -> Path:
     """Generate the dataset of ``cfg`` into ``out_dir`` (created; existing clips are kept, so an
     interrupted run resumes). Writes ``COMPLETE`` last. Returns ``out_dir``.
 
@@ -528,8 +679,11 @@ def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int 
     versions = check_engines(cfg.engines)
     variants = espeak_variants() if "espeak-ng" in cfg.engines else ()
     if "espeak-ng" in cfg.engines and len(variants) < len(ESPEAK_VARIANTS):
-        warnings.warn(f"espeak-ng lacks variants {sorted(set(ESPEAK_VARIANTS) - set(variants))};"
-                      " the generated data will differ from other installs", stacklevel=2)
+        warnings.warn(
+            f"espeak-ng lacks variants {sorted(set(ESPEAK_VARIANTS) - set(variants))};"
+            " the generated data will differ from other installs",
+            stacklevel=2,
+        )
     workers = max(1, min(workers or os.cpu_count() or 1, os.cpu_count() or 1))
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.json"
@@ -551,8 +705,13 @@ def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int 
         for word in cfg.words:
             (out / word).mkdir(exist_ok=True)
         todo = [j for j in jobs if not (out / j.relpath).exists()]
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="clip",
-                   desc=f"synthesizing {out.name}", disable=not progress)
+        bar = tqdm(
+            total=len(jobs),
+            initial=len(jobs) - len(todo),
+            unit="clip",
+            desc=f"synthesizing {out.name}",
+            disable=not progress,
+        )
         if workers == 1 or len(todo) < 2:
             _init_worker(str(out), cfg.seed, bank)
             for job in todo:
@@ -571,17 +730,26 @@ def generate_dataset(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int 
     return out
 
 
-def _write_lists_and_manifest(out: Path, cfg: SynthConfig, speakers: Sequence[Speaker],
-                              jobs: Sequence[_Job], versions: dict[str, str]) -> None:
+def _write_lists_and_manifest(
+    out: Path,
+    cfg: SynthConfig,
+    speakers: Sequence[Speaker],
+    jobs: Sequence[_Job],
+    versions: dict[str, str],
+) -> None:
     for split, name in (("validation", "validation_list.txt"), ("testing", "testing_list.txt")):
         lines = sorted(j.relpath for j in jobs if j.speaker.split == split)
         (out / name).write_text("".join(line + "\n" for line in lines))
-    counts = {s: sum(j.speaker.split == s for j in jobs) for s in ("training", "validation",
-                                                                    "testing")}
+    counts = {
+        s: sum(j.speaker.split == s for j in jobs) for s in ("training", "validation", "testing")
+    }
     manifest = {
-        "generator": "examples.kws.synth", "version": GENERATOR_VERSION,
-        "config": dataclasses.asdict(cfg), "fingerprint": cfg.fingerprint(),
-        "engines": versions, "clips": counts,
+        "generator": "examples.kws.synth",
+        "version": GENERATOR_VERSION,
+        "config": dataclasses.asdict(cfg),
+        "fingerprint": cfg.fingerprint(),
+        "engines": versions,
+        "clips": counts,
         "speakers": [dataclasses.asdict(s) for s in speakers],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -603,10 +771,14 @@ def is_complete(root: str | os.PathLike) -> bool:
     return (Path(root) / "COMPLETE").is_file()
 
 
-def ensure_synthetic_dataset(seed: int = 0, size: str = "small",
-                             cache_dir: str | os.PathLike | None = None,
-                             workers: int | None = None, progress: bool = True,
-                             **overrides: object) -> Path:
+def ensure_synthetic_dataset(
+    seed: int = 0,
+    size: str = "small",
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    **overrides: object,
+) -> Path:
     """Return the root of the synthetic dataset for (seed, size, overrides), generating it on
     first use into ``<cache_dir>/datasets/<name>`` (``cache_dir`` defaults to
     :func:`default_cache_dir`). Generation happens in ``<name>.partial`` under a file lock,
@@ -639,12 +811,16 @@ def ensure_synthetic_dataset(seed: int = 0, size: str = "small",
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m examples.kws.synth", description=__doc__.split(
-        "\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m examples.kws.synth",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--size", default="small", choices=list(PRESETS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None, help="default: $BINARIZE_CACHE or "
-                   "~/.cache/binarize")
+    p.add_argument(
+        "--cache-dir", default=None, help="default: $BINARIZE_CACHE or ~/.cache/binarize"
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--speakers", type=int, default=None)
     p.add_argument("--command-utterances", type=int, default=None)
@@ -657,17 +833,28 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m examples.kws.synth --size small --seed 0``; prints the dataset root."""
     args = _parse_args(argv)
-    overrides = {k: v for k, v in (("speakers", args.speakers),
-                                   ("command_utterances", args.command_utterances),
-                                   ("other_utterances", args.other_utterances)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("speakers", args.speakers),
+            ("command_utterances", args.command_utterances),
+            ("other_utterances", args.other_utterances),
+        )
+        if v is not None
+    }
     t0 = time.time()
     try:
         if args.out:
-            root = generate_dataset(args.out, config_for(args.size, args.seed, **overrides),
-                                    workers=args.workers, progress=not args.quiet)
+            root = generate_dataset(
+                args.out,
+                config_for(args.size, args.seed, **overrides),
+                workers=args.workers,
+                progress=not args.quiet,
+            )
         else:
-            root = ensure_synthetic_dataset(args.seed, args.size, args.cache_dir, args.workers,
-                                            not args.quiet, **overrides)
+            root = ensure_synthetic_dataset(
+                args.seed, args.size, args.cache_dir, args.workers, not args.quiet, **overrides
+            )
     except (TTSEngineMissing, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
