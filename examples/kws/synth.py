@@ -705,6 +705,10 @@ def generate_dataset(
         for word in cfg.words:
             (out / word).mkdir(exist_ok=True)
         todo = [j for j in jobs if not (out / j.relpath).exists()]
+        pool = None
+        if workers > 1 and len(todo) > 1:  # fork before tqdm starts its monitor thread
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(workers, _init_worker, (str(out), cfg.seed, bank))
         bar = tqdm(
             total=len(jobs),
             initial=len(jobs) - len(todo),
@@ -712,17 +716,22 @@ def generate_dataset(
             desc=f"synthesizing {out.name}",
             disable=not progress,
         )
-        if workers == 1 or len(todo) < 2:
-            _init_worker(str(out), cfg.seed, bank)
-            for job in todo:
-                _run_job(job)
-                bar.update()
-        else:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(workers, _init_worker, (str(out), cfg.seed, bank)) as pool:
+        try:
+            if pool is None:
+                _init_worker(str(out), cfg.seed, bank)
+                for job in todo:
+                    _run_job(job)
+                    bar.update()
+            else:
                 for _ in pool.imap_unordered(_run_job, todo, chunksize=8):
                     bar.update()
-        bar.close()
+                pool.close()
+                pool.join()
+        finally:
+            if pool is not None:
+                pool.terminate()
+            bar.close()
+            _WORKER.clear()
     for stale in out.glob("*/.*.tmp"):  # left by a run killed mid-write
         stale.unlink()
     _write_lists_and_manifest(out, cfg, speakers, jobs, versions)
@@ -858,6 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TTSEngineMissing, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
     manifest = json.loads((root / "manifest.json").read_text())
     print(f"{root}\nclips per split: {manifest['clips']}  ({time.time() - t0:.1f} s)")
     return 0
