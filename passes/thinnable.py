@@ -79,8 +79,8 @@ def _is_fc(gm: fx.GraphModule, node: fx.Node) -> bool:
 def insert_switches(gm: fx.GraphModule, blocks: list[Block], num_options: int) -> fx.Node:
     """Give every block a :class:`ThinSwitch` after its last FC projection: the BatchNorm (and the
     activation right after it) that follows become per-option copies; without a norm there, a
-    per-option :class:`ChannelAffine` (identity at start) is inserted. Adds the ``thin`` input to
-    the graph and returns its node."""
+    per-option :class:`ChannelAffine` (identity at start) is inserted. The block's other
+    BatchNorms get per-option copies too. Adds the ``thin`` input to the graph and returns it."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     with gm.graph.inserting_after(placeholders[-1]):
         thin = gm.graph.placeholder("thin", default_value=0)
@@ -116,6 +116,8 @@ def insert_switches(gm: fx.GraphModule, blocks: list[Block], num_options: int) -
         block.nodes.append(switch)
         if block.output is last:
             block.output = switch
+        if len(runs_at) > 1:
+            _switch_inner_norms(gm, block, thin, runs_at, exclude=set(replaced))
     gm.graph.eliminate_dead_code()
     for block in blocks:
         alive = set(gm.graph.nodes)
@@ -123,6 +125,20 @@ def insert_switches(gm: fx.GraphModule, blocks: list[Block], num_options: int) -
     gm.delete_all_unused_submodules()
     gm.recompile()
     return thin
+
+
+def _switch_inner_norms(
+    gm: fx.GraphModule, block: Block, thin: fx.Node, runs_at: list[int], exclude: set[fx.Node]
+) -> None:
+    """Every other BatchNorm of a block that runs at several depths also gets per-option copies:
+    at option k its input comes from a different stack of blocks, and shared running statistics
+    would blend those distributions and be wrong for all of them at evaluation."""
+    for node in block.nodes:
+        m = module_of(gm, node)
+        if node in exclude or not isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            continue
+        gm.add_submodule(str(node.target), ThinSwitch(m, runs_at))
+        node.args = (*node.args, thin)
 
 
 @dataclass

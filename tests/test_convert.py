@@ -232,12 +232,23 @@ def test_state_dict_round_trip(name):
 def test_per_option_norms_are_separate_copies(name):
     _case, model, teacher, x = _setup(name)
     student = binarize.convert(model, teacher, example_input=x)
-    switches = [m for m in student.modules() if type(m).__name__ == "ThinSwitch"]
-    assert len(switches) == 4
+    outputs = [m for n, m in student.named_modules() if n.endswith("thin_norm")]
+    assert len(outputs) == 4
     # a block has one copy per option it runs at: blocks 0..3 run at options [0], [0, 1], [0], [0, 1, 2]
-    assert [sorted(sw.options) for sw in switches] == [["0"], ["0", "1"], ["0"], ["0", "1", "2"]]
-    params = [list(o.parameters()) for o in switches[3].options.values()]
+    assert [sorted(sw.options) for sw in outputs] == [["0"], ["0", "1"], ["0"], ["0", "1", "2"]]
+    params = [list(o.parameters()) for o in outputs[3].options.values()]
     assert all(p0 is not p1 for p0, p1 in zip(params[0], params[2], strict=True))
+    if (
+        name == "dfsmn_bn"
+    ):  # the blocks' inner BatchNorms get per-option copies where they run twice
+        inner = [
+            n
+            for n, m in student.named_modules()
+            if type(m).__name__ == "ThinSwitch" and not n.endswith("thin_norm")
+        ]
+        assert sorted(inner) == sorted(
+            f"blocks.{j}.backbone.{j}.{bn}" for j in (1, 3) for bn in ("memory.1", "fc_trans.1")
+        )
 
 
 def test_binary_layers_train_path_matches_exact_eval_path():
