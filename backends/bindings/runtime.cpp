@@ -99,6 +99,27 @@ void bind_runtime(nb::module_& m) {
             return out;
           },
           "x"_a, "Run whole utterances: x (B, *input_shape) float32 -> (B, *output_shape).")
+      .def(
+          "profile",
+          [](const Program& p, const F32& x, int reps) {
+            check_shape(x, p.input_shape(), 0, "input");
+            std::vector<size_t> shape{x.shape(0)};
+            shape.insert(shape.end(), p.output_shape().begin(), p.output_shape().end());
+            std::vector<float> y(x.size() ? 1 : 1);
+            size_t n = 1;
+            for (size_t d : shape) n *= d;
+            y.resize(n);
+            std::vector<double> ns(p.num_ops(), 0.0);
+            {
+              nb::gil_scoped_release release;
+              for (int r = 0; r < reps; ++r) p.run(x.data(), x.shape(0), y.data(), ns.data());
+            }
+            nb::list out;
+            for (size_t i = 0; i < ns.size(); ++i)
+              out.append(nb::make_tuple(p.op_name(i), p.op_kind(i), ns[i] / std::max(reps, 1)));
+            return out;
+          },
+          "x"_a, "reps"_a = 100, "Mean wall time per op (ns) over reps runs: [(name, kind, ns)].")
       .def_prop_ro("input_shape", &Program::input_shape)
       .def_prop_ro("output_shape", &Program::output_shape)
       .def_prop_ro("impl", &Program::impl)

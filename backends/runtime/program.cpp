@@ -4,6 +4,7 @@
 #include "program.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -13,8 +14,9 @@ namespace fbck::rt {
 namespace {
 
 size_t prod(const Dims& d, size_t from = 0, size_t to = SIZE_MAX) {
+  const size_t end = std::min(to, d.size());
   size_t p = 1;
-  for (size_t i = from; i < std::min(to, d.size()); ++i) p *= d[i];
+  for (size_t i = from; i < end; ++i) p *= d[i];
   return p;
 }
 
@@ -52,14 +54,26 @@ S1Mode s1_mode(const OpSpec& s) {
   bad(s, "scale1 must be none, mean_abs or const");
 }
 
+// y = f(x, a[c], b[c]) along `axis`, with the per-channel constants hoisted out of the inner
+// loop (channels last, inner == 1, is one loop over the channels).
 template <class F>
-void per_channel(const float* x, float* y, const Dims& d, int axis, F&& f) {
+void per_channel(const float* x, float* y, const Dims& d, int axis, const float* a, const float* b,
+                 bool scalar_a, F f) {
   const Split sp = split(d, axis);
-  for (size_t o = 0; o < sp.outer; ++o)
-    for (size_t c = 0; c < sp.mid; ++c) {
-      const size_t base = (o * sp.mid + c) * sp.inner;
-      for (size_t i = 0; i < sp.inner; ++i) y[base + i] = f(x[base + i], c);
+  for (size_t o = 0; o < sp.outer; ++o) {
+    const float* xo = x + o * sp.mid * sp.inner;
+    float* yo = y + o * sp.mid * sp.inner;
+    if (sp.inner == 1) {
+      for (size_t c = 0; c < sp.mid; ++c) yo[c] = f(xo[c], a[scalar_a ? 0 : c], b ? b[c] : 0.0f);
+      continue;
     }
+    for (size_t c = 0; c < sp.mid; ++c) {
+      const float ac = a[scalar_a ? 0 : c], bc = b ? b[c] : 0.0f;
+      const float* xc = xo + c * sp.inner;
+      float* yc = yo + c * sp.inner;
+      for (size_t i = 0; i < sp.inner; ++i) yc[i] = f(xc[i], ac, bc);
+    }
+  }
 }
 
 }  // namespace
@@ -468,33 +482,39 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
       break;
     }
     case Kind::affine:
-      per_channel(x, out, xd, op.axis, [&](float v, size_t c) { return v * op.scale[c] + op.shift[c]; });
+      per_channel(x, out, xd, op.axis, op.scale.data(), op.shift.data(), false,
+                  [](float v, float sc, float sh) { return v * sc + sh; });
       break;
-    case Kind::prelu: {
-      const bool one = op.slope.size() == 1;
-      per_channel(x, out, xd, op.axis,
-                  [&](float v, size_t c) { return v > 0.0f ? v : v * op.slope[one ? 0 : c]; });
+    case Kind::prelu:
+      per_channel(x, out, xd, op.axis, op.slope.data(), nullptr, op.slope.size() == 1,
+                  [](float v, float sl, float) { return v > 0.0f ? v : v * sl; });
       break;
-    }
     case Kind::channel_add:
-      per_channel(x, out, xd, op.axis, [&](float v, size_t c) { return v + op.value[c]; });
+      per_channel(x, out, xd, op.axis, op.value.data(), nullptr, false,
+                  [](float v, float a, float) { return v + a; });
       break;
     case Kind::channel_sub:
-      per_channel(x, out, xd, op.axis, [&](float v, size_t c) { return v - op.value[c]; });
+      per_channel(x, out, xd, op.axis, op.value.data(), nullptr, false,
+                  [](float v, float a, float) { return v - a; });
       break;
     case Kind::act: {
       const size_t n = prod(xd);
-      for (size_t i = 0; i < n; ++i) {
-        const float v = x[i];
-        float r = v;
-        switch (op.act) {
-          case Act::relu: r = v > 0.0f ? v : 0.0f; break;
-          case Act::hardtanh: r = std::min(std::max(v, op.a0), op.a1); break;
-          case Act::tanh: r = std::tanh(v); break;
-          case Act::sigmoid: r = 1.0f / (1.0f + std::exp(-v)); break;
-          case Act::leaky_relu: r = v > 0.0f ? v : v * op.a0; break;
-        }
-        out[i] = r;
+      switch (op.act) {  // one tight loop per function, so each vectorizes
+        case Act::relu:
+          for (size_t i = 0; i < n; ++i) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+          break;
+        case Act::hardtanh:
+          for (size_t i = 0; i < n; ++i) out[i] = std::min(std::max(x[i], op.a0), op.a1);
+          break;
+        case Act::tanh:
+          for (size_t i = 0; i < n; ++i) out[i] = std::tanh(x[i]);
+          break;
+        case Act::sigmoid:
+          for (size_t i = 0; i < n; ++i) out[i] = 1.0f / (1.0f + std::exp(-x[i]));
+          break;
+        case Act::leaky_relu:
+          for (size_t i = 0; i < n; ++i) out[i] = x[i] > 0.0f ? x[i] : x[i] * op.a0;
+          break;
       }
       break;
     }
@@ -556,7 +576,14 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
   }
 }
 
-void Program::run(const float* x, size_t B, float* y) const {
+std::string Program::op_kind(size_t i) const {
+  static const char* names[] = {"linear", "conv2d", "binary_linear", "memory", "affine", "prelu",
+                                "channel_add", "channel_sub", "act", "add", "scalar", "permute",
+                                "mean"};
+  return names[static_cast<int>(ops_.at(i).kind)];
+}
+
+void Program::run(const float* x, size_t B, float* y, double* op_ns) const {
   if (!final_) throw std::logic_error("program not finalized");
   if (B == 0) return;
   std::vector<float> arena(arena_ * B + 16);
@@ -572,7 +599,14 @@ void Program::run(const float* x, size_t B, float* y) const {
       ins.push_back(ptr(v));
       dims.push_back(with_batch(v, B));
     }
-    exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), false);
+    if (op_ns) {
+      const auto t0 = std::chrono::steady_clock::now();
+      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), false);
+      const auto t1 = std::chrono::steady_clock::now();
+      op_ns[&op - ops_.data()] += std::chrono::duration<double, std::nano>(t1 - t0).count();
+    } else {
+      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), false);
+    }
   }
   std::memcpy(y, ptr(output_), sizeof(float) * prod(shapes_[output_]) * B);
 }

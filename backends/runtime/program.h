@@ -79,8 +79,11 @@ class Program {
   void add_op(const OpSpec& spec);
   void finalize(int input, int output, int time_axis);
 
-  // x: (B, input shape) float32, y: (B, output shape) float32, both contiguous.
-  void run(const float* x, size_t B, float* y) const;
+  // x: (B, input shape) float32, y: (B, output shape) float32, both contiguous. With op_ns
+  // (ops_.size() entries), each op's wall time in nanoseconds is added to it.
+  void run(const float* x, size_t B, float* y, double* op_ns = nullptr) const;
+  const std::string& op_name(size_t i) const { return ops_[i].name; }
+  std::string op_kind(size_t i) const;
 
   const Dims& input_shape() const { return shapes_[input_]; }
   const Dims& output_shape() const { return shapes_[output_]; }

@@ -78,7 +78,9 @@ class DFSMN(nn.Module):
         self.backbone = nn.ModuleList(
             DFSMNLayer(width, hidden, left, right, dropout) for _ in range(num_layers)
         )
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width * frames_out, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(width * frames_out, num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.front_end(x)  # (B, 2c, mels/4, frames/4)
