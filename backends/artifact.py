@@ -169,6 +169,7 @@ _PARAMS: dict[str, dict[str, str]] = {
     "linear": {"weight": "f", "bias": "f"},
     "conv2d": {"weight": "f", "bias": "f"},
     "binary_linear": {"t0": "f", "t1": "f", "wbits": "u64", "sw": "f", "bias": "f"},
+    "binary_conv2d": {"t0": "f", "t2": "f", "wbits": "u64", "sw": "f", "bias": "f"},
     "memory": {"taps": "f", "bias": "f"},
     "affine": {"scale": "f", "shift": "f"},
     "prelu": {"slope": "f"},
@@ -284,6 +285,24 @@ def _check_shapes(p: Program, op: Op, i: int) -> None:
             if a["binary"]:
                 for role in ("t0", "t1", "t2", "sw"):
                     _check(_t(p, op, role).shape == (ch,), op, i, f"{role} shape")
+        elif op.kind == "binary_conv2d":
+            kh, kw = (int(v) for v in a["kernel"])
+            c, o = x[0], y[0]
+            _check(len(x) == 3 and len(y) == 3 and kh >= 1 and kw >= 1, op, i, "binary conv shapes")
+            _check(a["scale1"] in ("none", "const"), op, i, "binary conv scale1")
+            words = 2 * ((kh * kw * c + 127) // 128)
+            _check(_t(p, op, "wbits").shape == (o, words), op, i, "wbits shape")
+            for role, size in (("t0", c), ("t2", c), ("sw", o), ("bias", o)):
+                _check(_t(p, op, role).shape == (size,), op, i, f"{role} shape")
+            for d, k in ((0, kh), (1, kw)):
+                s_, pd, dl = int(a["stride"][d]), int(a["padding"][d]), int(a["dilation"][d])
+                _check(s_ >= 1 and pd >= 0 and dl >= 1, op, i, "stride/padding/dilation")
+                _check(
+                    y[1 + d] == (x[1 + d] + 2 * pd - dl * (k - 1) - 1) // s_ + 1,
+                    op,
+                    i,
+                    "binary conv output size",
+                )
         elif op.kind == "conv2d":
             w = _t(p, op, "weight")
             g = int(a["groups"])

@@ -24,6 +24,7 @@ from torch import Tensor, fx, nn
 
 from binarize.binarizers import Binarizer
 from binarize.layers import (
+    BinaryConv2d,
     BinaryLinear,
     ChannelAffine,
     ExactBatchNorm1d,
@@ -152,6 +153,8 @@ class _Lowerer:
         out_shape = tuple(y.shape[1:])
         if isinstance(m, BinaryLinear):
             return self.binary_linear(name, m, vid, x, out_shape)
+        if isinstance(m, BinaryConv2d):
+            return self.binary_conv2d(name, m, vid, out_shape)
         if isinstance(m, Memory):
             return self.memory(name, m, vid, x)
         if isinstance(m, ExactBatchNorm1d | ExactBatchNorm2d):
@@ -314,6 +317,30 @@ class _Lowerer:
         }
         out = self.emit("binary_linear", [vid], out_shape, name, attrs, params)
         return self.output_transform(name, m.binarizer, out, out_shape, axis)
+
+    def binary_conv2d(self, name: str, m: BinaryConv2d, vid: int, out_shape) -> int:
+        spec = m.binarizer.activation_spec()
+        signs, sw = m.binarizer.weight_planes(m.weight)
+        zeros = torch.zeros(m.in_channels)
+        bias = m.bias if m.bias is not None else torch.zeros(m.out_channels)
+        attrs = {
+            "kernel": list(m.kernel_size),
+            "stride": list(m.stride),
+            "padding": list(m.padding),
+            "dilation": list(m.dilation),
+            "has_t2": spec.t2 is not None,
+            **_scale1_attrs(spec.scale1),
+        }
+        params = {
+            "t0": self.f32(spec.t0 if spec.t0 is not None else zeros),
+            "t2": self.f32(spec.t2 if spec.t2 is not None else zeros),
+            # bit k = (tap row i * kw + tap column j) * C + channel c, as the runtime's im2col
+            "wbits": pack_signs(signs.permute(0, 2, 3, 1).reshape(m.out_channels, -1)),
+            "sw": self.f32(sw),
+            "bias": self.f32(bias),
+        }
+        out = self.emit("binary_conv2d", [vid], out_shape, name, attrs, params)
+        return self.output_transform(name, m.binarizer, out, out_shape, 1)
 
     def output_transform(self, name: str, binarizer, vid: int, shape, axis: int) -> int:
         """ReActNet's RPReLU: ``(y - gamma) -> PReLU -> + zeta`` (identity for other methods)."""

@@ -34,6 +34,8 @@ class BinarizeConfig:
         overrides: layer name or pattern -> ``"fp"`` or a binarizer name; applied after ``keep_fp``.
         keep_first_last_fp: the first and last weight layers stay FP (as in BiFSMN/BiFSMNv2).
         binarize_memory: binarize the FSMN memory blocks (their depthwise taps and inputs).
+        binarize_convs: also binarize k x k ``Conv2d`` layers (not the first layer), with one
+            activation bit plane, as the reference does with the D-FSMN's second front-end conv.
         thin_options: how many DTA depth options to build and train (None: all the depth allows;
             1 disables thinning: the "no thinnable" ablation).
         option_weights: loss weight of each option (default 1, 1/2, 1/4, ...).
@@ -51,6 +53,7 @@ class BinarizeConfig:
     overrides: dict[str, str] = field(default_factory=dict)
     keep_first_last_fp: bool = True
     binarize_memory: bool = True
+    binarize_convs: bool = False
     thin_options: int | None = None
     option_weights: Sequence[float] | None = None
     fid: bool = True

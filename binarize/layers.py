@@ -149,6 +149,86 @@ def binary_linear_epilogue(
     return z * sw + bias
 
 
+class BinaryConv2d(nn.Module):
+    """A k x k ``Conv2d`` (groups 1) with 1-bit weights and single-plane 1-bit activations.
+
+    The input is binarized per position over its channels (``a = b1 [* s1] - t2``), then zero
+    padded and convolved with ``sign(W) * sw``. One bit plane only: a per-position second scale
+    (DTA's dual scale) or a mean-|x| scale varies across a k x k window and would not factor out of
+    the XOR-popcount product. The evaluation path is exact: the +-1 products are summed as integers
+    and the activation offset ``t2`` enters through a per-position correction summed in float64.
+
+    Example::
+
+        conv = BinaryConv2d.from_module(nn.Conv2d(16, 32, 5, 2, 2), LPB(16, 32, "conv2d", dual_scale=False))
+        y = conv(torch.randn(2, 16, 16, 16))      # (2, 32, 8, 8)
+    """
+
+    def __init__(self, conv: nn.Conv2d, binarizer: Binarizer) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("BinaryConv2d needs groups=1 and explicit zero padding")
+        spec = binarizer.activation_spec()
+        if spec.dual or spec.scale1 == "mean_abs":
+            raise ValueError(
+                f"the {binarizer.name} binarizer's per-position activation scale does not factor over "
+                "a k x k window: binarize k x k convolutions with a one-plane binarizer (LPB with "
+                "dual_scale=False, BNN, DoReFa, Bi-Real, IR-Net, RAD, ReActNet, BiFSMN)"
+            )
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride = tuple(conv.kernel_size), tuple(conv.stride)
+        self.padding, self.dilation = tuple(conv.padding), tuple(conv.dilation)
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
+        self.binarizer = binarizer.to(conv.weight.device)
+
+    @classmethod
+    def from_module(cls, conv: nn.Conv2d, binarizer: Binarizer) -> BinaryConv2d:
+        return cls(conv, binarizer)
+
+    def _conv(self, a: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
+        return F.conv2d(a, w, bias, self.stride, self.padding, self.dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(self, x, 1, self.in_channels)
+        xc = x.permute(0, 2, 3, 1)
+        if self.training:
+            _record_aux(self.binarizer, xc)
+            a = self.binarizer.binarize_activation(xc).permute(0, 3, 1, 2)
+            y = self._conv(a, self.binarizer.binarize_weight(self.weight), self.bias)
+        else:
+            y = self.exact_forward(xc)
+        y = self.binarizer.output_transform(y.permute(0, 2, 3, 1))
+        return y.permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def offset_map(self, signs: Tensor, t2: Tensor, height: int, width: int) -> Tensor:
+        """``sum over valid taps and channels of signs * t2`` per (out channel, output position),
+        summed in float64 (exact for thresholds of similar magnitude), as float32 (O, Ho, Wo)."""
+        plane = t2.to(torch.float64).reshape(1, -1, 1, 1).expand(1, -1, height, width)
+        return self._conv(plane, signs.to(torch.float64))[0].to(torch.float32)
+
+    @torch.no_grad()
+    def exact_forward(self, xc: Tensor) -> Tensor:
+        """The kernels' computation on channel-last ``xc`` (result NCHW): integer +-1 dots, then
+        ``((d [* s1]) - offset) * sw + bias``."""
+        planes = activation_planes(xc, self.binarizer.activation_spec())
+        signs, sw = self.binarizer.weight_planes(self.weight)
+        z = self._conv(planes.b1.permute(0, 3, 1, 2), signs)
+        if planes.s1 is not None:
+            z = z * planes.s1.flatten()[0]  # a constant (mean-abs scales are rejected)
+        if planes.t2 is not None:
+            z = z - self.offset_map(signs, planes.t2, xc.shape[1], xc.shape[2])
+        bias = self.bias.detach() if self.bias is not None else torch.zeros_like(sw)
+        return z * sw.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+        )
+
+
 class Memory(nn.Module):
     """An FSMN memory block: a per-channel filter over time with ``left`` past and ``right`` future
     taps (dilation ``dilation``), zero padded, plus ``residual`` times the input::

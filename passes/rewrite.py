@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from dataclasses import dataclass
 
 from torch import fx, nn
 
 from binarize.binarizers import get_binarizer
 from binarize.config import FP, BinarizeConfig
-from binarize.layers import BinaryLinear, Memory, exact_batchnorm
+from binarize.layers import BinaryConv2d, BinaryLinear, Memory, exact_batchnorm
 
 from .errors import ConversionError
 from .graph import is_fc_module, module_of
@@ -22,7 +23,7 @@ class LayerPlan:
 
     name: str
     node: fx.Node
-    kind: str  # "fc", "memory" or "other"
+    kind: str  # "fc", "memory", "conv2d" (k x k, binarizable on request) or "other"
     binarizer: str | None  # None: stays full precision
     reason: str
 
@@ -46,9 +47,12 @@ def plan_layers(structure: FSMNStructure, config: BinarizeConfig) -> list[LayerP
             kind = "memory"
         elif is_fc_module(m):
             kind = "fc"
+        elif isinstance(m, nn.Conv2d) and m.groups == 1 and not isinstance(m.padding, str):
+            kind = "conv2d"
         else:
             kind = "other"
-        if kind == "other":
+        conv_fp = kind == "conv2d" and not config.binarize_convs
+        if kind == "other" or conv_fp:
             plan = LayerPlan(
                 name, node, kind, None, f"not an FC projection or memory ({_describe(m)})"
             )
@@ -77,7 +81,7 @@ def plan_layers(structure: FSMNStructure, config: BinarizeConfig) -> list[LayerP
             elif p.kind == "other":
                 raise ConversionError(
                     f"config asks to binarize {p.name!r} ({p.reason}); only FC projections "
-                    "(Linear, 1x1 convs) and FSMN memory blocks can be binary"
+                    "(Linear, 1x1 convs), FSMN memory blocks and groups-1 Conv2d layers can be binary"
                 )
             else:
                 p.binarizer, p.reason = choice, f"config: {pattern!r} -> {choice}"
@@ -96,6 +100,14 @@ def apply_plan(gm: fx.GraphModule, plans: list[LayerPlan], config: BinarizeConfi
             assert isinstance(module, Memory)
             binarizer = cls(module.channels, module.channels, layer_kind="memory", **options)
             new: nn.Module = module.binarized(binarizer)
+        elif plan.kind == "conv2d":
+            if "dual_scale" in inspect.signature(cls.__init__).parameters:
+                options = {**options, "dual_scale": False}  # one bit plane over a k x k window
+            binarizer = cls(module.in_channels, module.out_channels, layer_kind="conv2d", **options)
+            try:
+                new = BinaryConv2d.from_module(module, binarizer)
+            except ValueError as exc:
+                raise ConversionError(f"cannot binarize {plan.name!r}: {exc}") from None
         else:
             out_f, in_f = module.weight.shape[:2]
             kind = "linear" if isinstance(module, nn.Linear) else "conv"

@@ -63,6 +63,29 @@ def test_every_binarizer_lowers_exactly(binarizer):
     _close(binarize.compile(student)(xs), want)
 
 
+@pytest.mark.parametrize("binarizer", ["lpb", "dorefa", "reactnet"])
+def test_binary_conv2d_compiles_exactly_and_streams(binarizer):
+    case, model, teacher, x = _setup("dfsmn_bn")
+    cfg = binarize.BinarizeConfig(binarizer=binarizer, binarize_convs=True)
+    student = binarize.convert(model, teacher, cfg, example_input=x).train()
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    for _ in range(2):
+        student.loss(x, _target(case)).backward()
+        opt.step()
+        opt.zero_grad()
+    student.eval()
+    xs = torch.randn(1, *x.shape[1:])
+    for thin in student.thin_options:
+        compiled = binarize.compile(student, thin=thin)
+        with torch.no_grad():
+            want = student(xs, thin=thin)
+        _close(compiled(xs), want)
+        stream = compiled.stream()
+        for start in range(0, 16, 5):
+            stream.push(xs[..., start : start + 5])
+        assert torch.equal(stream.finish(), compiled(xs)[0])
+
+
 def test_kernel_implementations_agree_bit_for_bit():
     _, student, x = trained_student("dfsmn_bn")
     xs = np.random.default_rng(0).standard_normal((7, *x.shape[1:])).astype(np.float32)

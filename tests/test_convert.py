@@ -11,7 +11,7 @@ from fsmn_models import CFSMN, DFSMN, WekwsFSMN
 
 import binarize
 from binarize import BinarizeConfig
-from binarize.layers import BinaryLinear, Memory
+from binarize.layers import BinaryConv2d, BinaryLinear, Memory
 
 
 @dataclass
@@ -264,6 +264,29 @@ def test_binary_layers_train_path_matches_exact_eval_path():
         torch.nn.init.normal_(mem.weight)
         bmem = mem.binarized(binarize.get_binarizer(name)(12, 12, layer_kind="memory"))
         torch.testing.assert_close(bmem.eval()(x), bmem.train()(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_binarize_convs_binarizes_the_second_front_end_conv():
+    _case, model, teacher, x = _setup("dfsmn_bn")
+    student = binarize.convert(model, teacher, BinarizeConfig(binarize_convs=True), example_input=x)
+    kinds = {i.name: i.binarizer for i in student.layers}
+    assert kinds["front_end.0"] is None and kinds["front_end.3"] == "lpb"  # the first stays FP
+    conv = student.get_layer("front_end.3")
+    assert isinstance(conv, BinaryConv2d) and not conv.binarizer.dual_scale
+    student.loss(x, torch.randint(0, 5, (x.shape[0],))).backward()
+    assert conv.weight.grad is not None and conv.binarizer.t0.grad is not None
+
+
+def test_binary_conv2d_train_path_matches_exact_eval_path():
+    torch.manual_seed(2)
+    for name in ("lpb", "bnn", "dorefa", "bireal", "reactnet"):
+        options = {"dual_scale": False} if name == "lpb" else {}
+        b = binarize.get_binarizer(name)(6, 5, layer_kind="conv2d", **options)
+        conv = BinaryConv2d.from_module(torch.nn.Conv2d(6, 5, (3, 5), (2, 1), (1, 2), (1, 2)), b)
+        x = torch.randn(2, 6, 9, 11)
+        torch.testing.assert_close(
+            conv.eval()(x), conv.train()(x).detach(), rtol=1e-5, atol=1e-5, msg=name
+        )
 
 
 def test_config_options_change_the_student():

@@ -74,10 +74,14 @@ def test_config_naming_an_unknown_layer_lists_the_layers():
         binarize.convert(tiny(), tiny(), BinarizeConfig(keep_fp=["fc9"]), example_input=X)
 
 
-def test_config_cannot_binarize_a_5x5_conv():
-    with pytest.raises(binarize.ConversionError, match="only FC projections"):
+def test_a_5x5_conv_is_binarized_only_by_a_one_plane_binarizer():
+    student = binarize.convert(
+        tiny(), tiny(), BinarizeConfig(overrides={"front_end.3": "lpb"}), example_input=X
+    )
+    assert type(student.get_layer("front_end.3")).__name__ == "BinaryConv2d"
+    with pytest.raises(binarize.ConversionError, match="does not factor over a k x k window"):
         binarize.convert(
-            tiny(), tiny(), BinarizeConfig(overrides={"front_end.3": "lpb"}), example_input=X
+            tiny(), tiny(), BinarizeConfig(overrides={"front_end.3": "xnor"}), example_input=X
         )
 
 

@@ -206,6 +206,45 @@ void Program::add_op(const OpSpec& s) {
       bad(s, "output size does not match the input, kernel, stride and padding");
     op.w = w;
     op.bias = f32(s, "bias", op.O);
+  } else if (k == "binary_conv2d") {
+    op.kind = Kind::binary_conv2d;
+    if (rank != 4 || y.size() != 4) bad(s, "binary_conv2d needs (B, C, H, W)");
+    const auto& kernel = need(s, s.lists, "kernel");
+    const auto& st = need(s, s.lists, "stride");
+    const auto& pd = need(s, s.lists, "padding");
+    const auto& dl = need(s, s.lists, "dilation");
+    if (kernel.size() != 2 || st.size() != 2 || pd.size() != 2 || dl.size() != 2) bad(s, "2-D attributes");
+    for (int i = 0; i < 2; ++i) {
+      if (kernel[i] < 1 || st[i] < 1 || pd[i] < 0 || dl[i] < 1) bad(s, "bad kernel/stride/padding/dilation");
+      op.stride[i] = st[i], op.pad[i] = pd[i], op.dilation[i] = dl[i];
+    }
+    op.KH = kernel[0], op.KW = kernel[1];
+    op.O = y[1];
+    op.K = x[1];  // input channels
+    if (conv_out_size(x[2], op.KH, op.stride[0], op.pad[0], op.dilation[0]) != y[2] ||
+        conv_out_size(x[3], op.KW, op.stride[1], op.pad[1], op.dilation[1]) != y[3])
+      bad(s, "output size does not match the input, kernel, stride and padding");
+    op.s1 = s1_mode(s);
+    if (op.s1 == S1Mode::mean_abs) bad(s, "a binary conv2d takes no per-position scale");
+    op.s1c = static_cast<float>(need(s, s.floats, "scale1_value"));
+    op.has_t2 = need(s, s.ints, "has_t2") != 0;
+    op.t0 = f32(s, "t0", op.K);
+    op.t2 = f32(s, "t2", op.K);
+    op.sw = f32(s, "sw", op.O);
+    op.bias = f32(s, "bias", op.O);
+    const size_t taps = op.KH * op.KW, kbits = taps * op.K, words = row_words(kbits);
+    op.wbits = need(s, s.u64, "wbits");
+    if (op.wbits.size() != op.O * words) bad(s, "wbits size");
+    op.wsum.assign(op.O * taps, 0);
+    op.t2w.assign(op.O * taps, 0.0);
+    for (size_t o = 0; o < op.O; ++o)
+      for (size_t t = 0; t < taps; ++t)
+        for (size_t c = 0; c < op.K; ++c) {
+          const size_t bit = t * op.K + c;
+          const int sgn = ((op.wbits[o * words + bit / 64] >> (bit % 64)) & 1u) ? -1 : 1;
+          op.wsum[o * taps + t] += sgn;
+          op.t2w[o * taps + t] += sgn * static_cast<double>(op.t2[c]);
+        }
   } else if (k == "affine" || k == "prelu" || k == "channel_add" || k == "channel_sub") {
     op.kind = k == "affine" ? Kind::affine
               : k == "prelu" ? Kind::prelu
@@ -368,6 +407,7 @@ void Program::propagate_time(int time_axis) {
           out_t = (op.t_axis == t) ? t : -1;
           break;
         case Kind::conv2d:
+        case Kind::binary_conv2d:
           out_t = (t >= 2) ? t : -1;
           break;
         case Kind::act:
@@ -401,7 +441,7 @@ void Program::propagate_time(int time_axis) {
 // Runs one op on buffers of the given dims. With window_time, a conv2d's padding along the time
 // axis is taken as already applied (the stream zero-fills its window).
 void Program::exec(const Op& op, const std::vector<const float*>& in, const std::vector<Dims>& in_dims,
-                   float* out, const Dims& out_dims, bool window_time) const {
+                   float* out, const Dims& out_dims, const Window& window) const {
   const float* x = in[0];
   const Dims& xd = in_dims[0];
   const Kernels& k = *kern_;
@@ -475,12 +515,15 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
       a.stride_h = op.stride[0], a.stride_w = op.stride[1];
       a.pad_h = op.pad[0], a.pad_w = op.pad[1];
       a.dil_h = op.dilation[0], a.dil_w = op.dilation[1], a.groups = op.groups;
-      if (window_time) (time_axis_[op.in[0]] == 2 ? a.pad_h : a.pad_w) = 0;
+      if (window.on) (time_axis_[op.in[0]] == 2 ? a.pad_h : a.pad_w) = 0;
       a.ep.bias = op.bias.data();
       a.y = out;
       k.conv2d_f32(a);
       break;
     }
+    case Kind::binary_conv2d:
+      binary_conv2d(op, x, xd, out, out_dims, time_axis_[op.in[0]], window);
+      break;
     case Kind::affine:
       per_channel(x, out, xd, op.axis, op.scale.data(), op.shift.data(), false,
                   [](float v, float sc, float sh) { return v * sc + sh; });
@@ -576,10 +619,74 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
   }
 }
 
+// Binary k x k convolution: pack every input position's channels into bits, gather them per output
+// position into rows of K = taps * C bits (tap-major, zero bits = +1 for padded taps), one binary
+// GEMM, then an epilogue that removes the padded taps' weights from the exact integer dot and
+// applies ((d [* s1]) - sum_valid(sign * t2)) * sw + bias in the student's float order.
+void Program::binary_conv2d(const Op& op, const float* x, const Dims& xd, float* out, const Dims& od,
+                            int time_axis, const Window& window) const {
+  const Kernels& k = *kern_;
+  const size_t B = xd[0], C = xd[1], H = xd[2], W = xd[3], Ho = od[2], Wo = od[3], O = op.O;
+  const size_t taps = op.KH * op.KW, cw = row_words(C), words = row_words(taps * C);
+  const size_t pad_h = (window.on && time_axis == 2) ? 0 : op.pad[0];
+  const size_t pad_w = (window.on && time_axis == 3) ? 0 : op.pad[1];
+  std::vector<uint64_t> pos(B * H * W * cw);
+  k.pack_threshold(x, B, C, H * W, op.t0.data(), pos.data(), nullptr);
+  const size_t P = B * Ho * Wo;
+  std::vector<uint64_t> rows(P * words, 0);
+  std::vector<uint8_t> valid(P * taps, 0);
+  for (size_t b = 0; b < B; ++b)
+    for (size_t oh = 0; oh < Ho; ++oh)
+      for (size_t ow = 0; ow < Wo; ++ow) {
+        const size_t p = (b * Ho + oh) * Wo + ow;
+        uint64_t* row = rows.data() + p * words;
+        for (size_t i = 0; i < op.KH; ++i)
+          for (size_t j = 0; j < op.KW; ++j) {
+            const ptrdiff_t ih = (ptrdiff_t)(oh * op.stride[0] + i * op.dilation[0]) - (ptrdiff_t)pad_h;
+            const ptrdiff_t iw = (ptrdiff_t)(ow * op.stride[1] + j * op.dilation[1]) - (ptrdiff_t)pad_w;
+            bool ok = ih >= 0 && ih < (ptrdiff_t)H && iw >= 0 && iw < (ptrdiff_t)W;
+            if (ok && window.on) {
+              const ptrdiff_t tc = time_axis == 2 ? ih : iw;
+              ok = tc >= window.valid_lo && tc < window.valid_hi;
+            }
+            const size_t tap = i * op.KW + j;
+            valid[p * taps + tap] = ok;
+            if (!ok) continue;
+            const uint64_t* src = pos.data() + ((b * H + ih) * W + iw) * cw;
+            const size_t base = tap * C;
+            for (size_t w = 0; w * 64 < C; ++w) {
+              const size_t at = base + w * 64, shift = at % 64;
+              row[at / 64] |= src[w] << shift;
+              if (shift && shift + std::min<size_t>(64, C - w * 64) > 64) row[at / 64 + 1] |= src[w] >> (64 - shift);
+            }
+          }
+      }
+  std::vector<int32_t> dots(P * O);
+  k.bgemm(rows.data(), P, op.wbits.data(), O, taps * C, dots.data());
+  for (size_t p = 0; p < P; ++p) {
+    const size_t b = p / (Ho * Wo), hw = p % (Ho * Wo);
+    const uint8_t* v = valid.data() + p * taps;
+    for (size_t o = 0; o < O; ++o) {
+      int32_t d = dots[p * O + o];
+      double offset = 0.0;
+      for (size_t t = 0; t < taps; ++t) {
+        if (v[t])
+          offset += op.t2w[o * taps + t];
+        else
+          d -= op.wsum[o * taps + t];  // a padded tap was counted as +1 activations
+      }
+      float z = static_cast<float>(d);
+      if (op.s1 == S1Mode::constant) z = z * op.s1c;
+      if (op.has_t2) z = z - static_cast<float>(offset);
+      out[(b * O + o) * Ho * Wo + hw] = z * op.sw[o] + op.bias[o];
+    }
+  }
+}
+
 std::string Program::op_kind(size_t i) const {
   static const char* names[] = {"linear", "conv2d", "binary_linear", "memory", "affine", "prelu",
                                 "channel_add", "channel_sub", "act", "add", "scalar", "permute",
-                                "mean"};
+                                "mean", "binary_conv2d"};
   return names[static_cast<int>(ops_.at(i).kind)];
 }
 
@@ -601,11 +708,11 @@ void Program::run(const float* x, size_t B, float* y, double* op_ns) const {
     }
     if (op_ns) {
       const auto t0 = std::chrono::steady_clock::now();
-      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), false);
+      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), Window{});
       const auto t1 = std::chrono::steady_clock::now();
       op_ns[&op - ops_.data()] += std::chrono::duration<double, std::nano>(t1 - t0).count();
     } else {
-      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), false);
+      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), Window{});
     }
   }
   std::memcpy(y, ptr(output_), sizeof(float) * prod(shapes_[output_]) * B);
@@ -697,7 +804,7 @@ void Stream::advance() {
         ins.push_back(bufs_[p.root(v)].data());
         dims.push_back(p.with_batch(v, 1));
       }
-      p.exec(op, ins, dims, bufs_[out].data(), od, false);
+      p.exec(op, ins, dims, bufs_[out].data(), od, Program::Window{});
       done_[i] = 1;
       avail_[out] = 1;
       continue;
@@ -714,7 +821,7 @@ void Stream::advance() {
       lo_ctx = op.left * op.dil;
       hi_ctx = op.right * op.dil;
       ready = (finished_ || have == T_in) ? T_out : (have > (size_t)hi_ctx ? have - hi_ctx : 0);
-    } else if (op.kind == Kind::conv2d) {
+    } else if (op.kind == Kind::conv2d || op.kind == Kind::binary_conv2d) {
       const int d = t_in - 2;  // 0: H, 1: W
       const size_t kk = d == 0 ? op.KH : op.KW;
       stride = op.stride[d];
@@ -753,7 +860,13 @@ void Stream::advance() {
     Dims owd = od;
     owd[t_out] = (op.kind == Kind::memory) ? (size_t)(wb - wa) : b - a;
     std::vector<float> y(prod(owd));
-    p.exec(op, ins, dims, y.data(), owd, op.kind == Kind::conv2d);
+    Program::Window window;
+    if (op.kind == Kind::conv2d || op.kind == Kind::binary_conv2d) {
+      window.on = true;
+      window.valid_lo = std::max<ptrdiff_t>(0, -wa);
+      window.valid_hi = std::min<ptrdiff_t>(wb, (ptrdiff_t)T_in) - wa;
+    }
+    p.exec(op, ins, dims, y.data(), owd, window);
     const size_t from = (op.kind == Kind::memory) ? a - wa : 0;
     scatter(y.data(), owd, t_out, from, b - a, bufs_[out].data(), T_out, a);
     done_[i] = b;

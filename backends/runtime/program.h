@@ -34,7 +34,7 @@ struct OpSpec {
 
 enum class Kind {
   linear, conv2d, binary_linear, memory, affine, prelu, channel_add, channel_sub, act, add,
-  scalar, permute, mean
+  scalar, permute, mean, binary_conv2d
 };
 enum class Act { relu, hardtanh, tanh, sigmoid, leaky_relu };
 
@@ -62,6 +62,9 @@ struct Op {
   // conv2d
   size_t O = 0, KH = 1, KW = 1, stride[2] = {1, 1}, pad[2] = {0, 0}, dilation[2] = {1, 1},
          groups = 1;
+  // binary conv2d: per (out channel, tap) sums of the +-1 weights and of sign * t2
+  std::vector<int32_t> wsum;
+  std::vector<double> t2w;
   // act, scalar, permute, mean
   Act act = Act::relu;
   float a0 = 0.0f, a1 = 0.0f, mul = 1.0f, add = 0.0f;
@@ -113,8 +116,16 @@ class Program {
   Dims with_batch(int v, size_t B) const;
   void plan();
   void propagate_time(int time_axis);
+  // window: frames [valid_lo, valid_hi) of input 0's time axis are real, the rest padding
+  // (a stream's zero-filled window), and a convolution's time padding is already applied.
+  struct Window {
+    bool on = false;
+    ptrdiff_t valid_lo = 0, valid_hi = 0;
+  };
   void exec(const Op& op, const std::vector<const float*>& in, const std::vector<Dims>& in_dims,
-            float* out, const Dims& out_dims, bool window_time) const;
+            float* out, const Dims& out_dims, const Window& window) const;
+  void binary_conv2d(const Op& op, const float* x, const Dims& xd, float* out, const Dims& od,
+                     int time_axis, const Window& window) const;
 };
 
 // Frame-by-frame execution of a Program for one utterance (batch 1).
