@@ -8,10 +8,12 @@ runtime sees anything, so a corrupt, truncated or foreign file gives an :class:`
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +32,82 @@ class ArtifactError(ValueError):
     """A file that is not a valid binarize artifact (corrupt, truncated, wrong version...)."""
 
 
-def _checksum(header: str, tensors: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256(header.encode())
-    for key in sorted(tensors):
-        a = tensors[key]
-        h.update(f"{key}|{a.dtype.str}|{a.shape}".encode())
+_POOLS = {"f": np.float32, "u64": np.uint64, "i8": np.int8}
+_MAX_HEADER = 64 << 20  # bytes of decompressed program JSON we accept
+
+
+def _checksum(body: str, pools: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(body.encode())
+    for name in sorted(pools):
+        a = pools[name]
+        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
+
+
+def _pool_of(a: np.ndarray) -> str:
+    for name, dt in _POOLS.items():
+        if a.dtype == dt:
+            return name
+    raise ValueError(f"no artifact pool for dtype {a.dtype}")
 
 
 def serialize(programs: Program | list[Program], fp_dtype: str = "float32") -> bytes:
     """The artifact's bytes for one program or several (the depth options of one student, whose
     common tensors are stored once). ``fp_dtype`` is the storage precision of the full-precision
-    constants (``"float16"`` halves them; binary weights are always 1 bit)."""
+    constants (``"float16"`` halves them; binary weights are always 1 bit).
+
+    Layout: three flat tensors (float constants, packed bits, int8 taps) and, in the metadata, the
+    programs and an index of every constant (pool, offset, shape) as zlib-compressed JSON."""
     if fp_dtype not in FP_DTYPES:
         raise ValueError(f"fp_dtype must be one of {sorted(FP_DTYPES)}, got {fp_dtype!r}")
     programs = [programs] if isinstance(programs, Program) else list(programs)
     tensors: dict[str, np.ndarray] = {}
     for p in programs:
-        for k, v in p.tensors.items():
-            tensors[k] = v.astype(FP_DTYPES[fp_dtype]) if v.dtype == np.float32 else v
-    header = json.dumps([p.header() for p in programs], sort_keys=True)
+        tensors.update(p.tensors)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in _POOLS}
+    sizes = dict.fromkeys(_POOLS, 0)
+    index = {}
+    for key in sorted(tensors):
+        a = tensors[key]
+        pool = _pool_of(a)
+        index[key] = [pool, sizes[pool], list(a.shape)]
+        parts[pool].append(a.reshape(-1))
+        sizes[pool] += a.size
+    pools = {
+        name: np.concatenate(chunks) if chunks else np.zeros(0, _POOLS[name])
+        for name, chunks in parts.items()
+    }
+    pools["f"] = pools["f"].astype(FP_DTYPES[fp_dtype])
+    body = json.dumps(
+        {"programs": [p.header() for p in programs], "tensors": index}, sort_keys=True
+    )
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "fp_dtype": fp_dtype,
-        "programs": header,
-        "checksum": _checksum(header, tensors),
+        "programs": encode_header(body),
+        "checksum": _checksum(body, pools),
     }
-    return safetensors.numpy.save(tensors, metadata=meta)
+    return safetensors.numpy.save(pools, metadata=meta)
+
+
+def encode_header(body: str) -> str:
+    """The program JSON as stored in the metadata: zlib, then base64."""
+    return base64.b64encode(zlib.compress(body.encode(), 9)).decode()
+
+
+def decode_header(text: str) -> str:
+    """Inverse of :func:`encode_header`, refusing anything that inflates beyond 64 MiB."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+        inflater = zlib.decompressobj()
+        body = inflater.decompress(raw, _MAX_HEADER)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ArtifactError("the program header is truncated or too large")
+        return body.decode()
+    except (ValueError, zlib.error, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"the program header cannot be decoded: {exc}") from None
 
 
 def save(
@@ -123,6 +172,19 @@ def _program(h: dict[str, Any], tensors: dict[str, np.ndarray]) -> Program:
     )
 
 
+def _tensors(index: dict[str, Any], pools: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, (pool, offset, shape) in index.items():
+        if pool not in pools or not isinstance(offset, int) or offset < 0:
+            raise ArtifactError(f"tensor {key!r} has a bad index entry")
+        shape = [int(d) for d in shape]
+        size = math.prod(shape)
+        if any(d < 0 for d in shape) or offset + size > pools[pool].size:
+            raise ArtifactError(f"tensor {key!r} lies outside its pool")
+        out[key] = pools[pool][offset : offset + size].reshape(shape)
+    return out
+
+
 def deserialize(data: bytes) -> list[Program]:
     """Parse and check an artifact's bytes into its programs (FP constants as float32)."""
     meta = _header_metadata(data)
@@ -133,19 +195,21 @@ def deserialize(data: bytes) -> list[Program]:
             "Re-compile the model with this version (binarize.compile(...).save(...))."
         )
     try:
-        tensors = safetensors.numpy.load(data)
+        pools = safetensors.numpy.load(data)
     except Exception as exc:  # safetensors raises its own error types for corrupt payloads
         raise ArtifactError(f"the tensor data is corrupt or truncated: {exc}") from None
-    header = meta.get("programs", "")
-    if _checksum(header, tensors) != meta.get("checksum"):
+    body = decode_header(meta.get("programs", ""))
+    if _checksum(body, pools) != meta.get("checksum"):
         raise ArtifactError("checksum mismatch: the artifact is corrupt or was modified")
-    tensors = {
-        k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in tensors.items()
-    }
+    if set(pools) != set(_POOLS) or any(a.ndim != 1 for a in pools.values()):
+        raise ArtifactError("the artifact's tensor pools are malformed")
+    pools = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in pools.items()}
     try:
-        headers = json.loads(header)
+        parsed = json.loads(body)
+        headers = parsed["programs"]
         if not isinstance(headers, list) or not headers:
             raise ValueError("no programs")
+        tensors = _tensors(parsed["tensors"], pools)
         programs = [_program(h, tensors) for h in headers]
     except ArtifactError:
         raise
@@ -215,18 +279,14 @@ def validate_program(p: Program) -> None:
         _check(0 <= op.output < n and op.output not in p.aliases, op, i, "bad output id")
         need = _PARAMS[op.kind]
         if op.kind == "memory" and op.attrs.get("binary"):
-            need = {**need, "t0": "f", "t1": "f", "t2": "f", "sw": "f"}
+            need = {**need, "taps": "i8", "t0": "f", "t1": "f", "t2": "f", "sw": "f"}
         _check(set(op.params) == set(need), op, i, f"params must be {sorted(need)}")
         for role, kind in need.items():
             key = op.params[role]
             _check(key in p.tensors, op, i, f"missing tensor {key!r}")
             dt = p.tensors[key].dtype
-            _check(
-                dt == np.uint64 if kind == "u64" else dt == np.float32,
-                op,
-                i,
-                f"{role} has dtype {dt}",
-            )
+            want = {"u64": np.uint64, "i8": np.int8, "f": np.float32}[kind]
+            _check(dt == want, op, i, f"{role} has dtype {dt}")
         _check_shapes(p, op, i)
         defined.add(op.output)
         defined.update(a for a, b in p.aliases.items() if b in defined)

@@ -57,7 +57,14 @@ def _build(program: Program, impl: str):
             for r, k in op.params.items()
             if program.tensors[k].dtype == np.uint64
         }
-        native.add_op(op.kind, op.name, op.inputs, op.output, ints, floats, strs, lists, f32, u64)
+        i8 = {
+            r: program.tensors[k].reshape(-1)
+            for r, k in op.params.items()
+            if program.tensors[k].dtype == np.int8
+        }
+        native.add_op(
+            op.kind, op.name, op.inputs, op.output, ints, floats, strs, lists, f32, u64, i8
+        )
     native.finalize(program.input, program.output, program.time_axis)
     return native
 

@@ -402,7 +402,7 @@ class _Lowerer:
                 "t0": self.f32(spec.t0 if spec.t0 is not None else zeros),
                 "t1": self.f32(spec.t1 if spec.t1 is not None else zeros),
                 "t2": self.f32(spec.t2 if spec.t2 is not None else zeros),
-                "taps": self.f32(signs * m.tap_mask),
+                "taps": (signs * m.tap_mask).detach().cpu().numpy().astype(np.int8),
                 "sw": self.f32(sw),
                 "bias": self.f32(bias),
             }

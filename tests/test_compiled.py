@@ -253,42 +253,53 @@ def test_truncated_or_corrupt_artifacts_are_rejected(artifact_bytes):
         deserialize(b'\x08\x00\x00\x00\x00\x00\x00\x00{"a": 1}')
 
 
-def test_wrong_version_and_tampered_programs(artifact_bytes):
+def _rebuild(data: bytes, meta_update=None, body_update=None, fix_checksum=False) -> bytes:
+    """Re-assemble an artifact with its metadata or program JSON changed."""
     import json
 
-    n = int.from_bytes(artifact_bytes[:8], "little")
-    header = json.loads(artifact_bytes[8 : 8 + n])
-
-    def rebuild(meta_update=None, program_update=None):
-        h = json.loads(json.dumps(header))
-        meta = h["__metadata__"]
-        if program_update:
-            progs = json.loads(meta["programs"])
-            program_update(progs[0])
-            meta["programs"] = json.dumps(progs, sort_keys=True)
-        meta.update(meta_update or {})
-        raw = json.dumps(h).encode()
-        raw += b" " * (-len(raw) % 8)
-        return len(raw).to_bytes(8, "little") + raw + artifact_bytes[8 + n :]
-
-    with pytest.raises(ArtifactError, match="format version '2'"):
-        deserialize(rebuild({"format_version": "2"}))
-    with pytest.raises(ArtifactError, match="checksum mismatch"):
-        deserialize(rebuild(program_update=lambda p: p["ops"][0]["attrs"].update(groups=2)))
-    # a structurally wrong program with a matching checksum is still caught by validation
-    from backends import artifact as art
-
-    def tamper(p):
-        p["ops"][1]["inputs"] = [len(p["values"]) - 1]
-
-    tampered = rebuild(program_update=tamper)
-    n2 = int.from_bytes(tampered[:8], "little")
-    h2 = json.loads(tampered[8 : 8 + n2])
     import safetensors.numpy
 
-    tensors = safetensors.numpy.load(tampered)
-    h2["__metadata__"]["checksum"] = art._checksum(h2["__metadata__"]["programs"], tensors)
-    raw = json.dumps(h2).encode()
+    from backends import artifact as art
+
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header["__metadata__"]
+    if body_update:
+        body = json.loads(art.decode_header(meta["programs"]))
+        body_update(body)
+        text = json.dumps(body, sort_keys=True)
+        meta["programs"] = art.encode_header(text)
+        if fix_checksum:
+            meta["checksum"] = art._checksum(text, safetensors.numpy.load(data))
+    meta.update(meta_update or {})
+    raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
+
+
+def test_wrong_version_and_tampered_programs(artifact_bytes):
+    with pytest.raises(ArtifactError, match="format version '2'"):
+        deserialize(_rebuild(artifact_bytes, {"format_version": "2"}))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        deserialize(
+            _rebuild(
+                artifact_bytes,
+                body_update=lambda b: b["programs"][0]["ops"][0]["attrs"].update(groups=2),
+            )
+        )
+    with pytest.raises(ArtifactError, match="cannot be decoded"):
+        deserialize(_rebuild(artifact_bytes, {"programs": "not base64!"}))
+
+    # structurally wrong programs with a matching checksum are still caught by validation
+    def reorder(body):
+        body["programs"][0]["ops"][1]["inputs"] = [len(body["programs"][0]["values"]) - 1]
+
     with pytest.raises(ArtifactError, match="not defined yet"):
-        deserialize(len(raw).to_bytes(8, "little") + raw + tampered[8 + n2 :])
+        deserialize(_rebuild(artifact_bytes, body_update=reorder, fix_checksum=True))
+
+    def out_of_pool(body):
+        key = next(iter(body["tensors"]))
+        body["tensors"][key][1] = 10**9
+
+    with pytest.raises(ArtifactError, match="outside its pool"):
+        deserialize(_rebuild(artifact_bytes, body_update=out_of_pool, fix_checksum=True))

@@ -20,6 +20,7 @@ namespace {
 
 using F32 = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
 using U64 = nb::ndarray<const uint64_t, nb::c_contig, nb::device::cpu>;
+using I8 = nb::ndarray<const int8_t, nb::c_contig, nb::device::cpu>;
 using OutF32 = nb::ndarray<nb::numpy, float>;
 
 template <class T>
@@ -72,16 +73,17 @@ void bind_runtime(nb::module_& m) {
              int output, const std::map<std::string, int64_t>& ints,
              const std::map<std::string, double>& floats, const std::map<std::string, std::string>& strs,
              const std::map<std::string, std::vector<int64_t>>& lists, const std::map<std::string, F32>& f32,
-             const std::map<std::string, U64>& u64) {
+             const std::map<std::string, U64>& u64, const std::map<std::string, I8>& i8) {
             fbck::rt::OpSpec s;
             s.kind = kind, s.name = name, s.inputs = inputs, s.output = output;
             s.ints = ints, s.floats = floats, s.strs = strs, s.lists = lists;
             for (const auto& [k, v] : f32) s.f32[k] = flat(v);
             for (const auto& [k, v] : u64) s.u64[k] = flat(v);
+            for (const auto& [k, v] : i8) s.i8[k] = flat(v);
             p.add_op(s);
           },
           "kind"_a, "name"_a, "inputs"_a, "output"_a, "ints"_a, "floats"_a, "strs"_a, "lists"_a,
-          "f32"_a, "u64"_a)
+          "f32"_a, "u64"_a, "i8"_a)
       .def("finalize", &Program::finalize, "input"_a, "output"_a, "time_axis"_a)
       .def(
           "run",

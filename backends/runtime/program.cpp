@@ -165,7 +165,6 @@ void Program::add_op(const OpSpec& s) {
     const size_t taps = op.left + op.right + 1;
     op.binary = need(s, s.ints, "binary") != 0;
     op.bias = f32(s, "bias", op.K);
-    op.taps = f32(s, "taps", op.K * taps);
     if (op.binary) {
       op.planes = static_cast<int>(need(s, s.ints, "planes"));
       if (op.planes != 1 && op.planes != 2) bad(s, "planes must be 1 or 2");
@@ -176,12 +175,12 @@ void Program::add_op(const OpSpec& s) {
       op.t1 = f32(s, "t1", op.K);
       op.t2 = f32(s, "t2", op.K);
       op.sw = f32(s, "sw", op.K);
-      op.ws.resize(op.taps.size());
-      for (size_t i = 0; i < op.taps.size(); ++i) {
-        const float t = op.taps[i];
-        if (t != 0.0f && t != 1.0f && t != -1.0f) bad(s, "binary taps must be -1, 0 or +1");
-        op.ws[i] = static_cast<int8_t>(t);
-      }
+      op.ws = need(s, s.i8, "taps");
+      if (op.ws.size() != op.K * taps) bad(s, "taps size");
+      for (int8_t t : op.ws)
+        if (t < -1 || t > 1) bad(s, "binary taps must be -1, 0 or +1");
+    } else {
+      op.taps = f32(s, "taps", op.K * taps);
     }
   } else if (k == "conv2d") {
     op.kind = Kind::conv2d;

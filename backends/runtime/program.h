@@ -30,6 +30,7 @@ struct OpSpec {
   std::map<std::string, std::vector<int64_t>> lists;
   std::map<std::string, std::vector<float>> f32;
   std::map<std::string, std::vector<uint64_t>> u64;
+  std::map<std::string, std::vector<int8_t>> i8;
 };
 
 enum class Kind {
