@@ -1,0 +1,112 @@
+"""The models under test: the trained demo teacher/student when `make demo` left runs, otherwise
+an untrained reference D-FSMN and its conversion (speed and storage do not depend on training;
+accuracy columns then say so)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import binarize
+from binarize import BinarizeConfig, BinarizedModel
+
+UNTRAINED = "run make demo first"
+
+
+@dataclass
+class BenchModels:
+    teacher: nn.Module
+    student: BinarizedModel
+    trained: bool
+    source: str
+    x1: torch.Tensor  # one utterance's features (1, 1, mels, frames)
+    xb: torch.Tensor  # a batch (B, 1, mels, frames)
+    test: TensorDataset | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def _dataset_root(name: str) -> Path | None:
+    from examples.kws.synth import default_cache_dir, is_complete
+
+    root = default_cache_dir() / "datasets" / name
+    return root if is_complete(root) else None
+
+
+def find_run(runs_dir: str | Path) -> tuple[Path, Path, str] | None:
+    """(teacher run, student run, binarizer) of a finished demo run under ``runs_dir``."""
+    best = None
+    for tag in sorted(Path(runs_dir).glob("*-v1-12-reference-seed0")):
+        if not (tag / "teacher" / "result.json").exists():
+            continue
+        for st in tag.glob("student-*-e*"):
+            m = re.fullmatch(r"student-(.+)-e(\d+)", st.name)
+            if m and (st / "result.json").exists() and (st / "best.pt").exists():
+                key = (int(m.group(2)), st.stat().st_mtime)
+                if best is None or key > best[0]:
+                    best = (key, tag / "teacher", st, m.group(1))
+    return None if best is None else best[1:]
+
+
+def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -> BenchModels:
+    """Trained models and real test features when available, else untrained ones."""
+    from examples.kws.models import DFSMN
+    from examples.kws.pipeline import DataConfig, load_data, make_teacher
+    from examples.kws.train import load_weights
+
+    run = find_run(runs_dir)
+    data = None
+    if run is not None:
+        teacher_run, student_run, binarizer = run
+        name = teacher_run.parent.name.removesuffix("-v1-12-reference-seed0")
+        root = _dataset_root(name)
+        if root is not None:
+            data = load_data(DataConfig(data=str(root)))
+    else:
+        root = _dataset_root(_default_dataset_name())
+        if root is not None:  # no trained runs, but real features to feed the models
+            data = load_data(DataConfig(data=str(root)))
+
+    if run is not None and data is not None:
+        teacher = load_weights(make_teacher(data), teacher_run).eval()
+        example = data.train.tensors[0][:1]
+        student = binarize.convert(
+            copy.deepcopy(teacher), teacher, BinarizeConfig(binarizer=binarizer),
+            example_input=example,
+        )
+        load_weights(student, student_run)
+        info = {
+            "teacher_run": str(teacher_run),
+            "student_run": str(student_run),
+            "teacher_best_val": json.loads((teacher_run / "result.json").read_text())["best"],
+            "student_best_val": json.loads((student_run / "result.json").read_text())["best"],
+            "data": data.describe(),
+        }
+        x = data.test.tensors[0]
+        return BenchModels(teacher, student.eval(), True, f"trained runs ({student_run})",
+                           x[:1].clone(), x[:batch].clone(), data.test, info)
+
+    torch.manual_seed(seed)
+    teacher = DFSMN().eval()
+    if data is not None:
+        x = data.test.tensors[0][:batch].clone()
+        source = "untrained D-FSMN (no finished `make demo` run); inputs: test features"
+    else:
+        x = torch.randn(batch, 1, 32, 32)
+        source = "untrained D-FSMN (no finished `make demo` run); inputs: random features"
+    student = binarize.convert(copy.deepcopy(teacher), teacher, BinarizeConfig(),
+                               example_input=x[:1])
+    return BenchModels(teacher, student.eval(), False, source, x[:1].clone(), x, None,
+                       {"data": data.describe() if data is not None else "none"})
+
+
+def _default_dataset_name() -> str:
+    from examples.kws.synth import config_for
+
+    return config_for("small", 0).folder_name("small")

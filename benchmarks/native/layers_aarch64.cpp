@@ -1,0 +1,283 @@
+// aarch64 layer driver for the ARM instruction-count benchmark (benchmarks/arm.py): runs one
+// model layer ITERS times with the FBCK NEON kernels (or, for element-wise ops, loops written the
+// way the runtime writes them), on random inputs, so its executed guest instructions can be
+// counted under qemu-user (tests/native/count_insns.py: runs of 1 and 3 iterations, difference
+// halved).
+//
+// Usage: layers_aarch64 OP ITERS ARGS...
+//   conv2d C H W O KH KW SH SW PH PW GROUPS FUSED   NEON conv2d_f32 (implicit im2col + 12x8 FMLA
+//                                                   GEMM); FUSED=1: BN + ReLU in the epilogue
+//   linear OUTER K INNER N FUSED                    NEON linear_f32 (x (outer, K, inner));
+//                                                   FUSED=1: bias + BN + PReLU epilogue
+//   binary_linear OUTER K INNER N PLANES FUSED      packing (pack_dual / pack_threshold) of the
+//                                                   float input + NEON binary_linear (sw, bias;
+//                                                   FUSED=1: PReLU slope in the epilogue)
+//   binary_memory C T LEFT RIGHT PLANES RESIDUAL    NEON binary_memory, (1, C, T)
+//   fp_memory C T LEFT RIGHT FUSED                  FP depthwise memory over time; FUSED=1:
+//                                                   y = x + PReLU(BN(dw(x))) in one pass
+//   channel KIND OUTER MID INNER                    affine | prelu | prelu1 | channel_add
+//   act N | add N | scalar N                        ReLU / add / scale + shift, one loop each
+//   permute RANK D0.. P0..                          transpose copy (the runtime's index walk)
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fbck/kernels.h"
+
+namespace {
+
+std::mt19937_64 rng(7);
+
+std::vector<float> floats(size_t n) {
+  std::normal_distribution<float> nd;
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+std::vector<uint64_t> bits(size_t rows, size_t K) {
+  const size_t W = fbck::row_words(K);
+  std::vector<uint64_t> v(rows * W, 0);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t j = 0; j < K; j += 64) {
+      uint64_t x = rng();
+      if (K - j < 64) x &= (uint64_t(1) << (K - j)) - 1;
+      v[r * W + j / 64] = x;
+    }
+  return v;
+}
+
+size_t arg(char** argv, int i) { return std::strtoull(argv[i], nullptr, 10); }
+
+// The runtime's per-channel loop (backends/runtime/program.cpp, per_channel).
+template <class F>
+__attribute__((noinline)) void per_channel(const float* x, float* y, size_t outer, size_t mid,
+                                           size_t inner, const float* a, const float* b,
+                                           bool scalar_a, F f) {
+  for (size_t o = 0; o < outer; ++o) {
+    const float* xo = x + o * mid * inner;
+    float* yo = y + o * mid * inner;
+    if (inner == 1) {
+      for (size_t c = 0; c < mid; ++c) yo[c] = f(xo[c], a[scalar_a ? 0 : c], b ? b[c] : 0.0f);
+      continue;
+    }
+    for (size_t c = 0; c < mid; ++c) {
+      const float ac = a[scalar_a ? 0 : c], bc = b ? b[c] : 0.0f;
+      const float* xc = xo + c * inner;
+      float* yc = yo + c * inner;
+      for (size_t i = 0; i < inner; ++i) yc[i] = f(xc[i], ac, bc);
+    }
+  }
+}
+
+// FP32 depthwise memory over time on (C, T): acc over taps with zero padding, then (fused) BN
+// scale/shift, PReLU and the residual.
+__attribute__((noinline)) void fp_memory(const float* x, float* y, size_t C, size_t T, size_t left,
+                                         size_t right, const float* taps, const float* bias,
+                                         const float* scale, const float* shift, float slope,
+                                         bool fused) {
+  const size_t n = left + right + 1;
+  for (size_t c = 0; c < C; ++c) {
+    const float* xc = x + c * T;
+    float* yc = y + c * T;
+    const float* w = taps + c * n;
+    for (size_t t = 0; t < T; ++t) yc[t] = bias[c];
+    for (size_t j = 0; j < n; ++j) {
+      const ptrdiff_t off = (ptrdiff_t)j - (ptrdiff_t)left;
+      const size_t lo = off < 0 ? (size_t)(-off) : 0;
+      const size_t hi = off > 0 ? T - std::min(T, (size_t)off) : T;
+      for (size_t t = lo; t < hi; ++t) yc[t] += w[j] * xc[t + off];
+    }
+    if (fused)
+      for (size_t t = 0; t < T; ++t) {
+        const float v = yc[t] * scale[c] + shift[c];
+        yc[t] = xc[t] + (v > 0.0f ? v : v * slope);
+      }
+  }
+}
+
+__attribute__((noinline)) void relu(const float* a, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = a[i] > 0.0f ? a[i] : 0.0f;
+}
+__attribute__((noinline)) void add(const float* a, const float* b, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+__attribute__((noinline)) void scalar(const float* a, float* y, size_t n, float mul, float add) {
+  for (size_t i = 0; i < n; ++i) {
+    float v = a[i];
+    if (mul != 1.0f) v = v * mul;
+    if (add != 0.0f) v = v + add;
+    y[i] = v;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s OP ITERS ARGS...\n", argv[0]);
+    return 2;
+  }
+  const std::string op = argv[1];
+  const size_t iters = arg(argv, 2);
+  const fbck::Kernels& k = fbck::get_kernels("neon");
+  double checksum = 0;
+  auto need = [&](int n) {
+    if (argc < 3 + n) {
+      std::fprintf(stderr, "%s needs %d arguments\n", op.c_str(), n);
+      std::exit(2);
+    }
+  };
+  if (op == "conv2d") {
+    need(12);
+    const size_t C = arg(argv, 3), H = arg(argv, 4), W = arg(argv, 5), O = arg(argv, 6),
+                 KH = arg(argv, 7), KW = arg(argv, 8), SH = arg(argv, 9), SW = arg(argv, 10),
+                 PH = arg(argv, 11), PW = arg(argv, 12), G = arg(argv, 13);
+    const bool fused = arg(argv, 14) != 0;
+    const auto x = floats(C * H * W), w = floats(O * (C / G) * KH * KW), ep = floats(4 * O);
+    std::vector<float> slope(O, 0.0f);
+    const size_t OH = fbck::conv_out_size(H, KH, SH, PH, 1), OW = fbck::conv_out_size(W, KW, SW, PW, 1);
+    std::vector<float> y(O * OH * OW);
+    fbck::Conv2dF32Args g;
+    g.x = x.data(), g.C = C, g.H = H, g.W = W, g.w = w.data(), g.O = O, g.KH = KH, g.KW = KW;
+    g.stride_h = SH, g.stride_w = SW, g.pad_h = PH, g.pad_w = PW, g.groups = G;
+    g.ep.bias = ep.data();
+    if (fused) g.ep.scale = ep.data() + O, g.ep.shift = ep.data() + 2 * O, g.ep.slope = slope.data();
+    g.y = y.data();
+    for (size_t it = 0; it < iters; ++it) k.conv2d_f32(g);
+    for (float v : y) checksum += v;
+  } else if (op == "linear") {
+    need(5);
+    const size_t outer = arg(argv, 3), K = arg(argv, 4), inner = arg(argv, 5), N = arg(argv, 6);
+    const bool fused = arg(argv, 7) != 0;
+    const auto x = floats(outer * K * inner), w = floats(N * K), ep = floats(4 * N);
+    std::vector<float> y(outer * N * inner);
+    fbck::LinearF32Args g;
+    g.x = x.data(), g.outer = outer, g.K = K, g.inner = inner, g.w = w.data(), g.N = N;
+    g.ep.bias = ep.data();
+    if (fused) g.ep.scale = ep.data() + N, g.ep.shift = ep.data() + 2 * N, g.ep.slope = ep.data() + 3 * N;
+    g.y = y.data();
+    for (size_t it = 0; it < iters; ++it) k.linear_f32(g);
+    for (float v : y) checksum += v;
+  } else if (op == "binary_linear") {
+    need(6);
+    const size_t outer = arg(argv, 3), K = arg(argv, 4), inner = arg(argv, 5), N = arg(argv, 6);
+    const int planes = static_cast<int>(arg(argv, 7));
+    const bool fused = arg(argv, 8) != 0;
+    const size_t P = outer * inner, Wd = fbck::row_words(K);
+    const auto x = floats(P * K), t = floats(2 * K), ep = floats(3 * N);
+    const auto w = bits(N, K);
+    std::vector<uint64_t> b1(P * Wd), b2(P * Wd);
+    std::vector<float> s2(P), y(P * N);
+    fbck::BinaryLinearArgs g;
+    g.a1 = b1.data(), g.a2 = planes == 2 ? b2.data() : nullptr, g.s2 = s2.data(), g.w = w.data();
+    g.outer = outer, g.inner = inner, g.N = N, g.K = K, g.sw = ep.data(), g.bias = ep.data() + N;
+    if (fused) g.slope = ep.data() + 2 * N;
+    g.y = y.data();
+    for (size_t it = 0; it < iters; ++it) {
+      if (planes == 2)
+        k.pack_dual(x.data(), outer, K, inner, t.data(), t.data() + K, b1.data(), b2.data(),
+                    s2.data(), nullptr);
+      else
+        k.pack_threshold(x.data(), outer, K, inner, t.data(), b1.data(), nullptr);
+      k.binary_linear(g);
+    }
+    for (float v : y) checksum += v;
+  } else if (op == "binary_memory") {
+    need(6);
+    const size_t C = arg(argv, 3), T = arg(argv, 4), L = arg(argv, 5), R = arg(argv, 6);
+    const int planes = static_cast<int>(arg(argv, 7));
+    const bool residual = arg(argv, 8) != 0;
+    const auto x = floats(C * T), p = floats(5 * C);
+    std::vector<int8_t> ws(C * (L + R + 1));
+    for (size_t i = 0; i < ws.size(); ++i) ws[i] = static_cast<int8_t>(rng() % 3) - 1;
+    std::vector<float> y(C * T);
+    fbck::BinaryMemoryArgs m;
+    m.x = x.data(), m.y = y.data(), m.B = 1, m.C = C, m.T = T;
+    m.stride_b = C * T, m.stride_c = T, m.stride_t = 1;
+    m.t0 = p.data(), m.planes = planes, m.t1 = p.data() + C, m.t2 = p.data() + 2 * C;
+    m.ws = ws.data(), m.left = L, m.right = R, m.sw = p.data() + 3 * C, m.bias = p.data() + 4 * C;
+    m.residual = residual ? 1.0f : 0.0f;
+    for (size_t it = 0; it < iters; ++it) k.binary_memory(m);
+    for (float v : y) checksum += v;
+  } else if (op == "fp_memory") {
+    need(5);
+    const size_t C = arg(argv, 3), T = arg(argv, 4), L = arg(argv, 5), R = arg(argv, 6);
+    const bool fused = arg(argv, 7) != 0;
+    const auto x = floats(C * T), taps = floats(C * (L + R + 1)), p = floats(3 * C);
+    std::vector<float> y(C * T);
+    for (size_t it = 0; it < iters; ++it)
+      fp_memory(x.data(), y.data(), C, T, L, R, taps.data(), p.data(), p.data() + C,
+                p.data() + 2 * C, 0.25f, fused);
+    for (float v : y) checksum += v;
+  } else if (op == "channel") {
+    need(4);
+    const std::string kind = argv[3];
+    const size_t outer = arg(argv, 4), mid = arg(argv, 5), inner = arg(argv, 6);
+    const auto x = floats(outer * mid * inner), p = floats(2 * mid);
+    std::vector<float> y(x.size());
+    for (size_t it = 0; it < iters; ++it) {
+      if (kind == "affine")
+        per_channel(x.data(), y.data(), outer, mid, inner, p.data(), p.data() + mid, false,
+                    [](float v, float sc, float sh) { return v * sc + sh; });
+      else if (kind == "prelu" || kind == "prelu1")
+        per_channel(x.data(), y.data(), outer, mid, inner, p.data(), nullptr, kind == "prelu1",
+                    [](float v, float sl, float) { return v > 0.0f ? v : v * sl; });
+      else
+        per_channel(x.data(), y.data(), outer, mid, inner, p.data(), nullptr, false,
+                    [](float v, float a, float) { return v + a; });
+    }
+    for (float v : y) checksum += v;
+  } else if (op == "act" || op == "add" || op == "scalar") {
+    need(1);
+    const size_t n = arg(argv, 3);
+    const auto x = floats(n), x2 = floats(n);
+    std::vector<float> y(n);
+    float* yp = y.data();
+    const float *a = x.data(), *b = x2.data();
+    for (size_t it = 0; it < iters; ++it) {
+      if (op == "act")
+        relu(a, yp, n);
+      else if (op == "add")
+        add(a, b, yp, n);
+      else
+        scalar(a, yp, n, 0.5f, 0.25f);
+    }
+    for (float v : y) checksum += v;
+  } else if (op == "permute") {
+    need(1);
+    const size_t rank = arg(argv, 3);
+    need(1 + 2 * static_cast<int>(rank));
+    std::vector<size_t> d(rank), perm(rank);
+    for (size_t i = 0; i < rank; ++i) d[i] = arg(argv, 4 + i), perm[i] = arg(argv, 4 + rank + i);
+    size_t n = 1;
+    for (size_t v : d) n *= v;
+    const auto x = floats(n);
+    std::vector<float> y(n);
+    std::vector<size_t> od(rank);
+    for (size_t i = 0; i < rank; ++i) od[i] = d[perm[i]];
+    for (size_t it = 0; it < iters; ++it) {  // the runtime's index walk (Kind::permute)
+      std::vector<size_t> in_stride(rank, 1), idx(rank, 0);
+      for (size_t i = rank - 1; i-- > 0;) in_stride[i] = in_stride[i + 1] * d[i + 1];
+      for (size_t o = 0; o < n; ++o) {
+        size_t src = 0;
+        for (size_t i = 0; i < rank; ++i) src += idx[i] * in_stride[perm[i]];
+        y[o] = x[src];
+        for (size_t i = rank; i-- > 0;) {
+          if (++idx[i] < od[i]) break;
+          idx[i] = 0;
+        }
+      }
+      __asm__ volatile("" ::: "memory");
+    }
+    for (float v : y) checksum += v;
+  } else {
+    std::fprintf(stderr, "unknown op %s\n", op.c_str());
+    return 2;
+  }
+  std::printf("checksum %.6g\n", checksum);
+  return 0;
+}
