@@ -78,6 +78,64 @@ void per_channel(const float* x, float* y, const Dims& d, int axis, const float*
 
 }  // namespace
 
+namespace {
+
+// Input position (ih * W + iw) read by each (output position, tap), or -1 where the tap falls on
+// padding (outside the input, or outside the window's real frames along `time_axis`).
+std::vector<int32_t> conv_sources(const Op& op, size_t H, size_t W, size_t Ho, size_t Wo, size_t pad_h,
+                                  size_t pad_w, int time_axis, const Window* window) {
+  const size_t taps = op.KH * op.KW;
+  std::vector<int32_t> src(Ho * Wo * taps, -1);
+  for (size_t oh = 0; oh < Ho; ++oh)
+    for (size_t ow = 0; ow < Wo; ++ow)
+      for (size_t i = 0; i < op.KH; ++i)
+        for (size_t j = 0; j < op.KW; ++j) {
+          const ptrdiff_t ih = (ptrdiff_t)(oh * op.stride[0] + i * op.dilation[0]) - (ptrdiff_t)pad_h;
+          const ptrdiff_t iw = (ptrdiff_t)(ow * op.stride[1] + j * op.dilation[1]) - (ptrdiff_t)pad_w;
+          bool ok = ih >= 0 && ih < (ptrdiff_t)H && iw >= 0 && iw < (ptrdiff_t)W;
+          if (ok && window && window->on) {
+            const ptrdiff_t tc = time_axis == 2 ? ih : iw;
+            ok = tc >= window->valid_lo && tc < window->valid_hi;
+          }
+          if (ok) src[(oh * Wo + ow) * taps + i * op.KW + j] = static_cast<int32_t>(ih * W + iw);
+        }
+  return src;
+}
+
+// Group output positions by which taps are valid; per group and out channel, the weights of the
+// padded taps (counted as +1 activations by the GEMM) and the t2 offset of the valid ones.
+void conv_corrections(const Op& op, const std::vector<int32_t>& src, size_t positions,
+                      std::vector<int32_t>& pattern, std::vector<int32_t>& pad_fix,
+                      std::vector<float>& offset) {
+  const size_t taps = op.KH * op.KW, O = op.O;
+  std::vector<std::vector<bool>> seen;
+  pattern.assign(positions, 0);
+  std::vector<bool> valid(taps);
+  for (size_t p = 0; p < positions; ++p) {
+    for (size_t t = 0; t < taps; ++t) valid[t] = src[p * taps + t] >= 0;
+    auto it = std::find(seen.begin(), seen.end(), valid);
+    pattern[p] = static_cast<int32_t>(it - seen.begin());
+    if (it == seen.end()) seen.push_back(valid);
+  }
+  pad_fix.assign(seen.size() * O, 0);
+  offset.assign(seen.size() * O, 0.0f);
+  for (size_t q = 0; q < seen.size(); ++q)
+    for (size_t o = 0; o < O; ++o) {
+      int32_t fix = 0;
+      double off = 0.0;
+      for (size_t t = 0; t < taps; ++t) {
+        if (seen[q][t])
+          off += op.t2w[o * taps + t];
+        else
+          fix += op.wsum[o * taps + t];
+      }
+      pad_fix[q * O + o] = fix;
+      offset[q * O + o] = static_cast<float>(off);
+    }
+}
+
+}  // namespace
+
 // -- building ------------------------------------------------------------------------------------
 Program::Program(const std::string& impl) : kern_(&get_kernels(impl)) {}
 
@@ -244,6 +302,9 @@ void Program::add_op(const OpSpec& s) {
           op.wsum[o * taps + t] += sgn;
           op.t2w[o * taps + t] += sgn * static_cast<double>(op.t2[c]);
         }
+    op.geo.H = x[2], op.geo.W = x[3];
+    op.geo.src = conv_sources(op, x[2], x[3], y[2], y[3], op.pad[0], op.pad[1], -1, nullptr);
+    conv_corrections(op, op.geo.src, y[2] * y[3], op.geo.pattern, op.geo.pad_fix, op.geo.offset);
   } else if (k == "affine" || k == "prelu" || k == "channel_add" || k == "channel_sub") {
     op.kind = k == "affine" ? Kind::affine
               : k == "prelu" ? Kind::prelu
@@ -331,9 +392,133 @@ void Program::finalize(int input, int output, int time_axis) {
     defined[op.out] = true;
   }
   if (!defined[root(output)]) throw std::invalid_argument("the output is never computed");
+  fuse();
   plan();
   propagate_time(time_axis);
   final_ = true;
+}
+
+namespace {
+
+bool elementwise(Kind k) {
+  return k == Kind::affine || k == Kind::prelu || k == Kind::channel_add || k == Kind::channel_sub ||
+         k == Kind::act || k == Kind::scalar || k == Kind::add;
+}
+
+bool per_channel_kind(Kind k) {
+  return k == Kind::affine || k == Kind::prelu || k == Kind::channel_add || k == Kind::channel_sub;
+}
+
+}  // namespace
+
+// Chains of elementwise ops (BatchNorm affine, PReLU, activation, residual add...) over one shape
+// run as one loop in run(): each element goes through the same float operations in the same
+// order, the intermediate values are never stored.
+void Program::fuse() {
+  const size_t n = ops_.size();
+  std::vector<int> uses(shapes_.size(), 0);
+  for (const Op& op : ops_)
+    for (int v : op.in) ++uses[root(v)];
+  group_end_.resize(n);
+  for (size_t i = 0; i < n; ++i) group_end_[i] = i;
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    if (elementwise(ops_[i].kind)) {
+      const Dims d = with_batch(ops_[i].out, 1);
+      int axis = per_channel_kind(ops_[i].kind) ? ops_[i].axis : -1;
+      while (j + 1 < n) {
+        const Op& next = ops_[j + 1];
+        const int mid = ops_[j].out;
+        if (!elementwise(next.kind) || next.in[0] != mid || uses[mid] != 1 || mid == root(output_) ||
+            with_batch(next.out, 1) != d)
+          break;
+        if (next.kind == Kind::add && root(next.in[1]) == mid) break;
+        if (per_channel_kind(next.kind)) {
+          if (axis >= 0 && next.axis != axis) break;
+          axis = next.axis;
+        }
+        bool viewed = false;  // the intermediate must not be read through another view
+        for (size_t v = 0; v < alias_.size(); ++v) viewed |= (alias_[v] == mid && (int)v != mid);
+        if (viewed) break;
+        ++j;
+      }
+    }
+    group_end_[i] = j;
+    i = j + 1;
+  }
+}
+
+void Program::exec_chain(size_t first, size_t last, const std::vector<const float*>& ptrs, float* out,
+                         size_t B) const {
+  // ptrs[k]: input 0 of op first, then the second input of every add in the chain, in order
+  const Dims d = with_batch(ops_[first].out, B);
+  int axis = 1;
+  for (size_t i = first; i <= last; ++i)
+    if (per_channel_kind(ops_[i].kind)) axis = ops_[i].axis;
+  const Split sp = split(d, axis);
+  const float* x = ptrs[0];
+  for (size_t o = 0; o < sp.outer; ++o)
+    for (size_t c = 0; c < sp.mid; ++c) {
+      const size_t base = (o * sp.mid + c) * sp.inner;
+      float* y = out + base;
+      const float* src = x + base;
+      size_t extra = 1;
+      for (size_t i = first; i <= last; ++i) {
+        const Op& op = ops_[i];
+        const float* in = (i == first) ? src : y;
+        switch (op.kind) {
+          case Kind::affine: {
+            const float sc = op.scale[c], sh = op.shift[c];
+            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] * sc + sh;
+            break;
+          }
+          case Kind::prelu: {
+            const float sl = op.slope[op.slope.size() == 1 ? 0 : c];
+            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] > 0.0f ? in[e] : in[e] * sl;
+            break;
+          }
+          case Kind::channel_add: {
+            const float a = op.value[c];
+            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] + a;
+            break;
+          }
+          case Kind::channel_sub: {
+            const float a = op.value[c];
+            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] - a;
+            break;
+          }
+          case Kind::add: {
+            const float* other = ptrs[extra++] + base;
+            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] + other[e];
+            break;
+          }
+          case Kind::scalar:
+            for (size_t e = 0; e < sp.inner; ++e) {
+              float v = in[e];
+              if (op.mul != 1.0f) v = v * op.mul;
+              if (op.add != 0.0f) v = v + op.add;
+              y[e] = v;
+            }
+            break;
+          case Kind::act:
+            for (size_t e = 0; e < sp.inner; ++e) {
+              const float v = in[e];
+              float r = v;
+              switch (op.act) {
+                case Act::relu: r = v > 0.0f ? v : 0.0f; break;
+                case Act::hardtanh: r = std::min(std::max(v, op.a0), op.a1); break;
+                case Act::tanh: r = std::tanh(v); break;
+                case Act::sigmoid: r = 1.0f / (1.0f + std::exp(-v)); break;
+                case Act::leaky_relu: r = v > 0.0f ? v : v * op.a0; break;
+              }
+              y[e] = r;
+            }
+            break;
+          default:
+            break;
+        }
+      }
+    }
 }
 
 // Greedy first-fit placement of storage values in one arena (per-sample floats, 64-byte aligned).
@@ -342,9 +527,14 @@ void Program::plan() {
   std::vector<int> first(nv, -2), last(nv, -2);
   first[root(input_)] = -1;
   for (int i = 0; i < (int)ops_.size(); ++i) {
-    for (int v : ops_[i].in) last[root(v)] = std::max(last[root(v)], i);
+    // a fused chain reads all its inputs while writing its last output: keep them live until then
+    const int until = static_cast<int>(group_end_[i]);
+    for (int v : ops_[i].in) last[root(v)] = std::max(last[root(v)], std::max(i, until));
     first[ops_[i].out] = i;
   }
+  for (size_t i = 0; i < ops_.size(); ++i)
+    for (size_t j = i + 1; j <= group_end_[i]; ++j)
+      for (int v : ops_[j].in) last[root(v)] = std::max(last[root(v)], static_cast<int>(group_end_[i]));
   last[root(output_)] = static_cast<int>(ops_.size());
   offset_.assign(nv, 0);
   struct Block { size_t off, size; int until; };
@@ -576,15 +766,19 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
       break;
     }
     case Kind::permute: {
+      // out[..., j] = x[src + j * step]: an index walk over the outer output dims, then a strided
+      // inner loop over the last one
       const size_t rank = xd.size();
       std::vector<size_t> in_stride(rank, 1), idx(rank, 0);
       for (size_t i = rank - 1; i-- > 0;) in_stride[i] = in_stride[i + 1] * xd[i + 1];
-      const size_t n = prod(out_dims);
-      for (size_t o = 0; o < n; ++o) {
+      const size_t inner = out_dims[rank - 1], step = in_stride[op.perm[rank - 1]];
+      const size_t rows = prod(out_dims) / inner;
+      for (size_t r = 0; r < rows; ++r) {
         size_t src = 0;
-        for (size_t i = 0; i < rank; ++i) src += idx[i] * in_stride[op.perm[i]];
-        out[o] = x[src];
-        for (size_t i = rank; i-- > 0;) {
+        for (size_t i = 0; i + 1 < rank; ++i) src += idx[i] * in_stride[op.perm[i]];
+        float* o = out + r * inner;
+        for (size_t j = 0; j < inner; ++j) o[j] = x[src + j * step];
+        for (size_t i = rank - 1; i-- > 0;) {
           if (++idx[i] < out_dims[i]) break;
           idx[i] = 0;
         }
@@ -627,57 +821,48 @@ void Program::binary_conv2d(const Op& op, const float* x, const Dims& xd, float*
   const Kernels& k = *kern_;
   const size_t B = xd[0], C = xd[1], H = xd[2], W = xd[3], Ho = od[2], Wo = od[3], O = op.O;
   const size_t taps = op.KH * op.KW, cw = row_words(C), words = row_words(taps * C);
-  const size_t pad_h = (window.on && time_axis == 2) ? 0 : op.pad[0];
-  const size_t pad_w = (window.on && time_axis == 3) ? 0 : op.pad[1];
   std::vector<uint64_t> pos(B * H * W * cw);
   k.pack_threshold(x, B, C, H * W, op.t0.data(), pos.data(), nullptr);
-  const size_t P = B * Ho * Wo;
+  // the whole-utterance geometry is precomputed; a stream's window computes its own
+  const bool fixed = !window.on && H == op.geo.H && W == op.geo.W;
+  std::vector<int32_t> src_w, pattern_w, fix_w;
+  std::vector<float> offset_w;
+  if (!fixed) {
+    const size_t pad_h = (window.on && time_axis == 2) ? 0 : op.pad[0];
+    const size_t pad_w = (window.on && time_axis == 3) ? 0 : op.pad[1];
+    src_w = conv_sources(op, H, W, Ho, Wo, pad_h, pad_w, time_axis, &window);
+    conv_corrections(op, src_w, Ho * Wo, pattern_w, fix_w, offset_w);
+  }
+  const std::vector<int32_t>& src = fixed ? op.geo.src : src_w;
+  const std::vector<int32_t>& pattern = fixed ? op.geo.pattern : pattern_w;
+  const std::vector<int32_t>& pad_fix = fixed ? op.geo.pad_fix : fix_w;
+  const std::vector<float>& offset = fixed ? op.geo.offset : offset_w;
+  const size_t HoWo = Ho * Wo, P = B * HoWo;
   std::vector<uint64_t> rows(P * words, 0);
-  std::vector<uint8_t> valid(P * taps, 0);
   for (size_t b = 0; b < B; ++b)
-    for (size_t oh = 0; oh < Ho; ++oh)
-      for (size_t ow = 0; ow < Wo; ++ow) {
-        const size_t p = (b * Ho + oh) * Wo + ow;
-        uint64_t* row = rows.data() + p * words;
-        for (size_t i = 0; i < op.KH; ++i)
-          for (size_t j = 0; j < op.KW; ++j) {
-            const ptrdiff_t ih = (ptrdiff_t)(oh * op.stride[0] + i * op.dilation[0]) - (ptrdiff_t)pad_h;
-            const ptrdiff_t iw = (ptrdiff_t)(ow * op.stride[1] + j * op.dilation[1]) - (ptrdiff_t)pad_w;
-            bool ok = ih >= 0 && ih < (ptrdiff_t)H && iw >= 0 && iw < (ptrdiff_t)W;
-            if (ok && window.on) {
-              const ptrdiff_t tc = time_axis == 2 ? ih : iw;
-              ok = tc >= window.valid_lo && tc < window.valid_hi;
-            }
-            const size_t tap = i * op.KW + j;
-            valid[p * taps + tap] = ok;
-            if (!ok) continue;
-            const uint64_t* src = pos.data() + ((b * H + ih) * W + iw) * cw;
-            const size_t base = tap * C;
-            for (size_t w = 0; w * 64 < C; ++w) {
-              const size_t at = base + w * 64, shift = at % 64;
-              row[at / 64] |= src[w] << shift;
-              if (shift && shift + std::min<size_t>(64, C - w * 64) > 64) row[at / 64 + 1] |= src[w] >> (64 - shift);
-            }
-          }
+    for (size_t hw = 0; hw < HoWo; ++hw) {
+      uint64_t* row = rows.data() + (b * HoWo + hw) * words;
+      const int32_t* s = src.data() + hw * taps;
+      for (size_t t = 0; t < taps; ++t) {
+        if (s[t] < 0) continue;  // padding: 0 bits (+1), corrected below
+        const uint64_t* chunk = pos.data() + (b * H * W + s[t]) * cw;
+        const size_t base = t * C;
+        for (size_t w = 0; w * 64 < C; ++w) {
+          const size_t at = base + w * 64, shift = at % 64;
+          row[at / 64] |= chunk[w] << shift;
+          if (shift && shift + std::min<size_t>(64, C - w * 64) > 64) row[at / 64 + 1] |= chunk[w] >> (64 - shift);
+        }
       }
+    }
   std::vector<int32_t> dots(P * O);
   k.bgemm(rows.data(), P, op.wbits.data(), O, taps * C, dots.data());
   for (size_t p = 0; p < P; ++p) {
-    const size_t b = p / (Ho * Wo), hw = p % (Ho * Wo);
-    const uint8_t* v = valid.data() + p * taps;
+    const size_t b = p / HoWo, hw = p % HoWo, q = pattern[hw];
     for (size_t o = 0; o < O; ++o) {
-      int32_t d = dots[p * O + o];
-      double offset = 0.0;
-      for (size_t t = 0; t < taps; ++t) {
-        if (v[t])
-          offset += op.t2w[o * taps + t];
-        else
-          d -= op.wsum[o * taps + t];  // a padded tap was counted as +1 activations
-      }
-      float z = static_cast<float>(d);
+      float z = static_cast<float>(dots[p * O + o] - pad_fix[q * O + o]);
       if (op.s1 == S1Mode::constant) z = z * op.s1c;
-      if (op.has_t2) z = z - static_cast<float>(offset);
-      out[(b * O + o) * Ho * Wo + hw] = z * op.sw[o] + op.bias[o];
+      if (op.has_t2) z = z - offset[q * O + o];
+      out[(b * O + o) * HoWo + hw] = z * op.sw[o] + op.bias[o];
     }
   }
 }
@@ -698,21 +883,27 @@ void Program::run(const float* x, size_t B, float* y, double* op_ns) const {
   std::memcpy(ptr(input_), x, sizeof(float) * prod(shapes_[input_]) * B);
   std::vector<const float*> ins;
   std::vector<Dims> dims;
-  for (const Op& op : ops_) {
+  for (size_t i = 0; i < ops_.size();) {
+    const Op& op = ops_[i];
+    const size_t end = group_end_[i];
+    const auto t0 = op_ns ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     ins.clear();
-    dims.clear();
-    for (int v : op.in) {
-      ins.push_back(ptr(v));
-      dims.push_back(with_batch(v, B));
-    }
-    if (op_ns) {
-      const auto t0 = std::chrono::steady_clock::now();
-      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), Window{});
-      const auto t1 = std::chrono::steady_clock::now();
-      op_ns[&op - ops_.data()] += std::chrono::duration<double, std::nano>(t1 - t0).count();
+    if (end > i) {
+      ins.push_back(ptr(op.in[0]));
+      for (size_t j = i; j <= end; ++j)
+        if (ops_[j].kind == Kind::add) ins.push_back(ptr(ops_[j].in[1]));
+      exec_chain(i, end, ins, ptr(ops_[end].out), B);
     } else {
+      dims.clear();
+      for (int v : op.in) {
+        ins.push_back(ptr(v));
+        dims.push_back(with_batch(v, B));
+      }
       exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), Window{});
     }
+    if (op_ns)
+      op_ns[i] += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    i = end + 1;
   }
   std::memcpy(y, ptr(output_), sizeof(float) * prod(shapes_[output_]) * B);
 }
@@ -803,7 +994,7 @@ void Stream::advance() {
         ins.push_back(bufs_[p.root(v)].data());
         dims.push_back(p.with_batch(v, 1));
       }
-      p.exec(op, ins, dims, bufs_[out].data(), od, Program::Window{});
+      p.exec(op, ins, dims, bufs_[out].data(), od, Window{});
       done_[i] = 1;
       avail_[out] = 1;
       continue;
@@ -859,7 +1050,7 @@ void Stream::advance() {
     Dims owd = od;
     owd[t_out] = (op.kind == Kind::memory) ? (size_t)(wb - wa) : b - a;
     std::vector<float> y(prod(owd));
-    Program::Window window;
+    Window window;
     if (op.kind == Kind::conv2d || op.kind == Kind::binary_conv2d) {
       window.on = true;
       window.valid_lo = std::max<ptrdiff_t>(0, -wa);

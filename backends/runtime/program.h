@@ -63,9 +63,16 @@ struct Op {
   // conv2d
   size_t O = 0, KH = 1, KW = 1, stride[2] = {1, 1}, pad[2] = {0, 0}, dilation[2] = {1, 1},
          groups = 1;
-  // binary conv2d: per (out channel, tap) sums of the +-1 weights and of sign * t2
+  // binary conv2d: per (out channel, tap) sums of the +-1 weights and of sign * t2, and the
+  // geometry of the whole-utterance shape: per output position and tap the input position (-1:
+  // padding), the position's validity pattern, and per pattern and out channel the corrections.
   std::vector<int32_t> wsum;
   std::vector<double> t2w;
+  struct ConvGeometry {
+    size_t H = 0, W = 0;
+    std::vector<int32_t> src, pattern, pad_fix;
+    std::vector<float> offset;
+  } geo;
   // act, scalar, permute, mean
   Act act = Act::relu;
   float a0 = 0.0f, a1 = 0.0f, mul = 1.0f, add = 0.0f;
@@ -74,6 +81,13 @@ struct Op {
 };
 
 class Stream;
+
+// A stream's window: frames [valid_lo, valid_hi) of an op's input time axis are real, the rest
+// padding (zero-filled), and a convolution's time padding is already applied.
+struct Window {
+  bool on = false;
+  ptrdiff_t valid_lo = 0, valid_hi = 0;
+};
 
 class Program {
  public:
@@ -108,6 +122,7 @@ class Program {
   std::vector<size_t> offset_;
   std::vector<int> time_axis_;  // per value, counting the batch; -1 when time was reduced away
   std::vector<bool> terminal_;  // per op: runs on whole utterances only (time reduced)
+  std::vector<size_t> group_end_;  // per op: last op of the elementwise chain it starts (run())
   size_t arena_ = 0;
   std::vector<Op> ops_;
   int input_ = -1, output_ = -1;
@@ -115,14 +130,11 @@ class Program {
 
   int root(int v) const;
   Dims with_batch(int v, size_t B) const;
+  void fuse();
   void plan();
+  void exec_chain(size_t first, size_t last, const std::vector<const float*>& ptrs, float* out,
+                  size_t B) const;
   void propagate_time(int time_axis);
-  // window: frames [valid_lo, valid_hi) of input 0's time axis are real, the rest padding
-  // (a stream's zero-filled window), and a convolution's time padding is already applied.
-  struct Window {
-    bool on = false;
-    ptrdiff_t valid_lo = 0, valid_hi = 0;
-  };
   void exec(const Op& op, const std::vector<const float*>& in, const std::vector<Dims>& in_dims,
             float* out, const Dims& out_dims, const Window& window) const;
   void binary_conv2d(const Op& op, const float* x, const Dims& xd, float* out, const Dims& od,
