@@ -135,7 +135,17 @@ def student_plan(program) -> tuple[list[Layer], list[str]]:
         xd = [1, *program.values[op.inputs[0]]]
         a = op.attrs
         step = None
-        if op.kind == "conv2d" and list(a.get("dilation", [1, 1])) == [1, 1]:
+        extra = None
+        if op.kind == "binary_conv2d" and list(a.get("dilation", [1, 1])) == [1, 1]:
+            # approximated as the runtime builds it: im2col, one-plane packing, binary GEMM
+            (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
+            c, h, w = xd[1], xd[2], xd[3]
+            o = program.values[op.output][0]
+            oh, ow = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
+            extra = Step(op.name + " (im2col)", _s(["im2col", c, h, w, kh, kw, sh, sw, ph, pw]))
+            step = Step(op.name, _s(["binary_linear", oh * ow, c * kh * kw, 1, o, 1, 0]),
+                        oh * ow * o * c * kh * kw, True)
+        elif op.kind == "conv2d" and list(a.get("dilation", [1, 1])) == [1, 1]:
             (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
             c, h, w = xd[1], xd[2], xd[3]
             o = program.values[op.output][0]
@@ -175,6 +185,8 @@ def student_plan(program) -> tuple[list[Layer], list[str]]:
             step = Step(op.name, [], 0)
         if op.kind in WEIGHT_KINDS or not layers:
             layers.append(Layer(op.name, layer_kind(op.name)))
+        if extra is not None:
+            layers[-1].steps.append(extra)
         layers[-1].steps.append(step)
     return layers, missing
 
@@ -262,8 +274,14 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
     missing: dict[int, list[str]] = {}
     for k in compiled.thin_options:
         options[k], missing[k] = student_plan(compiled.programs[k])
+    variants = {}
+    for label, v in models.variants.items():
+        vc = binarize.compile(v, thin="all")
+        variants[label] = {k: student_plan(vc.programs[k]) for k in vc.thin_options}
     steps = [s for L in teacher for s in L.steps] + [
-        s for layers in options.values() for L in layers for s in L.steps]
+        s for layers in options.values() for L in layers for s in L.steps] + [
+        s for opts in variants.values() for layers, _ in opts.values() for L in layers
+        for s in L.steps]
     counter.fill(steps)
     log(f"  {len(counter.cache)} counts cached, {counter.new} new")
     kernels = kernel_figures(counter, smoke)
@@ -294,6 +312,22 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
         total = sum(L.instructions or 0 for L in layers)
         per_option[k] = {"instructions": total, "ratio_vs_full_teacher": t_total / total,
                          "blocks": len(student.blocks_at(k)), "not_counted": missing[k]}
+    for label, opts in variants.items():
+        vl = {}
+        for L in opts[0][0]:
+            vl.setdefault(L.kind, []).append(L)
+        for p in per_layer:
+            sl = vl.get(p["layer"])
+            if sl and sl[0].instructions and p["teacher_instructions"]:
+                p[f"{label}_instructions"] = sl[0].instructions
+                p[f"{label}_ops"] = " + ".join(s.args[0] for s in sl[0].steps)
+                p[f"{label}_ratio"] = p["teacher_instructions"] / sl[0].instructions
+        for k, (layers, miss) in opts.items():
+            total = sum(L.instructions or 0 for L in layers)
+            per_option[f"{k} ({label})"] = {
+                "instructions": total, "ratio_vs_full_teacher": t_total / total,
+                "blocks": len(models.variants[label].blocks_at(k)), "not_counted": miss,
+                "variant": label}
     return {
         "teacher_instructions": t_total,
         "teacher_macs": sum(L.macs for L in teacher),

@@ -26,6 +26,7 @@ class Row:
     name: str
     group: str  # "fp32" (a baseline), "torch-1bit", "compiled"
     thin: int | None = None
+    variant: str = ""  # "" for the main student, else BenchModels.variants' label
     times: dict[str, dict[str, float]] = field(default_factory=dict)  # setting key -> stats
     note: str = ""
 
@@ -162,27 +163,29 @@ def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
                 measure(row, student_fn)
                 rows.append(row)
 
-        # -- compiled 1-bit model at every option
-        compiled = binarize.compile(student, thin="all", impl=impl)
-        splitters = {k: _Split(compiled, k, cores) for k in compiled.thin_options}
-        try:
-            for k in compiled.thin_options:
-                blocks = len(student.blocks_at(k))
-                row = Row(f"1-bit compiled ({compiled.impl}), option {k} ({blocks} blocks)",
-                          "compiled", k)
-                native = compiled._native[k]
+        # -- compiled 1-bit model at every option (and the variants')
+        for variant, st in models.students().items():
+            compiled = binarize.compile(st, thin="all", impl=impl)
+            splitters = {k: _Split(compiled, k, cores) for k in compiled.thin_options}
+            tag = f", {variant}" if variant else ""
+            try:
+                for k in compiled.thin_options:
+                    blocks = len(st.blocks_at(k))
+                    row = Row(f"1-bit compiled ({compiled.impl}{tag}), option {k} ({blocks} "
+                              "blocks)", "compiled", k, variant)
+                    native = compiled._native[k]
 
-                def native_fn(batch, threads, k=k, native=native):
-                    x = np_inputs[batch]
-                    if threads == "all" and batch == "B" and cores > 1:
-                        return lambda: splitters[k](x)
-                    return lambda: native.run(x)
+                    def native_fn(batch, threads, k=k, native=native, splitters=splitters):
+                        x = np_inputs[batch]
+                        if threads == "all" and batch == "B" and cores > 1:
+                            return lambda: splitters[k](x)
+                        return lambda: native.run(x)
 
-                measure(row, native_fn)
-                rows.append(row)
-        finally:
-            for s in splitters.values():
-                s.close()
+                    measure(row, native_fn)
+                    rows.append(row)
+            finally:
+                for s in splitters.values():
+                    s.close()
         notes.append(
             "compiled, all threads: the batch is split across a pool of "
             f"{cores} threads (one native call per part, the GIL released); one utterance runs "

@@ -30,6 +30,28 @@ class BenchModels:
     xb: torch.Tensor  # a batch (B, 1, mels, frames)
     test: TensorDataset | None = None
     info: dict[str, object] = field(default_factory=dict)
+    # extra 1-bit students timed and sized beside the main one: label -> model (untrained)
+    variants: dict[str, BinarizedModel] = field(default_factory=dict)
+
+    def students(self) -> dict[str, BinarizedModel]:
+        return {"": self.student, **self.variants}
+
+
+BINARY_CONVS = "binary convs"
+
+
+def add_binary_conv_variant(models: BenchModels) -> None:
+    """The student with the second front-end conv binarized too (BinarizeConfig.binarize_convs,
+    as the BiFSMNv2 reference does), converted from the same teacher and not distilled: its speed
+    and storage are real, its accuracy is not measured."""
+    cfg = BinarizeConfig(binarize_convs=True)
+    try:
+        v = binarize.convert(copy.deepcopy(models.teacher), models.teacher, cfg,
+                             example_input=models.x1)
+    except Exception as exc:  # an older binarize without binary convs
+        models.info["binary_convs_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    models.variants[BINARY_CONVS] = v.eval()
 
 
 def _dataset_root(name: str) -> Path | None:

@@ -12,6 +12,8 @@ from .models import UNTRAINED
 
 
 def _acc(acc: dict, row) -> str:
+    if getattr(row, "variant", ""):
+        return "not distilled (speed and storage only)"
     if not acc:
         return UNTRAINED
     key = ("teacher" if row.group == "fp32" else
@@ -22,6 +24,11 @@ def _acc(acc: dict, row) -> str:
     if key == "teacher":
         return f"{v:.2%}"
     return f"{v:.2%} ({(v - acc['teacher']) * 100:+.2f} pt)"
+
+
+def _stored(dtype: str) -> str:
+    return {"uint64": "1 bit (uint64 words)", "float32": "float32 or float16 (fp_dtype)",
+            "int8": "int8"}.get(dtype, dtype)
 
 
 def thinnest_ok(acc: dict, options: list[int], tol_pt: float = 1.5) -> int | None:
@@ -36,7 +43,7 @@ def targets(res: dict) -> list[list[str]]:
     rows = []
     key = setting_key("1", 1)
     ort = fastest_fp32(e2e["rows"], key)
-    comp = {r.thin: r for r in e2e["rows"] if r.group == "compiled"}
+    comp = {r.thin: r for r in e2e["rows"] if r.group == "compiled" and not r.variant}
     options = sorted(comp)
     k_thin = thinnest_ok(acc, options)
     k_label = k_thin if k_thin is not None else options[-1]
@@ -46,17 +53,32 @@ def targets(res: dict) -> list[list[str]]:
     for k, need in ((k_label, 10.0), (0, 4.0)):
         t = comp[k].times[key]["median"]
         sp = ort / t
-        frac = roof["options"][k]["fraction"] if roof else float("nan")
+        frac = roof["options"][comp[k].name]["fraction"] if roof else float("nan")
         label = f"x86 1 utt 1 thread vs fastest FP32, option {k}" + (thin_note if k == k_label else "")
         rows.append([label,
                      f">= {need:.0f}x, >= 80% of roofline",
                      f"{sp:.2f}x, {frac:.0%} of roofline",
                      "met" if sp >= need and frac >= 0.8 else "missed"])
+    for r in e2e["rows"]:
+        if r.group == "compiled" and r.variant and r.thin in (0, options[-1]):
+            need = 4.0 if r.thin == 0 else 10.0
+            sp = ort / r.times[key]["median"]
+            frac = roof["options"][r.name]["fraction"] if roof else float("nan")
+            rows.append([f"(variant: {r.variant}, not distilled) x86 1 utt 1 thread vs fastest "
+                         f"FP32, option {r.thin}", f">= {need:.0f}x, >= 80% of roofline",
+                         f"{sp:.2f}x, {frac:.0%} of roofline",
+                         "met" if sp >= need and frac >= 0.8 else "missed"])
     arm = res.get("arm", {})
     if "per_option" in arm:
-        r = arm["per_option"][max(arm["per_option"])]["ratio_vs_full_teacher"]
+        main = {k: v for k, v in arm["per_option"].items() if not v.get("variant")}
+        r = main[max(main, key=int)]["ratio_vs_full_teacher"]
         rows.append(["ARMv8 instructions, thinnest option vs full FP32 NEON teacher", ">= 15x",
                      f"{r:.2f}x", "met" if r >= 15 else "missed"])
+        for k, v in arm["per_option"].items():
+            if v.get("variant") and k.startswith(str(options[-1]) + " "):
+                r = v["ratio_vs_full_teacher"]
+                rows.append([f"(variant: {v['variant']}) ARMv8 instructions, option {k}", ">= 15x",
+                             f"{r:.2f}x", "met" if r >= 15 else "missed"])
         big = [x for x in arm["kernels"] if x["kernel"] == "bgemm"]
         big = max(big, key=lambda x: x["P"] * x["N"] * x["K"])
         rows.append(["NEON bgemm inner loop, instructions per 128-bit XOR-popcount", "<= 3",
@@ -66,7 +88,7 @@ def targets(res: dict) -> list[list[str]]:
     st = res["storage"]
     best = None
     for a in st["artifacts"]:
-        if a["options"] != "all":
+        if a["options"] != "all" or a.get("variant"):
             continue
         eff = st["fp16_effect"]
         lossless = a["fp_dtype"] == "float32" or all(
@@ -127,7 +149,7 @@ def markdown(res: dict) -> str:
                 cells += [fmt_us(v), fmt_x(fastest_fp32(e2e["rows"], key) / v)]
             else:
                 cells += [(r.note or "n/a") if i == 0 else "", ""]
-        ro = roof.get(r.thin) if r.group == "compiled" else None
+        ro = roof.get(r.name) if r.group == "compiled" else None
         cells += [fmt_us(ro["roofline_us"]) if ro else "", f"{ro['fraction']:.0%}" if ro else "",
                   _acc(res.get("accuracy", {}), r)]
         rows.append(cells)
@@ -143,18 +165,19 @@ def markdown(res: dict) -> str:
               f"element ops, counted as `summary()` counts them) at {ro['fp_ops_per_us']:.0f} per "
               f"us, the rate ONNX Runtime reaches on the whole teacher "
               f"({ro['teacher_fp_ops']:,} FP ops in {ro['ort_us']:.0f} us).", ""]
-        rows = [[k, f"{v['binary_ops']:,}", f"{v['fp_ops']:,}", fmt_us(v["binary_us"]),
+        rows = [[k.removeprefix("1-bit compiled "), f"{v['binary_ops']:,}", f"{v['fp_ops']:,}",
+                 fmt_us(v["binary_us"]),
                  fmt_us(v["fp_us"]), fmt_us(v["roofline_us"]), fmt_x(v["bound_vs_ort"]),
                  fmt_us(v["measured_us"]), f"{v['fraction']:.0%}"]
                 for k, v in ro["options"].items()]
-        L += md_table(["option", "binary MACs", "FP ops", "binary (us)", "FP (us)",
+        L += md_table(["model", "binary MACs", "FP ops", "binary (us)", "FP (us)",
                        "roofline (us)", "bound vs ORT", "measured (us)", "achieved"], rows)
         L += [""]
     prof = res.get("profile")
     if prof:
         groups = sorted({g for v in prof.values() for g in v})
         L += ["Where the compiled model's time goes (per-op `profile()`, 1 utterance, us):", ""]
-        rows = [[k] + [f"{v.get(g, 0):.1f}" for g in groups] + [f"{sum(v.values()):.1f}"]
+        rows = [[k, *(f"{v.get(g, 0):.1f}" for g in groups), f"{sum(v.values()):.1f}"]
                 for k, v in prof.items()]
         L += md_table(["option", *groups, "total"], rows)
 
@@ -163,13 +186,13 @@ def markdown(res: dict) -> str:
           f"FP32 teacher state_dict: {st['teacher_state_dict_bytes']:,} bytes "
           f"({st['teacher_param_bytes']:,} of parameters). Artifact = the file "
           "`CompiledModel.save` writes (safetensors + JSON programs).", ""]
-    rows = [[a["options"], a["fp_dtype"], f"{a['bytes']:,}", fmt_x(a["ratio"])]
-            for a in st["artifacts"]]
-    L += md_table(["options in artifact", "FP parts stored as", "bytes", "ratio"], rows)
-    rows = [[b["kind"], b["role"], "1 bit (uint64 words)" if b["dtype"] == "uint64" else
-             "float32 or float16", f"{b['bytes_fp32']:,}", f"{b['bytes_fp16']:,}"]
-            for b in st["breakdown"]]
-    rows.append(["header", "JSON programs + safetensors header", "text",
+    rows = [[a.get("variant") or "main", a["options"], a["fp_dtype"], f"{a['bytes']:,}",
+             fmt_x(a["ratio"])] for a in st["artifacts"]]
+    L += md_table(["student", "options in artifact", "FP parts stored as", "bytes", "ratio"],
+                  rows)
+    rows = [[b["kind"], b["role"], _stored(b["dtype"]), f"{b['bytes_fp32']:,}",
+             f"{b['bytes_fp16']:,}"] for b in st["breakdown"]]
+    rows.append(["header", "programs + container header (and padding)", "bytes",
                  f"{st['header_bytes']:,}", ""])
     L += ["What the all-options artifact holds (tensors shared across options stored once):", ""]
     L += md_table(["op kind", "tensor", "stored as", "bytes (fp32)", "bytes (fp16)"], rows)
@@ -220,12 +243,18 @@ def markdown(res: dict) -> str:
                   "FP32 teacher: FBCK NEON 12x8 FMLA GEMM, convs as implicit im2col GEMM, BN/ReLU/"
                   "PReLU fused in the epilogues. 1-bit: the lowered program's ops as the runtime "
                   "runs them.", ""]
+            labels = sorted({v["variant"] for v in arm["per_option"].values()
+                             if v.get("variant")})
             rows = [[p["layer"], p["count"], f"{p['teacher_instructions']:,.0f}",
                      f"{p['teacher_mac_per_insn']:.2f}", f"{p['student_instructions']:,.0f}"
                      if p["student_instructions"] else "n/a", p["student_ops"],
-                     fmt_x(p["ratio"])] for p in arm["per_layer"]]
+                     fmt_x(p["ratio"]),
+                     *(f"{p[lb + '_instructions']:,.0f} ({fmt_x(p[lb + '_ratio'])})"
+                       if lb + "_instructions" in p else "" for lb in labels)]
+                    for p in arm["per_layer"]]
             L += md_table(["layer", "times in model", "FP32 NEON instr.", "FP32 MAC/instr.",
-                           "1-bit instr.", "1-bit ops", "FP32/1-bit"], rows)
+                           "1-bit instr.", "1-bit ops", "FP32/1-bit",
+                           *(f"1-bit, {lb} (FP32/1-bit)" for lb in labels)], rows)
             rows = [[k, v["blocks"], f"{v['instructions']:,.0f}", fmt_x(v["ratio_vs_full_teacher"]),
                      ", ".join(v["not_counted"]) or "-"] for k, v in arm["per_option"].items()]
             rows.insert(0, ["FP32 teacher", 8, f"{arm['teacher_instructions']:,.0f}", "1.0x", "-"])
@@ -291,8 +320,8 @@ def plot(res: dict, path: Path) -> None:
     ax.barh(range(len(rows)), vals, color=colors)
     roof = res.get("roofline", {}).get("options", {})
     for i, r in enumerate(rows):
-        if r.group == "compiled" and r.thin in roof:
-            ax.plot(roof[r.thin]["roofline_us"], i, "k|", ms=14, mew=2)
+        if r.group == "compiled" and r.name in roof:
+            ax.plot(roof[r.name]["roofline_us"], i, "k|", ms=14, mew=2)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -302,7 +331,8 @@ def plot(res: dict, path: Path) -> None:
     ax = axes[0][1]
     st = res["storage"]
     arts = st["artifacts"]
-    labels = ["FP32 state_dict"] + [f"{a['options']} {a['fp_dtype'][5:]}" for a in arts]
+    labels = ["FP32 state_dict"] + [
+        f"{'bc ' if a.get('variant') else ''}{a['options']} {a['fp_dtype'][5:]}" for a in arts]
     sizes = [st["teacher_state_dict_bytes"]] + [a["bytes"] for a in arts]
     ax.bar(range(len(sizes)), [s / 1024 for s in sizes],
            color=["tab:red"] + ["tab:blue"] * len(arts))
@@ -333,7 +363,7 @@ def plot(res: dict, path: Path) -> None:
     ax = axes[1][1]
     arm = res.get("arm", {})
     if "per_option" in arm:
-        ks = list(arm["per_option"])
+        ks = [k for k, v in arm["per_option"].items() if not v.get("variant")]
         vals = [arm["teacher_instructions"]] + [arm["per_option"][k]["instructions"] for k in ks]
         ax.bar(range(len(vals)), [v / 1e6 for v in vals],
                color=["tab:red"] + ["tab:blue"] * len(ks))

@@ -56,15 +56,17 @@ def compute(models, e2e: dict, kernel_results: dict, impl: str) -> dict[str, obj
     bin_rate = peak_tick * hz / 1e6  # bMAC per microsecond
     out = {"ort_us": ort_us, "teacher_fp_ops": teacher_ops, "fp_ops_per_us": fp_rate,
            "bmac_per_tick": peak_tick, "tsc_hz": hz, "bmac_per_us": bin_rate, "options": {}}
+    students = models.students()
     for row in e2e["rows"]:
         if row.group != "compiled":
             continue
-        t = models.student.summary(thin=row.thin).totals
+        t = students[row.variant].summary(thin=row.thin).totals
         b_us = t["binary_ops"] / bin_rate
         f_us = t["fp_ops"] / fp_rate
         roof = b_us + f_us
         meas = row.times[key]["median"]
-        out["options"][row.thin] = {
+        out["options"][row.name] = {
+            "thin": row.thin, "variant": row.variant,
             "binary_ops": int(t["binary_ops"]), "fp_ops": int(t["fp_ops"]),
             "binary_us": b_us, "fp_us": f_us, "roofline_us": roof,
             "bound_vs_ort": ort_us / roof, "measured_us": meas, "fraction": roof / meas,

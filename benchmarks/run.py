@@ -21,10 +21,10 @@ from pathlib import Path
 
 from . import end_to_end, kernels, report, roofline, storage
 from .common import Budget, load_average, machine_info
-from .models import load_models
+from .models import add_binary_conv_variant, load_models
 
 PROFILE_GROUPS = {"conv2d": "FP conv", "linear": "FP linear", "binary_linear": "binary linear",
-                  "memory": "memory", "permute": "permute"}
+                  "binary_conv2d": "binary conv", "memory": "memory", "permute": "permute"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -38,6 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lce", action="store_true", help="run LCE even with --smoke")
     p.add_argument("--runs", default="runs", help="where `make demo` keeps its trained runs")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--no-variants", action="store_true",
+                   help="skip the (undistilled) binary-convs student rows")
     return p.parse_args(argv)
 
 
@@ -45,15 +47,16 @@ def profile(models, e2e: dict, reps: int) -> dict[int, dict[str, float]]:
     """Per-op wall time of the compiled model (1 utterance), grouped by op kind, in us."""
     import binarize
 
-    compiled = binarize.compile(models.student, thin="all", impl=e2e["impl"])
     x = models.x1.numpy()
     out = {}
-    for k in compiled.thin_options:
-        groups: dict[str, float] = {}
-        for _, kind, ns in compiled._native[k].profile(x, reps):
-            g = PROFILE_GROUPS.get(kind, "element-wise")
-            groups[g] = groups.get(g, 0.0) + ns / 1e3
-        out[k] = groups
+    for label, st in models.students().items():
+        compiled = binarize.compile(st, thin="all", impl=e2e["impl"])
+        for k in compiled.thin_options:
+            groups: dict[str, float] = {}
+            for _, kind, ns in compiled._native[k].profile(x, reps):
+                g = PROFILE_GROUPS.get(kind, "element-wise")
+                groups[g] = groups.get(g, 0.0) + ns / 1e3
+            out[f"{k}" + (f" ({label})" if label else "")] = groups
     return out
 
 
@@ -79,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log("models ...")
     models = load_models(args.runs, args.batch)
+    if not args.no_variants:
+        add_binary_conv_variant(models)
     res["models"] = models.source
     res["models_info"] = models.info
     log(f"  {models.source}")

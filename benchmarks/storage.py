@@ -64,6 +64,12 @@ def run(models, impl: str = "auto", log=print) -> dict[str, object]:
                 size = one.size_bytes(dtype)
                 out["artifacts"].append({"options": k, "fp_dtype": dtype, "bytes": size,
                                          "ratio": fp_bytes / size})
+        for label, v in models.variants.items():
+            vc = binarize.compile(v, thin="all", impl=impl)
+            for dtype in FP_DTYPES:
+                size = vc.size_bytes(dtype)
+                out["artifacts"].append({"options": "all", "fp_dtype": dtype, "bytes": size,
+                                         "ratio": fp_bytes / size, "variant": label})
         out["header_bytes"] = every.size_bytes("float32") - sum(
             b["bytes_fp32"] for b in breakdown(every))
         out["breakdown"] = breakdown(every)

@@ -18,6 +18,8 @@
 //   channel KIND OUTER MID INNER                    affine | prelu | prelu1 | channel_add
 //   act N | add N | scalar N                        ReLU / add / scale + shift, one loop each
 //   permute RANK D0.. P0..                          transpose copy (the runtime's index walk)
+//   im2col C H W KH KW SH SW PH PW                  (C, H, W) -> rows of (kh, kw, c) per output
+//                                                   position, zero padded (for binary conv2d)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -271,6 +273,28 @@ int main(int argc, char** argv) {
           idx[i] = 0;
         }
       }
+      __asm__ volatile("" ::: "memory");
+    }
+    for (float v : y) checksum += v;
+  } else if (op == "im2col") {
+    need(9);
+    const size_t C = arg(argv, 3), H = arg(argv, 4), W = arg(argv, 5), KH = arg(argv, 6),
+                 KW = arg(argv, 7), SH = arg(argv, 8), SW = arg(argv, 9), PH = arg(argv, 10),
+                 PW = arg(argv, 11);
+    const size_t OH = fbck::conv_out_size(H, KH, SH, PH, 1), OW = fbck::conv_out_size(W, KW, SW, PW, 1);
+    const auto x = floats(C * H * W);
+    std::vector<float> y(OH * OW * KH * KW * C);
+    for (size_t it = 0; it < iters; ++it) {
+      float* d = y.data();
+      for (size_t oh = 0; oh < OH; ++oh)
+        for (size_t ow = 0; ow < OW; ++ow)
+          for (size_t i = 0; i < KH; ++i)
+            for (size_t j = 0; j < KW; ++j) {
+              const ptrdiff_t h = (ptrdiff_t)(oh * SH + i) - (ptrdiff_t)PH;
+              const ptrdiff_t w = (ptrdiff_t)(ow * SW + j) - (ptrdiff_t)PW;
+              const bool in = h >= 0 && h < (ptrdiff_t)H && w >= 0 && w < (ptrdiff_t)W;
+              for (size_t c = 0; c < C; ++c) *d++ = in ? x[(c * H + h) * W + w] : 0.0f;
+            }
       __asm__ volatile("" ::: "memory");
     }
     for (float v : y) checksum += v;
