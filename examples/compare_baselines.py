@@ -21,8 +21,18 @@ from pathlib import Path
 
 from binarize import BinarizeConfig, available_binarizers
 
-from .kws.pipeline import DataConfig, distill_student, load_data, option_accuracies, train_teacher
-from .kws.train import TrainConfig, accuracy, init_distributed, rank
+from .kws.pipeline import (
+    DataConfig,
+    distill_student,
+    load_data,
+    option_accuracies,
+    run_root,
+    student_recipe,
+    student_run_name,
+    teacher_recipe,
+    train_teacher,
+)
+from .kws.train import accuracy, init_distributed, rank
 
 
 @dataclass(frozen=True)
@@ -32,8 +42,10 @@ class Method:
     config: BinarizeConfig
 
 
-def methods() -> list[Method]:
-    """Every registered baseline, then BiFSMNv2 and its ablations."""
+def methods(binarize_convs: bool = True) -> list[Method]:
+    """Every registered baseline, then BiFSMNv2 and its ablations. With ``binarize_convs`` the
+    second front-end conv is binary too, except for XNOR-Net, whose per-position activation scale
+    does not factor over a k x k window (its front end stays FP)."""
     label = {
         "bnn": "BNN",
         "xnor": "XNOR-Net",
@@ -72,9 +84,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--task", default="v1-12")
     p.add_argument("--features", default="reference")
     p.add_argument("--size", default="small")
-    p.add_argument("--teacher-epochs", type=int, default=12)
+    p.add_argument("--teacher-epochs", type=int, default=30)
     p.add_argument(
-        "--epochs", type=int, default=6, help="student epochs, the same for every method"
+        "--epochs", type=int, default=15, help="student epochs, the same for every method"
+    )
+    p.add_argument(
+        "--fp-front-end",
+        dest="binarize_convs",
+        action="store_false",
+        help="keep the second front-end conv full precision (the reference binarizes it)",
     )
     p.add_argument("--methods", default="all", help="comma-separated names (see --list)")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
@@ -132,7 +150,7 @@ def _plot(rows: list[dict], teacher_acc: float, options: int, path: Path) -> Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    all_methods = methods()
+    all_methods = methods(args.binarize_convs)
     if args.list:
         for m in all_methods:
             print(f"{m.name:12s} {m.label}")
@@ -152,30 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if rank() == 0:
         print(data.describe(), flush=True)
-    runs = Path(args.runs) / f"{Path(data.root).name}-{args.task}-{args.features}-seed{args.seed}"
-    teacher_cfg = TrainConfig(
-        epochs=args.teacher_epochs,
-        batch_size=args.batch_size,
-        optimizer="adamw",
-        lr=3e-3,
-        weight_decay=1e-4,
-        warmup_epochs=1,
-        seed=args.seed,
-        workers=args.workers,
-    )
+    runs = run_root(args.runs, data, args.task, args.features, args.seed)
+    teacher_cfg = teacher_recipe(args.teacher_epochs, args.batch_size, args.seed, args.workers)
     teacher, _ = train_teacher(data, teacher_cfg, runs / "teacher")  # --overwrite: students only
     teacher_acc = accuracy(teacher, data.test)
-    student_cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=0.0,
-        warmup_epochs=0.5,
-        seed=args.seed,
-        workers=args.workers,
-        grad_clip=5.0,
-    )
+    student_cfg = student_recipe(args.epochs, args.batch_size, args.seed, args.workers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -186,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             teacher,
             m.config,
             student_cfg,
-            runs / "compare" / f"{m.name}-e{args.epochs}",
+            runs / student_run_name(f"student-{m.name}", m.config, student_cfg),
             args.overwrite,
         )
         if rank() != 0:

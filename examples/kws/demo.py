@@ -16,16 +16,26 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from binarize import BinarizeConfig, available_binarizers
 
-from .pipeline import DataConfig, distill_student, evaluate, load_data, train_teacher, write_report
-from .train import TrainConfig, init_distributed, rank
+from .pipeline import (
+    DataConfig,
+    distill_student,
+    evaluate,
+    load_data,
+    run_root,
+    student_recipe,
+    student_run_name,
+    teacher_recipe,
+    train_teacher,
+    write_report,
+)
+from .train import init_distributed, rank
 
-QUICK = {"size": "small", "teacher_epochs": 12, "student_epochs": 6}
+QUICK = {"size": "small", "teacher_epochs": 30, "student_epochs": 15}
 FULL = {"size": "large", "teacher_epochs": 40, "student_epochs": 40}
 
 
@@ -49,6 +59,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-epochs", type=int, default=None)
     p.add_argument("--student-epochs", type=int, default=None)
     p.add_argument("--binarizer", default="lpb", choices=available_binarizers())
+    p.add_argument(
+        "--fp-front-end",
+        dest="binarize_convs",
+        action="store_false",
+        help="keep the second front-end conv full precision (the reference binarizes it)",
+    )
     p.add_argument("--batch-size", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
@@ -78,40 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if rank() == 0:
         print(data.describe(), flush=True)
-    tag = f"{Path(data.root).name}-{args.task}-{args.features}-seed{args.seed}"
-    runs = Path(args.runs) / tag
-
-    teacher_cfg = TrainConfig(
-        epochs=teacher_epochs,
-        batch_size=args.batch_size,
-        optimizer="adamw",
-        lr=3e-3,
-        weight_decay=1e-4,
-        warmup_epochs=1,
-        seed=args.seed,
-        workers=args.workers,
-    )
+    runs = run_root(args.runs, data, args.task, args.features, args.seed)
+    teacher_cfg = teacher_recipe(teacher_epochs, args.batch_size, args.seed, args.workers)
     teacher, teacher_run = train_teacher(data, teacher_cfg, runs / "teacher", args.overwrite)
-
-    student_cfg = TrainConfig(
-        epochs=student_epochs,
-        batch_size=args.batch_size,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=0.0,
-        warmup_epochs=0.5,
-        seed=args.seed,
-        workers=args.workers,
-        grad_clip=5.0,
-    )
-    bcfg = BinarizeConfig(binarizer=args.binarizer)
+    student_cfg = student_recipe(student_epochs, args.batch_size, args.seed, args.workers)
+    bcfg = BinarizeConfig(binarizer=args.binarizer, binarize_convs=args.binarize_convs)
+    name = student_run_name(f"student-{args.binarizer}", bcfg, student_cfg)
     student, student_run = distill_student(
-        data,
-        teacher,
-        bcfg,
-        student_cfg,
-        runs / f"student-{args.binarizer}-e{student_epochs}",
-        args.overwrite,
+        data, teacher, bcfg, student_cfg, runs / name, args.overwrite
     )
     if rank() != 0:
         return 0

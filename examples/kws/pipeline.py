@@ -8,6 +8,7 @@ interrupted one resumes; ``overwrite=True`` retrains.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -74,6 +75,62 @@ def load_data(cfg: DataConfig) -> KWSData:
         splits[subset] = TensorDataset(feats.features, feats.labels)
         labels = list(feats.label_names)
     return KWSData(splits["training"], splits["validation"], splits["testing"], labels, str(root))
+
+
+# -- recipes and run folders -----------------------------------------------------------------------
+def teacher_recipe(
+    epochs: int, batch_size: int = 96, seed: int = 0, workers: int = 0
+) -> TrainConfig:
+    """How the FP32 D-FSMN teacher is trained: AdamW 3e-3, weight decay 1e-4, one warm-up
+    epoch, cosine decay."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer="adamw",
+        lr=3e-3,
+        weight_decay=1e-4,
+        warmup_epochs=1,
+        seed=seed,
+        workers=workers,
+    )
+
+
+def student_recipe(
+    epochs: int, batch_size: int = 96, seed: int = 0, workers: int = 0
+) -> TrainConfig:
+    """How every binary student is distilled (the same for all methods): AdamW 2e-3 (the
+    binarizers' own thresholds and scales at a tenth), no weight decay, half an epoch of
+    warm-up, cosine decay, gradient norm clipped at 5 (Bi-Real's ApproxSign explodes without)."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.0,
+        warmup_epochs=0.5,
+        seed=seed,
+        workers=workers,
+        grad_clip=5.0,
+    )
+
+
+def run_root(runs: str | os.PathLike, data: KWSData, task: str, features: str, seed: int) -> Path:
+    """The folder holding a dataset's runs: ``<runs>/<dataset>-<task>-<features>-seed<seed>``."""
+    return Path(runs) / f"{Path(data.root).name}-{task}-{features}-seed{seed}"
+
+
+def student_run_name(label: str, bcfg: BinarizeConfig, cfg: TrainConfig) -> str:
+    """``<label>-e<epochs>-<hash>``: a run folder per conversion and training setting, so a change
+    of either never reuses a stale run."""
+    blob = json.dumps(
+        {
+            "b": {k: v for k, v in asdict(bcfg).items() if k not in ("leaf_modules",)},
+            "t": asdict(cfg),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return f"{label}-e{cfg.epochs}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
 # -- teacher ---------------------------------------------------------------------------------------
