@@ -167,7 +167,9 @@ def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
         for variant, st in models.students().items():
             compiled = binarize.compile(st, thin="all", impl=impl)
             splitters = {k: _Split(compiled, k, cores) for k in compiled.thin_options}
-            tag = f", {variant}" if variant else ""
+            from .models import conv_label
+
+            tag = ", " + (variant or conv_label(models.binarize_convs))
             try:
                 for k in compiled.thin_options:
                     blocks = len(st.blocks_at(k))

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 CEILINGS = {
     "avx2": (128.0, "nibble-LUT ceiling, Zen 2/3 (96 on Skylake-class Intel)"),
     "avx512": (None, "no anchor in kernel-anchors.md (VPOPCNTDQ)"),
-    "ref": (61.0, "scalar POPCNT measured on Zen 3: 44 to 61"),
+    "ref": (61.0, "scalar POPCNT measured on Zen 3: 44 to 61; FBCK's ref is the portable oracle, "
+                  "built for baseline x86-64 without -mpopcnt, so its popcount is a bit trick"),
 }
 
 

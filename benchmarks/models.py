@@ -32,26 +32,28 @@ class BenchModels:
     info: dict[str, object] = field(default_factory=dict)
     # extra 1-bit students timed and sized beside the main one: label -> model (untrained)
     variants: dict[str, BinarizedModel] = field(default_factory=dict)
+    binarize_convs: bool = True  # the main student's second front-end conv is binary
 
     def students(self) -> dict[str, BinarizedModel]:
         return {"": self.student, **self.variants}
 
 
-BINARY_CONVS = "binary convs"
+def conv_label(binarize_convs: bool) -> str:
+    return "binary front-end conv" if binarize_convs else "FP front-end conv"
 
 
-def add_binary_conv_variant(models: BenchModels) -> None:
-    """The student with the second front-end conv binarized too (BinarizeConfig.binarize_convs,
-    as the BiFSMNv2 reference does), converted from the same teacher and not distilled: its speed
-    and storage are real, its accuracy is not measured."""
-    cfg = BinarizeConfig(binarize_convs=True)
+def add_conv_variant(models: BenchModels) -> None:
+    """The student with the other choice for the second front-end conv (binary, as the BiFSMNv2
+    reference and `make demo` do, or FP), converted from the same teacher and not distilled: its
+    speed and storage are real, its accuracy is not measured."""
+    other = not models.binarize_convs
     try:
-        v = binarize.convert(copy.deepcopy(models.teacher), models.teacher, cfg,
-                             example_input=models.x1)
+        v = binarize.convert(copy.deepcopy(models.teacher), models.teacher,
+                             BinarizeConfig(binarize_convs=other), example_input=models.x1)
     except Exception as exc:  # an older binarize without binary convs
-        models.info["binary_convs_error"] = f"{type(exc).__name__}: {exc}"
+        models.info["variant_error"] = f"{type(exc).__name__}: {exc}"
         return
-    models.variants[BINARY_CONVS] = v.eval()
+    models.variants[conv_label(other) + ", not distilled"] = v.eval()
 
 
 def _dataset_root(name: str) -> Path | None:
@@ -62,15 +64,16 @@ def _dataset_root(name: str) -> Path | None:
 
 
 def find_run(runs_dir: str | Path) -> tuple[Path, Path, str] | None:
-    """(teacher run, student run, binarizer) of a finished demo run under ``runs_dir``."""
+    """(teacher run, student run, binarizer) of a finished demo run under ``runs_dir``: the
+    BiFSMNv2 (lpb) student with the most epochs, the newest on a tie."""
     best = None
     for tag in sorted(Path(runs_dir).glob("*-v1-12-reference-seed0")):
         if not (tag / "teacher" / "result.json").exists():
             continue
         for st in tag.glob("student-*-e*"):
-            m = re.fullmatch(r"student-(.+)-e(\d+)", st.name)
+            m = re.fullmatch(r"student-(.+?)-e(\d+)(?:-[0-9a-f]{8})?", st.name)
             if m and (st / "result.json").exists() and (st / "best.pt").exists():
-                key = (int(m.group(2)), st.stat().st_mtime)
+                key = (m.group(1) == "lpb", int(m.group(2)), st.stat().st_mtime)
                 if best is None or key > best[0]:
                     best = (key, tag / "teacher", st, m.group(1))
     return None if best is None else best[1:]
@@ -95,14 +98,25 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
         if root is not None:  # no trained runs, but real features to feed the models
             data = load_data(DataConfig(data=str(root)))
 
+    error = None
+    student = None
     if run is not None and data is not None:
         teacher = load_weights(make_teacher(data), teacher_run).eval()
         example = data.train.tensors[0][:1]
-        student = binarize.convert(
-            copy.deepcopy(teacher), teacher, BinarizeConfig(binarizer=binarizer),
-            example_input=example,
-        )
-        load_weights(student, student_run)
+        for convs in (True, False):  # which conversion made the run: the one whose weights fit
+            try:
+                student = binarize.convert(
+                    copy.deepcopy(teacher), teacher,
+                    BinarizeConfig(binarizer=binarizer, binarize_convs=convs),
+                    example_input=example)
+                load_weights(student, student_run)
+                break
+            except Exception as exc:  # try the other layout, then fall back
+                student = None
+                error = f"could not load {student_run}: {type(exc).__name__}: {exc}"[:300]
+        if student is not None:
+            error = None
+    if run is not None and data is not None and error is None:
         info = {
             "teacher_run": str(teacher_run),
             "student_run": str(student_run),
@@ -112,7 +126,8 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
         }
         x = data.test.tensors[0]
         return BenchModels(teacher, student.eval(), True, f"trained runs ({student_run})",
-                           x[:1].clone(), x[:batch].clone(), data.test, info)
+                           x[:1].clone(), x[:batch].clone(), data.test, info,
+                           binarize_convs=convs)
 
     torch.manual_seed(seed)
     teacher = DFSMN().eval()
@@ -122,10 +137,13 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
     else:
         x = torch.randn(batch, 1, 32, 32)
         source = "untrained D-FSMN (no finished `make demo` run); inputs: random features"
-    student = binarize.convert(copy.deepcopy(teacher), teacher, BinarizeConfig(),
-                               example_input=x[:1])
-    return BenchModels(teacher, student.eval(), False, source, x[:1].clone(), x, None,
-                       {"data": data.describe() if data is not None else "none"})
+    student = binarize.convert(copy.deepcopy(teacher), teacher,
+                               BinarizeConfig(binarize_convs=True), example_input=x[:1])
+    info = {"data": data.describe() if data is not None else "none"}
+    if error:
+        source += f" ({error})"
+        info["error"] = error
+    return BenchModels(teacher, student.eval(), False, source, x[:1].clone(), x, None, info)
 
 
 def _default_dataset_name() -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import end_to_end, kernels, report, roofline, storage
 from .common import Budget, load_average, machine_info
-from .models import add_binary_conv_variant, load_models
+from .models import add_conv_variant, conv_label, load_models
 
 PROFILE_GROUPS = {"conv2d": "FP conv", "linear": "FP linear", "binary_linear": "binary linear",
                   "binary_conv2d": "binary conv", "memory": "memory", "permute": "permute"}
@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", default="runs", help="where `make demo` keeps its trained runs")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--no-variants", action="store_true",
-                   help="skip the (undistilled) binary-convs student rows")
+                   help="skip the undistilled student with the other front-end conv choice")
     return p.parse_args(argv)
 
 
@@ -83,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log("models ...")
     models = load_models(args.runs, args.batch)
     if not args.no_variants:
-        add_binary_conv_variant(models)
-    res["models"] = models.source
+        add_conv_variant(models)
+    res["models"] = f"{models.source}; main student: {conv_label(models.binarize_convs)}"
     res["models_info"] = models.info
     log(f"  {models.source}")
 
