@@ -69,8 +69,11 @@ def _build(program: Program, impl: str):
     return native
 
 
-def _as_input(x: Any, shape: list[int], what: str = "input") -> tuple[np.ndarray, bool, bool]:
-    """(float32 contiguous batch, was torch, had no batch axis) with clear errors."""
+def _as_input(
+    x: Any, shape: list[int], what: str = "input", check_finite: bool = True
+) -> tuple[np.ndarray, bool, bool]:
+    """(float32 contiguous batch, was torch, had no batch axis) with clear errors. The native
+    ``run`` checks finiteness itself (cheaper), so ``__call__`` passes ``check_finite=False``."""
     is_torch = isinstance(x, torch.Tensor)
     if is_torch:
         arr = x.detach().cpu().numpy()
@@ -89,7 +92,7 @@ def _as_input(x: Any, shape: list[int], what: str = "input") -> tuple[np.ndarray
             f"{what} shape {tuple(x.shape)} does not fit the model: expected (batch, {dims}) or ({dims})"
         )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
+    if check_finite and not np.isfinite(arr).all():
         raise ValueError(f"{what} contains NaN or infinite values")
     return arr, is_torch, single
 
@@ -158,8 +161,8 @@ class CompiledModel:
     # -- running ---------------------------------------------------------------------------------
     def __call__(self, x: Any, thin: int | None = None) -> Any:
         native = self._native[self._pick(thin)]
-        arr, is_torch, single = _as_input(x, self.input_shape)
-        y = native.run(arr)
+        arr, is_torch, single = _as_input(x, self.input_shape, check_finite=False)
+        y = native.run(arr)  # raises ValueError on NaN / inf
         if single:
             y = y[0]
         return torch.from_numpy(y) if is_torch else y

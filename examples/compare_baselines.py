@@ -56,20 +56,27 @@ def methods(binarize_convs: bool = True) -> list[Method]:
         "reactnet": "ReActNet",
         "bifsmn": "BiFSMN",
     }
+    convs = {"binarize_convs": binarize_convs}
     out = [
-        Method(n, label.get(n, n), BinarizeConfig(binarizer=n))
+        Method(
+            n,
+            label.get(n, n),
+            BinarizeConfig(binarizer=n, binarize_convs=binarize_convs and n != "xnor"),
+        )
         for n in available_binarizers()
         if n != "lpb"
     ]
     out += [
-        Method("lpb", "BiFSMNv2 (LPB + DTA + FID)", BinarizeConfig()),
-        Method("lpb-nofid", "BiFSMNv2 without FID", BinarizeConfig(fid=False)),
+        Method("lpb", "BiFSMNv2 (LPB + DTA + FID)", BinarizeConfig(**convs)),
+        Method("lpb-nofid", "BiFSMNv2 without FID", BinarizeConfig(fid=False, **convs)),
         Method(
             "lpb-nodual",
             "BiFSMNv2 without dual-scale",
-            BinarizeConfig(binarizer_options={"dual_scale": False}),
+            BinarizeConfig(binarizer_options={"dual_scale": False}, **convs),
         ),
-        Method("lpb-nothin", "BiFSMNv2 without thinnable", BinarizeConfig(thin_options=1)),
+        Method(
+            "lpb-nothin", "BiFSMNv2 without thinnable", BinarizeConfig(thin_options=1, **convs)
+        ),
     ]
     return out
 

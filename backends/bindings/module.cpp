@@ -323,6 +323,11 @@ NB_MODULE(_fbck, m) {
         if (want_b && !thr) fail("binary_linear(): out='bits' needs thr");
         g.thr = opt_vec(thr, N, fn, "thr");
         const auto& k = pick(impl);
+        std::vector<uint32_t> w16;
+        if (k.wants_w16) {
+          w16 = fbck::interleave_rows16(wp, N, K);
+          g.w16 = w16.data();
+        }
         auto y = inner == 1 ? new_array<float>({want_f ? P : 0, N})
                             : new_array<float>({want_f ? g.outer : 0, N, inner});
         auto yb = new_array<uint64_t>({want_b ? P : 0, fbck::row_words(N)});
@@ -537,6 +542,11 @@ NB_MODULE(_fbck, m) {
         g.thr = s.data() + P + 2 * N;
         g.y = bits_out ? nullptr : y.data();
         g.ybits = bits_out ? yb.data() : nullptr;
+        std::vector<uint32_t> w16;  // prepared once, as the compiled model does
+        if (k.wants_w16) {
+          w16 = fbck::interleave_rows16(w.data(), N, K);
+          g.w16 = w16.data();
+        }
         fbck::BenchResult b;
         {
           nb::gil_scoped_release r;

@@ -94,10 +94,13 @@ void bind_runtime(nb::module_& m) {
             shape.insert(shape.end(), p.output_shape().begin(), p.output_shape().end());
             float* y = nullptr;
             OutF32 out = new_array(shape, &y);
+            bool finite = true;
             {
               nb::gil_scoped_release release;
-              p.run(x.data(), B, y);
+              finite = fbck::rt::all_finite(x.data(), x.size());
+              if (finite) p.run(x.data(), B, y);
             }
+            if (!finite) throw nb::value_error("input contains NaN or infinite values");
             return out;
           },
           "x"_a, "Run whole utterances: x (B, *input_shape) float32 -> (B, *output_shape).")

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
+#include <type_traits>
 
 namespace fbck::rt {
 namespace {
@@ -134,6 +135,20 @@ void conv_corrections(const Op& op, const std::vector<int32_t>& src, size_t posi
     }
 }
 
+// pad_fix and offset spread per (out channel, output position), so the epilogue is a plain loop.
+void conv_plane_corrections(size_t O, const std::vector<int32_t>& pattern,
+                            const std::vector<int32_t>& pad_fix, const std::vector<float>& offset,
+                            std::vector<float>& fix_t, std::vector<float>& off_t) {
+  const size_t HoWo = pattern.size();
+  fix_t.resize(O * HoWo);
+  off_t.resize(O * HoWo);
+  for (size_t o = 0; o < O; ++o)
+    for (size_t hw = 0; hw < HoWo; ++hw) {
+      fix_t[o * HoWo + hw] = static_cast<float>(pad_fix[pattern[hw] * O + o]);  // exact: |fix| < 2^24
+      off_t[o * HoWo + hw] = offset[pattern[hw] * O + o];
+    }
+}
+
 }  // namespace
 
 // -- building ------------------------------------------------------------------------------------
@@ -208,6 +223,7 @@ void Program::add_op(const OpSpec& s) {
     op.bias = f32(s, "bias", op.N);
     op.wbits = need(s, s.u64, "wbits");
     if (op.wbits.size() != op.N * row_words(op.K)) bad(s, "wbits size");
+    if (kern_->wants_w16) op.w16 = interleave_rows16(op.wbits.data(), op.N, op.K);
   } else if (k == "memory") {
     op.kind = Kind::memory;
     if (rank != 3 || x != y) bad(s, "memory needs a (B, C, T) input and output");
@@ -305,6 +321,9 @@ void Program::add_op(const OpSpec& s) {
     op.geo.H = x[2], op.geo.W = x[3];
     op.geo.src = conv_sources(op, x[2], x[3], y[2], y[3], op.pad[0], op.pad[1], -1, nullptr);
     conv_corrections(op, op.geo.src, y[2] * y[3], op.geo.pattern, op.geo.pad_fix, op.geo.offset);
+    conv_plane_corrections(op.O, op.geo.pattern, op.geo.pad_fix, op.geo.offset, op.geo.fix_t,
+                           op.geo.off_t);
+    if (kern_->wants_w16) op.w16 = interleave_rows16(op.wbits.data(), op.O, kbits);
   } else if (k == "affine" || k == "prelu" || k == "channel_add" || k == "channel_sub") {
     op.kind = k == "affine" ? Kind::affine
               : k == "prelu" ? Kind::prelu
@@ -446,7 +465,123 @@ void Program::fuse() {
     group_end_[i] = j;
     i = j + 1;
   }
+  widen();
 }
+
+// Per-channel runs shorter than this many floats are too short for the chain loop to pay off.
+constexpr size_t kWideBelow = 64;
+
+void Program::widen() {
+  wide_ops_.clear();
+  wide_of_.assign(ops_.size(), -1);
+  for (size_t i = 0; i < ops_.size(); i = group_end_[i] + 1) {
+    const size_t last = group_end_[i];
+    if (last == i) continue;
+    int axis = 1;
+    for (size_t k = i; k <= last; ++k)
+      if (per_channel_kind(ops_[k].kind)) axis = ops_[k].axis;
+    const Split sp = split(with_batch(ops_[i].out, 1), axis);
+    if (sp.inner <= 1 || sp.inner >= kWideBelow) continue;
+    for (size_t k = i; k <= last; ++k) {
+      Op w = ops_[k];
+      auto expand = [&](std::vector<float>& v) {
+        if (v.size() != sp.mid) return;  // a single shared value (PReLU with one slope)
+        std::vector<float> e(sp.mid * sp.inner);
+        for (size_t c = 0; c < sp.mid; ++c) std::fill_n(e.begin() + c * sp.inner, sp.inner, v[c]);
+        v.swap(e);
+      };
+      if (per_channel_kind(w.kind)) {
+        expand(w.scale);
+        expand(w.shift);
+        expand(w.slope);
+        expand(w.value);
+      }
+      wide_of_[k] = static_cast<int>(wide_ops_.size());
+      wide_ops_.push_back(std::move(w));
+    }
+  }
+}
+
+namespace {
+
+// One elementwise op over n contiguous floats. `c` is the channel of the whole span (per_elem
+// false: the channel axis is outside the span) or the channel of its first element (per_elem
+// true: the span runs along the channel axis, one channel per element). Every branch is a plain
+// loop the compiler vectorises; the arithmetic is the same in both layouts.
+template <bool per_elem>
+void apply_elementwise(const Op& op, const float* in, float* y, const float* other, size_t c,
+                       size_t n) {
+  auto at = [&](const std::vector<float>& v, size_t e) { return v[per_elem ? c + e : c]; };
+  switch (op.kind) {
+    case Kind::affine:
+      if constexpr (per_elem) {
+        const float* sc = op.scale.data() + c;
+        const float* sh = op.shift.data() + c;
+        for (size_t e = 0; e < n; ++e) y[e] = in[e] * sc[e] + sh[e];
+      } else {
+        const float sc = op.scale[c], sh = op.shift[c];
+        for (size_t e = 0; e < n; ++e) y[e] = in[e] * sc + sh;
+      }
+      break;
+    case Kind::prelu:
+      if (op.slope.size() == 1 || !per_elem) {
+        const float sl = op.slope[op.slope.size() == 1 ? 0 : c];
+        for (size_t e = 0; e < n; ++e) y[e] = in[e] > 0.0f ? in[e] : in[e] * sl;
+      } else {
+        const float* sl = op.slope.data() + c;
+        for (size_t e = 0; e < n; ++e) y[e] = in[e] > 0.0f ? in[e] : in[e] * sl[e];
+      }
+      break;
+    case Kind::channel_add:
+      for (size_t e = 0; e < n; ++e) y[e] = in[e] + at(op.value, e);
+      break;
+    case Kind::channel_sub:
+      for (size_t e = 0; e < n; ++e) y[e] = in[e] - at(op.value, e);
+      break;
+    case Kind::add:
+      for (size_t e = 0; e < n; ++e) y[e] = in[e] + other[e];
+      break;
+    case Kind::scalar: {
+      const float m = op.mul, a = op.add;
+      if (m != 1.0f && a != 0.0f)
+        for (size_t e = 0; e < n; ++e) y[e] = in[e] * m + a;
+      else if (m != 1.0f)
+        for (size_t e = 0; e < n; ++e) y[e] = in[e] * m;
+      else if (a != 0.0f)
+        for (size_t e = 0; e < n; ++e) y[e] = in[e] + a;
+      else if (y != in)
+        std::memcpy(y, in, sizeof(float) * n);
+      break;
+    }
+    case Kind::act:
+      switch (op.act) {
+        case Act::relu:
+          for (size_t e = 0; e < n; ++e) y[e] = in[e] > 0.0f ? in[e] : 0.0f;
+          break;
+        case Act::hardtanh: {
+          const float lo = op.a0, hi = op.a1;
+          for (size_t e = 0; e < n; ++e) y[e] = std::min(std::max(in[e], lo), hi);
+          break;
+        }
+        case Act::tanh:
+          for (size_t e = 0; e < n; ++e) y[e] = std::tanh(in[e]);
+          break;
+        case Act::sigmoid:
+          for (size_t e = 0; e < n; ++e) y[e] = 1.0f / (1.0f + std::exp(-in[e]));
+          break;
+        case Act::leaky_relu: {
+          const float sl = op.a0;
+          for (size_t e = 0; e < n; ++e) y[e] = in[e] > 0.0f ? in[e] : in[e] * sl;
+          break;
+        }
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace
 
 void Program::exec_chain(size_t first, size_t last, const std::vector<const float*>& ptrs, float* out,
                          size_t B) const {
@@ -456,69 +591,38 @@ void Program::exec_chain(size_t first, size_t last, const std::vector<const floa
   for (size_t i = first; i <= last; ++i)
     if (per_channel_kind(ops_[i].kind)) axis = ops_[i].axis;
   const Split sp = split(d, axis);
-  const float* x = ptrs[0];
-  for (size_t o = 0; o < sp.outer; ++o)
-    for (size_t c = 0; c < sp.mid; ++c) {
-      const size_t base = (o * sp.mid + c) * sp.inner;
-      float* y = out + base;
-      const float* src = x + base;
-      size_t extra = 1;
-      for (size_t i = first; i <= last; ++i) {
-        const Op& op = ops_[i];
-        const float* in = (i == first) ? src : y;
-        switch (op.kind) {
-          case Kind::affine: {
-            const float sc = op.scale[c], sh = op.shift[c];
-            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] * sc + sh;
-            break;
-          }
-          case Kind::prelu: {
-            const float sl = op.slope[op.slope.size() == 1 ? 0 : c];
-            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] > 0.0f ? in[e] : in[e] * sl;
-            break;
-          }
-          case Kind::channel_add: {
-            const float a = op.value[c];
-            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] + a;
-            break;
-          }
-          case Kind::channel_sub: {
-            const float a = op.value[c];
-            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] - a;
-            break;
-          }
-          case Kind::add: {
-            const float* other = ptrs[extra++] + base;
-            for (size_t e = 0; e < sp.inner; ++e) y[e] = in[e] + other[e];
-            break;
-          }
-          case Kind::scalar:
-            for (size_t e = 0; e < sp.inner; ++e) {
-              float v = in[e];
-              if (op.mul != 1.0f) v = v * op.mul;
-              if (op.add != 0.0f) v = v + op.add;
-              y[e] = v;
-            }
-            break;
-          case Kind::act:
-            for (size_t e = 0; e < sp.inner; ++e) {
-              const float v = in[e];
-              float r = v;
-              switch (op.act) {
-                case Act::relu: r = v > 0.0f ? v : 0.0f; break;
-                case Act::hardtanh: r = std::min(std::max(v, op.a0), op.a1); break;
-                case Act::tanh: r = std::tanh(v); break;
-                case Act::sigmoid: r = 1.0f / (1.0f + std::exp(-v)); break;
-                case Act::leaky_relu: r = v > 0.0f ? v : v * op.a0; break;
-              }
-              y[e] = r;
-            }
-            break;
-          default:
-            break;
-        }
-      }
+  // Each op runs over a whole span before the next one, so the span should stay in L1: a channel's
+  // `inner` run, or (channel axis innermost) one row of `mid` channels.
+  auto run_span = [&](auto per_elem, size_t base, size_t c, size_t n) {
+    float* y = out + base;
+    size_t extra = 1;
+    for (size_t i = first; i <= last; ++i) {
+      const Op& op = wide_of_[first] >= 0 ? wide_ops_[wide_of_[i]] : ops_[i];
+      const float* in = (i == first) ? ptrs[0] + base : y;
+      const float* other = op.kind == Kind::add ? ptrs[extra++] + base : nullptr;
+      apply_elementwise<decltype(per_elem)::value>(op, in, y, other, c, n);
     }
+  };
+  if (sp.inner == 1) {
+    for (size_t o = 0; o < sp.outer; ++o) run_span(std::true_type{}, o * sp.mid, 0, sp.mid);
+  } else if (wide_of_[first] >= 0) {
+    const size_t n = sp.mid * sp.inner;
+    for (size_t o = 0; o < sp.outer; ++o) run_span(std::true_type{}, o * n, 0, n);
+  } else {
+    for (size_t o = 0; o < sp.outer; ++o)
+      for (size_t c = 0; c < sp.mid; ++c)
+        run_span(std::false_type{}, (o * sp.mid + c) * sp.inner, c, sp.inner);
+  }
+}
+
+bool all_finite(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, sizeof u);
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
 }
 
 // Greedy first-fit placement of storage values in one arena (per-sample floats, 64-byte aligned).
@@ -662,6 +766,7 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
       a.a2 = op.planes == 2 ? b2.data() : nullptr;
       a.s2 = op.planes == 2 ? s2.data() : nullptr;
       a.w = op.wbits.data();
+      a.w16 = op.w16.empty() ? nullptr : op.w16.data();
       a.outer = sp.outer, a.inner = sp.inner, a.N = op.N, a.K = op.K;
       a.sw = op.sw.data(), a.bias = op.bias.data(), a.y = out;
       k.binary_linear(a);
@@ -826,17 +931,17 @@ void Program::binary_conv2d(const Op& op, const float* x, const Dims& xd, float*
   // the whole-utterance geometry is precomputed; a stream's window computes its own
   const bool fixed = !window.on && H == op.geo.H && W == op.geo.W;
   std::vector<int32_t> src_w, pattern_w, fix_w;
-  std::vector<float> offset_w;
+  std::vector<float> offset_w, fix_tw, off_tw;
   if (!fixed) {
     const size_t pad_h = (window.on && time_axis == 2) ? 0 : op.pad[0];
     const size_t pad_w = (window.on && time_axis == 3) ? 0 : op.pad[1];
     src_w = conv_sources(op, H, W, Ho, Wo, pad_h, pad_w, time_axis, &window);
     conv_corrections(op, src_w, Ho * Wo, pattern_w, fix_w, offset_w);
+    conv_plane_corrections(O, pattern_w, fix_w, offset_w, fix_tw, off_tw);
   }
   const std::vector<int32_t>& src = fixed ? op.geo.src : src_w;
-  const std::vector<int32_t>& pattern = fixed ? op.geo.pattern : pattern_w;
-  const std::vector<int32_t>& pad_fix = fixed ? op.geo.pad_fix : fix_w;
-  const std::vector<float>& offset = fixed ? op.geo.offset : offset_w;
+  const float* fix_t = fixed ? op.geo.fix_t.data() : fix_tw.data();
+  const float* off_t = fixed ? op.geo.off_t.data() : off_tw.data();
   const size_t HoWo = Ho * Wo, P = B * HoWo;
   std::vector<uint64_t> rows(P * words, 0);
   for (size_t b = 0; b < B; ++b)
@@ -854,17 +959,31 @@ void Program::binary_conv2d(const Op& op, const float* x, const Dims& xd, float*
         }
       }
     }
-  std::vector<int32_t> dots(P * O);
-  k.bgemm(rows.data(), P, op.wbits.data(), O, taps * C, dots.data());
-  for (size_t p = 0; p < P; ++p) {
-    const size_t b = p / HoWo, hw = p % HoWo, q = pattern[hw];
+  // The dot products as exact floats straight into the (B, O, Ho*Wo) output, then the
+  // corrections and the affine in place.
+  BinaryLinearArgs a;
+  a.a1 = rows.data();
+  a.w = op.wbits.data();
+  a.w16 = op.w16.empty() ? nullptr : op.w16.data();
+  a.outer = B, a.inner = HoWo, a.N = O, a.K = taps * C;
+  a.y = out;
+  k.binary_linear(a);
+  const bool scaled = op.s1 == S1Mode::constant;
+  for (size_t b = 0; b < B; ++b)
     for (size_t o = 0; o < O; ++o) {
-      float z = static_cast<float>(dots[p * O + o] - pad_fix[q * O + o]);
-      if (op.s1 == S1Mode::constant) z = z * op.s1c;
-      if (op.has_t2) z = z - offset[q * O + o];
-      out[(b * O + o) * HoWo + hw] = z * op.sw[o] + op.bias[o];
+      float* y = out + (b * O + o) * HoWo;
+      const float* f = fix_t + o * HoWo;
+      const float* off = off_t + o * HoWo;
+      const float sw = op.sw[o], bias = op.bias[o], s1c = op.s1c;
+      if (scaled && op.has_t2)
+        for (size_t hw = 0; hw < HoWo; ++hw) y[hw] = ((y[hw] - f[hw]) * s1c - off[hw]) * sw + bias;
+      else if (scaled)
+        for (size_t hw = 0; hw < HoWo; ++hw) y[hw] = ((y[hw] - f[hw]) * s1c) * sw + bias;
+      else if (op.has_t2)
+        for (size_t hw = 0; hw < HoWo; ++hw) y[hw] = ((y[hw] - f[hw]) - off[hw]) * sw + bias;
+      else
+        for (size_t hw = 0; hw < HoWo; ++hw) y[hw] = (y[hw] - f[hw]) * sw + bias;
     }
-  }
 }
 
 std::string Program::op_kind(size_t i) const {
@@ -877,7 +996,10 @@ std::string Program::op_kind(size_t i) const {
 void Program::run(const float* x, size_t B, float* y, double* op_ns) const {
   if (!final_) throw std::logic_error("program not finalized");
   if (B == 0) return;
-  std::vector<float> arena(arena_ * B + 16);
+  // One workspace per thread, grown as needed and reused: no allocation or zero-fill per call
+  // (every value is written by its op before it is read).
+  thread_local std::vector<float> arena;
+  if (arena.size() < arena_ * B + 16) arena.resize(arena_ * B + 16);
   float* base = arena.data();
   auto ptr = [&](int v) { return base + offset_[root(v)] * B; };
   std::memcpy(ptr(input_), x, sizeof(float) * prod(shapes_[input_]) * B);

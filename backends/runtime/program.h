@@ -54,6 +54,7 @@ struct Op {
   float s1c = 1.0f;
   std::vector<float> t0, t1, t2, sw, bias, w, scale, shift, slope, value, taps;
   std::vector<uint64_t> wbits;
+  std::vector<uint32_t> w16;  // binary_linear: wbits as interleave_rows16, for tables that want it
   std::vector<int8_t> ws;
   bool has_t2 = false, binary = false;
   // memory
@@ -72,6 +73,7 @@ struct Op {
     size_t H = 0, W = 0;
     std::vector<int32_t> src, pattern, pad_fix;
     std::vector<float> offset;
+    std::vector<float> fix_t, off_t;  // pad_fix and offset per (out channel, position), as floats
   } geo;
   // act, scalar, permute, mean
   Act act = Act::relu;
@@ -81,6 +83,9 @@ struct Op {
 };
 
 class Stream;
+
+// True when none of the n floats is NaN or infinite (vectorised integer test of the exponent).
+bool all_finite(const float* x, size_t n);
 
 // A stream's window: frames [valid_lo, valid_hi) of an op's input time axis are real, the rest
 // padding (zero-filled), and a convolution's time padding is already applied.
@@ -123,6 +128,11 @@ class Program {
   std::vector<int> time_axis_;  // per value, counting the batch; -1 when time was reduced away
   std::vector<bool> terminal_;  // per op: runs on whole utterances only (time reduced)
   std::vector<size_t> group_end_;  // per op: last op of the elementwise chain it starts (run())
+  // Chains whose per-channel runs are short (channel axis just outside a few frames) run over a
+  // whole sample at once with their per-channel constants expanded per element: per op, the index
+  // of its expanded copy in wide_ops_, or -1.
+  std::vector<Op> wide_ops_;
+  std::vector<int> wide_of_;
   size_t arena_ = 0;
   std::vector<Op> ops_;
   int input_ = -1, output_ = -1;
@@ -131,6 +141,7 @@ class Program {
   int root(int v) const;
   Dims with_batch(int v, size_t B) const;
   void fuse();
+  void widen();
   void plan();
   void exec_chain(size_t first, size_t last, const std::vector<const float*>& ptrs, float* out,
                   size_t B) const;

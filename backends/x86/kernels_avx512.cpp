@@ -163,7 +163,80 @@ void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, i
            });
 }
 
+// ---- interleaved weights (BinaryLinearArgs::w16): 16 rows per zmm, no horizontal sums ---------
+// Per 16-row tile and position: for each 32-bit chunk j, VPXORD with the broadcast activation
+// chunk, VPOPCNTD, VPADDD: 16 dot products in lanes, already int32 for the float epilogue.
+FBCK_INLINE __m512i popc16(const uint32_t* wt, const uint32_t* a, size_t C) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0;  // two chains hide the popcount latency
+  size_t j = 0;
+  for (; j + 2 <= C; j += 2) {
+    c0 = _mm512_add_epi32(c0, _mm512_popcnt_epi32(_mm512_xor_si512(
+                                  _mm512_loadu_si512(wt + j * 16), _mm512_set1_epi32(static_cast<int>(a[j])))));
+    c1 = _mm512_add_epi32(c1, _mm512_popcnt_epi32(_mm512_xor_si512(
+                                  _mm512_loadu_si512(wt + (j + 1) * 16), _mm512_set1_epi32(static_cast<int>(a[j + 1])))));
+  }
+  if (j < C)
+    c0 = _mm512_add_epi32(c0, _mm512_popcnt_epi32(_mm512_xor_si512(
+                                  _mm512_loadu_si512(wt + j * 16), _mm512_set1_epi32(static_cast<int>(a[j])))));
+  return _mm512_add_epi32(c0, c1);
+}
+
+void binary_linear_w16(const BinaryLinearArgs& g) {
+  const size_t P = g.outer * g.inner, N = g.N, W = row_words(g.K), C = (g.K + 31) / 32;
+  const size_t tiles = (N + 15) / 16, NP = tiles * 16, WN = row_words(N);
+  const bool dual = g.a2 != nullptr;
+  Scratch<float> pad(4 * NP);
+  float *sw = pad.get(), *bias = sw + NP, *slope = bias + NP, *thr = slope + NP;
+  for (size_t n = 0; n < NP; ++n) {
+    sw[n] = (g.sw && n < N) ? g.sw[n] : 1.0f;
+    bias[n] = (g.bias && n < N) ? g.bias[n] : 0.0f;
+    slope[n] = (g.slope && n < N) ? g.slope[n] : 1.0f;
+    thr[n] = (g.thr && n < N) ? g.thr[n] : 0.0f;
+  }
+  if (g.ybits) std::memset(g.ybits, 0, P * WN * sizeof(uint64_t));
+  const __m512i kv = _mm512_set1_epi32(static_cast<int>(g.K));
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i strided = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(g.inner)));
+  for (size_t t = 0; t < tiles; ++t) {
+    const size_t n0 = 16 * t, nv = N - n0 < 16 ? N - n0 : 16;
+    const __mmask16 valid = static_cast<__mmask16>((1u << nv) - 1u);
+    const uint32_t* wt = g.w16 + t * C * 16;
+    const __m512 swv = _mm512_load_ps(sw + n0), bv = _mm512_load_ps(bias + n0);
+    const __m512 slv = _mm512_load_ps(slope + n0), thv = _mm512_load_ps(thr + n0);
+    for (size_t p = 0; p < P; ++p) {
+      // the README epilogue, lane-wise (separate multiplies and adds, as the reference)
+      const __m512i pc1 = popc16(wt, reinterpret_cast<const uint32_t*>(g.a1 + p * W), C);
+      const __m512 f1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(kv, _mm512_slli_epi32(pc1, 1)));
+      __m512 z = g.s1 ? _mm512_mul_ps(f1, _mm512_set1_ps(g.s1[p])) : f1;
+      if (dual) {
+        const __m512i pc2 = popc16(wt, reinterpret_cast<const uint32_t*>(g.a2 + p * W), C);
+        const __m512 f2 = _mm512_cvtepi32_ps(_mm512_sub_epi32(kv, _mm512_slli_epi32(pc2, 1)));
+        z = _mm512_add_ps(z, _mm512_mul_ps(f2, _mm512_set1_ps(g.s2[p])));
+      }
+      __m512 y = g.sw ? _mm512_mul_ps(z, swv) : z;
+      y = _mm512_add_ps(y, bv);
+      if (g.slope)
+        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), _mm512_mul_ps(y, slv), y);
+      if (g.y) {
+        const size_t o = p / g.inner, i = p % g.inner;
+        float* yo = g.y + (o * N + n0) * g.inner + i;
+        if (g.inner == 1)
+          _mm512_mask_storeu_ps(yo, valid, y);
+        else
+          _mm512_mask_i32scatter_ps(yo, valid, strided, y, 4);
+      }
+      if (g.ybits) {
+        const __mmask16 ge = _mm512_cmp_ps_mask(_mm512_sub_ps(y, thv), zero, _CMP_GE_OQ);
+        const unsigned m = ~static_cast<unsigned>(ge) & valid;
+        g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m) << (n0 & 63);
+      }
+    }
+  }
+}
+
 void binary_linear(const BinaryLinearArgs& g) {
+  if (g.w16) return binary_linear_w16(g);
   if (use_avx2(g.K)) return avx2_kernels().binary_linear(g);
   const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), NP = (N + 7) / 8 * 8 + 8;
   const bool dual = g.a2 != nullptr;
@@ -223,6 +296,7 @@ const Kernels& avx512_kernels() {
     t.name = "avx512";
     t.bgemm = avx512::bgemm;
     t.binary_linear = avx512::binary_linear;
+    t.wants_w16 = true;
     return t;
   }();
   return k;

@@ -68,6 +68,9 @@ struct BinaryLinearArgs {
   const uint64_t* a2 = nullptr;  // [P, row_words(K)] plane-2 bits or null (one plane)
   const float* s2 = nullptr;     // [P], required with a2
   const uint64_t* w = nullptr;   // [N, row_words(K)]
+  // Optional: the same weights as interleave_rows16(w, N, K). Tables with wants_w16 read these
+  // instead of w when set; the others ignore them.
+  const uint32_t* w16 = nullptr;
   size_t outer = 1, inner = 1;   // P = outer * inner
   size_t N = 0, K = 0;
   const float* sw = nullptr;     // [N] or null (1)
@@ -160,7 +163,22 @@ struct Kernels {
   BinaryMemoryFn binary_memory;
   LinearF32Fn linear_f32;
   Conv2dF32Fn conv2d_f32;
+  bool wants_w16 = false;  // binary_linear runs faster on BinaryLinearArgs::w16 (set it up once)
 };
+
+// Weights for 16-row tiles: out[(tile * C + j) * 16 + r] = 32-bit chunk j (bits 32j..32j+31) of
+// row 16 * tile + r, C = ceil(K / 32), rows past N zero. One vector load then holds chunk j of
+// 16 rows, so 16 dot products accumulate lane-wise with no horizontal reduction.
+inline std::vector<uint32_t> interleave_rows16(const uint64_t* w, size_t N, size_t K) {
+  const size_t W = row_words(K), C = (K + 31) / 32, tiles = (N + 15) / 16;
+  std::vector<uint32_t> out(tiles * C * 16, 0u);
+  for (size_t n = 0; n < N; ++n)
+    for (size_t j = 0; j < C; ++j) {
+      const uint64_t word = w[n * W + j / 2];
+      out[((n / 16) * C + j) * 16 + n % 16] = static_cast<uint32_t>((j & 1) ? word >> 32 : word);
+    }
+  return out;
+}
 
 // The portable scalar table (always available; the oracle).
 const Kernels& ref_kernels();

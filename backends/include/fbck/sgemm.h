@@ -335,6 +335,36 @@ inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW) {
     }
 }
 
+constexpr size_t kExplicitIm2colMaxK = 64;
+
+// dst[k, oh * OW + ow] = x[c, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw] (0 outside), k =
+// (c, kh, kw): one strided run per (k, oh) with the valid ow range computed once per kw.
+inline void im2col_rows(const Im2col& g, size_t C, size_t OH, float* dst) {
+  const size_t OW = g.OW;
+  for (size_t c = 0; c < C; ++c)
+    for (size_t kh = 0; kh < g.KH; ++kh)
+      for (size_t kw = 0; kw < g.KW; ++kw) {
+        const ptrdiff_t offw = static_cast<ptrdiff_t>(kw * g.dw) - static_cast<ptrdiff_t>(g.pw);
+        const ptrdiff_t sw = static_cast<ptrdiff_t>(g.sw), W = static_cast<ptrdiff_t>(g.W);
+        const ptrdiff_t lo = offw >= 0 ? 0 : (-offw + sw - 1) / sw;
+        ptrdiff_t hi = W - offw <= 0 ? 0 : (W - offw + sw - 1) / sw;
+        hi = std::max(lo, std::min(hi, static_cast<ptrdiff_t>(OW)));
+        const float* xc = g.x + c * g.H * g.W;
+        for (size_t oh = 0; oh < OH; ++oh, dst += OW) {
+          const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * g.sh + kh * g.dh) -
+                               static_cast<ptrdiff_t>(g.ph);
+          if (ih < 0 || ih >= static_cast<ptrdiff_t>(g.H) || lo >= hi) {
+            std::fill(dst, dst + OW, 0.0f);
+            continue;
+          }
+          const float* xr = xc + ih * W + offw;
+          std::fill(dst, dst + lo, 0.0f);
+          for (ptrdiff_t ow = lo; ow < hi; ++ow) dst[ow] = xr[ow * sw];
+          std::fill(dst + hi, dst + OW, 0.0f);
+        }
+      }
+}
+
 template <class UK>
 void conv2d(const Conv2dF32Args& g) {
   const size_t OH = conv_out_size(g.H, g.KH, g.stride_h, g.pad_h, g.dil_h);
@@ -354,6 +384,15 @@ void conv2d(const Conv2dF32Args& g) {
       float* yg = g.y + (b * g.O + grp * Og) * OH * OW;
       if (pointwise) {
         const View B{xg, static_cast<ptrdiff_t>(g.H * g.W), 1};
+        gemm<UK>(Og, OH * OW, Kd, A, B, yg, OH * OW, g.ep, grp * Og, true);
+      } else if (Kd <= kExplicitIm2colMaxK) {
+        // few taps (a front end on one or two input planes): the implicit im2col's per-element
+        // index work would cost more than the GEMM, so build the columns once, row by row.
+        Scratch<float> cols(Kd * OH * OW);
+        im2col_rows(Im2col{xg, g.H, g.W, g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                           g.dil_h, g.dil_w, OW},
+                    Cg, OH, cols.get());
+        const View B{cols.get(), static_cast<ptrdiff_t>(OH * OW), 1};
         gemm<UK>(Og, OH * OW, Kd, A, B, yg, OH * OW, g.ep, grp * Og, true);
       } else {
         const Im2col B{xg, g.H, g.W, g.KH, g.KW, g.stride_h, g.stride_w,
