@@ -586,11 +586,13 @@ void apply_elementwise(const Op& op, const float* in, float* y, const float* oth
 void Program::exec_chain(size_t first, size_t last, const std::vector<const float*>& ptrs, float* out,
                          size_t B) const {
   // ptrs[k]: input 0 of op first, then the second input of every add in the chain, in order
-  const Dims d = with_batch(ops_[first].out, B);
   int axis = 1;
   for (size_t i = first; i <= last; ++i)
     if (per_channel_kind(ops_[i].kind)) axis = ops_[i].axis;
-  const Split sp = split(d, axis);
+  // split() of the batched shape, without building it
+  const Dims& s = shapes_[ops_[first].out];
+  Split sp{B, 1, prod(s)};
+  if (axis >= 1) sp = {B * prod(s, 0, axis - 1), s[axis - 1], prod(s, axis)};
   // Each op runs over a whole span before the next one, so the span should stay in L1: a channel's
   // `inner` run, or (channel axis innermost) one row of `mid` channels.
   auto run_span = [&](auto per_elem, size_t base, size_t c, size_t n) {
@@ -751,8 +753,12 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
     case Kind::binary_linear: {
       const Split sp = split(xd, op.axis);
       const size_t P = sp.outer * sp.inner, words = row_words(op.K);
-      std::vector<uint64_t> b1(P * words), b2(op.planes == 2 ? P * words : 0);
-      std::vector<float> s1(op.s1 == S1Mode::none ? 0 : P), s2(op.planes == 2 ? P : 0);
+      thread_local std::vector<uint64_t> b1, b2;  // reused: no allocation per call
+      thread_local std::vector<float> s1, s2;
+      b1.assign(P * words, 0);
+      b2.assign(op.planes == 2 ? P * words : 0, 0);
+      s1.assign(op.s1 == S1Mode::none ? 0 : P, 0.0f);
+      s2.assign(op.planes == 2 ? P : 0, 0.0f);
       float* s1p = op.s1 == S1Mode::mean_abs ? s1.data() : nullptr;
       if (op.planes == 2)
         k.pack_dual(x, sp.outer, op.K, sp.inner, op.t0.data(), op.t1.data(), b1.data(), b2.data(),
@@ -926,7 +932,8 @@ void Program::binary_conv2d(const Op& op, const float* x, const Dims& xd, float*
   const Kernels& k = *kern_;
   const size_t B = xd[0], C = xd[1], H = xd[2], W = xd[3], Ho = od[2], Wo = od[3], O = op.O;
   const size_t taps = op.KH * op.KW, cw = row_words(C), words = row_words(taps * C);
-  std::vector<uint64_t> pos(B * H * W * cw);
+  thread_local std::vector<uint64_t> pos, rows;  // reused: no allocation per call
+  pos.assign(B * H * W * cw, 0);
   k.pack_threshold(x, B, C, H * W, op.t0.data(), pos.data(), nullptr);
   // the whole-utterance geometry is precomputed; a stream's window computes its own
   const bool fixed = !window.on && H == op.geo.H && W == op.geo.W;
@@ -943,7 +950,7 @@ void Program::binary_conv2d(const Op& op, const float* x, const Dims& xd, float*
   const float* fix_t = fixed ? op.geo.fix_t.data() : fix_tw.data();
   const float* off_t = fixed ? op.geo.off_t.data() : off_tw.data();
   const size_t HoWo = Ho * Wo, P = B * HoWo;
-  std::vector<uint64_t> rows(P * words, 0);
+  rows.assign(P * words, 0);
   for (size_t b = 0; b < B; ++b)
     for (size_t hw = 0; hw < HoWo; ++hw) {
       uint64_t* row = rows.data() + (b * HoWo + hw) * words;
@@ -1003,8 +1010,17 @@ void Program::run(const float* x, size_t B, float* y, double* op_ns) const {
   float* base = arena.data();
   auto ptr = [&](int v) { return base + offset_[root(v)] * B; };
   std::memcpy(ptr(input_), x, sizeof(float) * prod(shapes_[input_]) * B);
-  std::vector<const float*> ins;
-  std::vector<Dims> dims;
+  // Reused per thread: after the first call nothing here allocates (vector copy-assignment keeps
+  // its capacity).
+  thread_local std::vector<const float*> ins;
+  thread_local std::vector<Dims> dims;
+  thread_local Dims od;
+  auto batched = [&](Dims& d, int v) {
+    const Dims& s = shapes_[v];
+    d.resize(s.size() + 1);
+    d[0] = B;
+    std::copy(s.begin(), s.end(), d.begin() + 1);
+  };
   for (size_t i = 0; i < ops_.size();) {
     const Op& op = ops_[i];
     const size_t end = group_end_[i];
@@ -1016,12 +1032,13 @@ void Program::run(const float* x, size_t B, float* y, double* op_ns) const {
         if (ops_[j].kind == Kind::add) ins.push_back(ptr(ops_[j].in[1]));
       exec_chain(i, end, ins, ptr(ops_[end].out), B);
     } else {
-      dims.clear();
-      for (int v : op.in) {
-        ins.push_back(ptr(v));
-        dims.push_back(with_batch(v, B));
+      dims.resize(op.in.size());
+      for (size_t j = 0; j < op.in.size(); ++j) {
+        ins.push_back(ptr(op.in[j]));
+        batched(dims[j], op.in[j]);
       }
-      exec(op, ins, dims, ptr(op.out), with_batch(op.out, B), Window{});
+      batched(od, op.out);
+      exec(op, ins, dims, ptr(op.out), od, Window{});
     }
     if (op_ns)
       op_ns[i] += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
