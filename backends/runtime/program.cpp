@@ -55,32 +55,6 @@ S1Mode s1_mode(const OpSpec& s) {
   bad(s, "scale1 must be none, mean_abs or const");
 }
 
-// y = f(x, a[c], b[c]) along `axis`, with the per-channel constants hoisted out of the inner
-// loop (channels last, inner == 1, is one loop over the channels).
-template <class F>
-void per_channel(const float* x, float* y, const Dims& d, int axis, const float* a, const float* b,
-                 bool scalar_a, F f) {
-  const Split sp = split(d, axis);
-  for (size_t o = 0; o < sp.outer; ++o) {
-    const float* xo = x + o * sp.mid * sp.inner;
-    float* yo = y + o * sp.mid * sp.inner;
-    if (sp.inner == 1) {
-      for (size_t c = 0; c < sp.mid; ++c) yo[c] = f(xo[c], a[scalar_a ? 0 : c], b ? b[c] : 0.0f);
-      continue;
-    }
-    for (size_t c = 0; c < sp.mid; ++c) {
-      const float ac = a[scalar_a ? 0 : c], bc = b ? b[c] : 0.0f;
-      const float* xc = xo + c * sp.inner;
-      float* yc = yo + c * sp.inner;
-      for (size_t i = 0; i < sp.inner; ++i) yc[i] = f(xc[i], ac, bc);
-    }
-  }
-}
-
-}  // namespace
-
-namespace {
-
 // Input position (ih * W + iw) read by each (output position, tap), or -1 where the tap falls on
 // padding (outside the input, or outside the window's real frames along `time_axis`).
 std::vector<int32_t> conv_sources(const Op& op, size_t H, size_t W, size_t Ho, size_t Wo, size_t pad_h,
@@ -581,6 +555,25 @@ void apply_elementwise(const Op& op, const float* in, float* y, const float* oth
   }
 }
 
+// One elementwise op on its own (not part of a fused chain), e.g. in a stream's window.
+void run_elementwise(const Op& op, const float* x, const float* other, float* y, const Dims& d) {
+  if (!per_channel_kind(op.kind)) {
+    apply_elementwise<false>(op, x, y, other, 0, prod(d));
+    return;
+  }
+  const Split sp = split(d, op.axis);
+  for (size_t o = 0; o < sp.outer; ++o) {
+    const size_t base = o * sp.mid * sp.inner;
+    if (sp.inner == 1) {
+      apply_elementwise<true>(op, x + base, y + base, nullptr, 0, sp.mid);
+      continue;
+    }
+    for (size_t c = 0; c < sp.mid; ++c)
+      apply_elementwise<false>(op, x + base + c * sp.inner, y + base + c * sp.inner, nullptr, c,
+                               sp.inner);
+  }
+}
+
 }  // namespace
 
 void Program::exec_chain(size_t first, size_t last, const std::vector<const float*>& ptrs, float* out,
@@ -825,57 +818,14 @@ void Program::exec(const Op& op, const std::vector<const float*>& in, const std:
       binary_conv2d(op, x, xd, out, out_dims, time_axis_[op.in[0]], window);
       break;
     case Kind::affine:
-      per_channel(x, out, xd, op.axis, op.scale.data(), op.shift.data(), false,
-                  [](float v, float sc, float sh) { return v * sc + sh; });
-      break;
     case Kind::prelu:
-      per_channel(x, out, xd, op.axis, op.slope.data(), nullptr, op.slope.size() == 1,
-                  [](float v, float sl, float) { return v > 0.0f ? v : v * sl; });
-      break;
     case Kind::channel_add:
-      per_channel(x, out, xd, op.axis, op.value.data(), nullptr, false,
-                  [](float v, float a, float) { return v + a; });
-      break;
     case Kind::channel_sub:
-      per_channel(x, out, xd, op.axis, op.value.data(), nullptr, false,
-                  [](float v, float a, float) { return v - a; });
+    case Kind::act:
+    case Kind::add:
+    case Kind::scalar:
+      run_elementwise(op, x, op.kind == Kind::add ? in[1] : nullptr, out, xd);
       break;
-    case Kind::act: {
-      const size_t n = prod(xd);
-      switch (op.act) {  // one tight loop per function, so each vectorizes
-        case Act::relu:
-          for (size_t i = 0; i < n; ++i) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
-          break;
-        case Act::hardtanh:
-          for (size_t i = 0; i < n; ++i) out[i] = std::min(std::max(x[i], op.a0), op.a1);
-          break;
-        case Act::tanh:
-          for (size_t i = 0; i < n; ++i) out[i] = std::tanh(x[i]);
-          break;
-        case Act::sigmoid:
-          for (size_t i = 0; i < n; ++i) out[i] = 1.0f / (1.0f + std::exp(-x[i]));
-          break;
-        case Act::leaky_relu:
-          for (size_t i = 0; i < n; ++i) out[i] = x[i] > 0.0f ? x[i] : x[i] * op.a0;
-          break;
-      }
-      break;
-    }
-    case Kind::add: {
-      const size_t n = prod(xd);
-      for (size_t i = 0; i < n; ++i) out[i] = x[i] + in[1][i];
-      break;
-    }
-    case Kind::scalar: {
-      const size_t n = prod(xd);
-      for (size_t i = 0; i < n; ++i) {
-        float v = x[i];
-        if (op.mul != 1.0f) v = v * op.mul;
-        if (op.add != 0.0f) v = v + op.add;
-        out[i] = v;
-      }
-      break;
-    }
     case Kind::permute: {
       // out[..., j] = x[src + j * step]: an index walk over the outer output dims, then a strided
       // inner loop over the last one

@@ -335,7 +335,7 @@ inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW) {
     }
 }
 
-constexpr size_t kExplicitIm2colMaxK = 64;
+constexpr size_t kExplicitIm2colMaxFloats = size_t{1} << 20;
 
 // dst[k, oh * OW + ow] = x[c, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw] (0 outside), k =
 // (c, kh, kw): one strided run per (k, oh) with the valid ow range computed once per kw.
@@ -385,9 +385,9 @@ void conv2d(const Conv2dF32Args& g) {
       if (pointwise) {
         const View B{xg, static_cast<ptrdiff_t>(g.H * g.W), 1};
         gemm<UK>(Og, OH * OW, Kd, A, B, yg, OH * OW, g.ep, grp * Og, true);
-      } else if (Kd <= kExplicitIm2colMaxK) {
-        // few taps (a front end on one or two input planes): the implicit im2col's per-element
-        // index work would cost more than the GEMM, so build the columns once, row by row.
+      } else if (Kd * OH * OW <= kExplicitIm2colMaxFloats) {
+        // the implicit im2col's per-element index work inside the packing costs more than the
+        // GEMM at these sizes, so build the columns once, row by row (at most a few MB).
         Scratch<float> cols(Kd * OH * OW);
         im2col_rows(Im2col{xg, g.H, g.W, g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
                            g.dil_h, g.dil_w, OW},
