@@ -487,15 +487,8 @@ void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, i
 void binary_linear(const BinaryLinearArgs& g) {
   const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), N8 = (N + 7) / 8 * 8;
   const bool dual = g.a2 != nullptr;
-  Scratch<float> pad(4 * N8);
-  float *sw = pad.get(), *bias = sw + N8, *slope = bias + N8, *thr = slope + N8;
-  for (size_t n = 0; n < N8; ++n) {
-    sw[n] = (g.sw && n < N) ? g.sw[n] : 1.0f;
-    bias[n] = (g.bias && n < N) ? g.bias[n] : 0.0f;
-    slope[n] = (g.slope && n < N) ? g.slope[n] : 1.0f;
-    thr[n] = (g.thr && n < N) ? g.thr[n] : 0.0f;
-  }
-  if (g.ybits) std::memset(g.ybits, 0, P * WN * sizeof(uint64_t));
+  const PaddedEpilogue pad(g, N8);
+  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
   const float32x4_t zero = vdupq_n_f32(0.0f);
   static const uint32_t kbit[8] = {1, 2, 4, 8, 16, 32, 64, 128};
   const uint32x4_t bitlo = vld1q_u32(kbit), bithi = vld1q_u32(kbit + 4);

@@ -268,15 +268,8 @@ void binary_linear_w(const BinaryLinearArgs& g, size_t W) {
   const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), N4 = (N + 3) / 4 * 4;
   const bool dual = g.a2 != nullptr;
   // per-channel vectors padded to a multiple of 4
-  Scratch<float> pad(4 * N4);
-  float *sw = pad.get(), *bias = sw + N4, *slope = bias + N4, *thr = slope + N4;
-  for (size_t n = 0; n < N4; ++n) {
-    sw[n] = (g.sw && n < N) ? g.sw[n] : 1.0f;
-    bias[n] = (g.bias && n < N) ? g.bias[n] : 0.0f;
-    slope[n] = (g.slope && n < N) ? g.slope[n] : 1.0f;
-    thr[n] = (g.thr && n < N) ? g.thr[n] : 0.0f;
-  }
-  if (g.ybits) std::memset(g.ybits, 0, P * WN * sizeof(uint64_t));
+  const PaddedEpilogue pad(g, N4);
+  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
   const Lut L;
   const __m128i kv = _mm_set1_epi32(static_cast<int>(g.K));
   const __m128 zero = _mm_setzero_ps();

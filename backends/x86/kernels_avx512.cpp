@@ -185,15 +185,8 @@ void binary_linear_w16(const BinaryLinearArgs& g) {
   const size_t P = g.outer * g.inner, N = g.N, W = row_words(g.K), C = (g.K + 31) / 32;
   const size_t tiles = (N + 15) / 16, NP = tiles * 16, WN = row_words(N);
   const bool dual = g.a2 != nullptr;
-  Scratch<float> pad(4 * NP);
-  float *sw = pad.get(), *bias = sw + NP, *slope = bias + NP, *thr = slope + NP;
-  for (size_t n = 0; n < NP; ++n) {
-    sw[n] = (g.sw && n < N) ? g.sw[n] : 1.0f;
-    bias[n] = (g.bias && n < N) ? g.bias[n] : 0.0f;
-    slope[n] = (g.slope && n < N) ? g.slope[n] : 1.0f;
-    thr[n] = (g.thr && n < N) ? g.thr[n] : 0.0f;
-  }
-  if (g.ybits) std::memset(g.ybits, 0, P * WN * sizeof(uint64_t));
+  const PaddedEpilogue pad(g, NP);
+  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
   const __m512i kv = _mm512_set1_epi32(static_cast<int>(g.K));
   const __m512 zero = _mm512_setzero_ps();
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -240,15 +233,8 @@ void binary_linear(const BinaryLinearArgs& g) {
   if (use_avx2(g.K)) return avx2_kernels().binary_linear(g);
   const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), NP = (N + 7) / 8 * 8 + 8;
   const bool dual = g.a2 != nullptr;
-  Scratch<float> pad(4 * NP);  // per-channel vectors, padded so 8-lane loads stay inside
-  float *sw = pad.get(), *bias = sw + NP, *slope = bias + NP, *thr = slope + NP;
-  for (size_t n = 0; n < NP; ++n) {
-    sw[n] = (g.sw && n < N) ? g.sw[n] : 1.0f;
-    bias[n] = (g.bias && n < N) ? g.bias[n] : 0.0f;
-    slope[n] = (g.slope && n < N) ? g.slope[n] : 1.0f;
-    thr[n] = (g.thr && n < N) ? g.thr[n] : 0.0f;
-  }
-  if (g.ybits) std::memset(g.ybits, 0, P * WN * sizeof(uint64_t));
+  const PaddedEpilogue pad(g, NP);
+  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
   const __m256 zero = _mm256_setzero_ps();
   // the README epilogue on up to 8 outputs (separate multiplies and adds, as the reference)
   dots_all(g.a1, g.a2, P, g.w, N, g.K,

@@ -78,5 +78,24 @@ struct Scratch {
   T& operator[](size_t i) const { return p[i]; }
 };
 
+// The binary linear epilogue's per-channel vectors padded to `np` entries (identity values past
+// N: scale 1, bias 0, slope 1, threshold 0) so full-width vector loads stay inside, and the packed
+// output cleared (its bits are OR-ed in).
+struct PaddedEpilogue {
+  Scratch<float> buf;
+  float *sw, *bias, *slope, *thr;
+  PaddedEpilogue(const BinaryLinearArgs& g, size_t np) : buf(4 * np) {
+    sw = buf.get(), bias = sw + np, slope = bias + np, thr = slope + np;
+    for (size_t n = 0; n < np; ++n) {
+      const bool in = n < g.N;
+      sw[n] = (g.sw && in) ? g.sw[n] : 1.0f;
+      bias[n] = (g.bias && in) ? g.bias[n] : 0.0f;
+      slope[n] = (g.slope && in) ? g.slope[n] : 1.0f;
+      thr[n] = (g.thr && in) ? g.thr[n] : 0.0f;
+    }
+    if (g.ybits) std::memset(g.ybits, 0, g.outer * g.inner * row_words(g.N) * sizeof(uint64_t));
+  }
+};
+
 }  // namespace
 }  // namespace fbck
