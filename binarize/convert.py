@@ -88,6 +88,7 @@ def convert(
     structure = passes.analyze(source, example, config.leaf_modules, config.concrete_args)
     plans = passes.plan_layers(structure, config)
     passes.apply_plan(structure.gm, plans, config)
+    passes.bypass_relus(structure, plans)
     passes.make_eval_exact(structure.gm)
     num_blocks = len(structure.blocks)
     limit = passes.max_thin_options(num_blocks)

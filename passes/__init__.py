@@ -6,7 +6,7 @@ from .blocks import Block, find_blocks
 from .errors import ConversionError, NoFSMNStructureError, TeacherMismatchError, TraceError
 from .features import expose_outputs
 from .memory import MemoryRegion, canonicalize_memories, find_memories
-from .rewrite import LayerPlan, apply_plan, make_eval_exact, plan_layers
+from .rewrite import LayerPlan, apply_plan, bypass_relus, make_eval_exact, plan_layers
 from .structure import FSMNStructure, analyze
 from .thinnable import Parts, blocks_of_option, insert_switches, max_thin_options, split
 from .trace import BinarizeTracer, infer_example_input, propagate_shapes, trace
@@ -24,6 +24,7 @@ __all__ = [
     "TraceError",
     "analyze",
     "apply_plan",
+    "bypass_relus",
     "blocks_of_option",
     "canonicalize_memories",
     "expose_outputs",

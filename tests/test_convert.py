@@ -277,6 +277,31 @@ def test_binarize_convs_binarizes_the_second_front_end_conv():
     assert conv.weight.grad is not None and conv.binarizer.t0.grad is not None
 
 
+def _relus(student) -> list[str]:
+    return [n for n, m in student.named_modules() if isinstance(m, torch.nn.ReLU)]
+
+
+def test_sign_methods_take_the_batchnorm_output_not_a_relu():
+    # BNN-style methods (no learnable threshold) would see only +1 after a ReLU: convert() drops
+    # a ReLU that feeds only a layer they binarize; a ReLU with another consumer stays, and
+    # methods with a threshold (LPB) or built for [0, 1] inputs (DoReFa) keep every ReLU.
+    _case, model, teacher, x = _setup("dfsmn_bn")
+    kept = _relus(binarize.convert(model, teacher, BinarizeConfig(binarize_convs=True), example_input=x))
+    for name in ("lpb", "dorefa"):
+        cfg = BinarizeConfig(binarizer=name, binarize_convs=True)
+        assert _relus(binarize.convert(model, teacher, cfg, example_input=x)) == kept, name
+    bnn = binarize.convert(
+        model, teacher, BinarizeConfig(binarizer="bnn", binarize_convs=True), example_input=x
+    )
+    assert 0 < len(_relus(bnn)) < len(kept)
+    assert all(r.endswith("fc1.1") for r in _relus(bnn))  # its output also feeds the residual
+    bnn.eval()
+    y = bnn(x)
+    assert y.std(0).mean() > 1e-3  # the output depends on the input
+    student_y = binarize.compile(bnn, thin=0)(x.numpy())
+    torch.testing.assert_close(torch.from_numpy(student_y), y.detach(), rtol=1e-4, atol=1e-4)
+
+
 def test_binary_conv2d_train_path_matches_exact_eval_path():
     torch.manual_seed(2)
     for name in ("lpb", "bnn", "dorefa", "bireal", "reactnet"):

@@ -101,6 +101,10 @@ class Binarizer(nn.Module):
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    # The method's published networks feed sign() the BatchNorm output itself (zero-centred), with
+    # no ReLU in between and no learnable threshold: convert() then removes a ReLU that feeds a
+    # layer this binarizer binarizes (after a ReLU every input would be >= 0 and sign() all +1).
+    zero_centred_input: ClassVar[bool] = False
 
     def __init__(self, in_channels: int, out_channels: int, layer_kind: str = "linear") -> None:
         super().__init__()

@@ -31,6 +31,7 @@ class BNN(Binarizer):
     """
 
     name = "bnn"
+    zero_centred_input = True
     paper = "Hubara et al., Binarized Neural Networks, NeurIPS 2016"
 
     def binarize_weight(self, w: Tensor) -> Tensor:
@@ -74,6 +75,7 @@ class XNOR(Binarizer):
     """
 
     name = "xnor"
+    zero_centred_input = True
     paper = "Rastegari et al., XNOR-Net, ECCV 2016"
 
     def binarize_weight(self, w: Tensor) -> Tensor:
@@ -135,6 +137,7 @@ class BiReal(Binarizer):
     """
 
     name = "bireal"
+    zero_centred_input = True
     paper = "Liu et al., Bi-Real Net, ECCV 2018"
 
     def binarize_weight(self, w: Tensor) -> Tensor:
@@ -164,6 +167,7 @@ class IRNet(Binarizer):
     """
 
     name = "irnet"
+    zero_centred_input = True
     paper = "Qin et al., IR-Net, CVPR 2020"
 
     def __init__(
@@ -227,6 +231,7 @@ class RAD(Binarizer):
     """
 
     name = "rad"
+    zero_centred_input = True
     paper = "Ding et al., Regularizing Activation Distribution (RAD), CVPR 2019"
 
     def __init__(
@@ -312,6 +317,7 @@ class BiFSMN(Binarizer):
     """
 
     name = "bifsmn"
+    zero_centred_input = True
     paper = "Qin et al., BiFSMN, IJCAI 2022"
 
     def _centred(self, w: Tensor) -> Tensor:
