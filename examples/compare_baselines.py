@@ -74,9 +74,7 @@ def methods(binarize_convs: bool = True) -> list[Method]:
             "BiFSMNv2 without dual-scale",
             BinarizeConfig(binarizer_options={"dual_scale": False}, **convs),
         ),
-        Method(
-            "lpb-nothin", "BiFSMNv2 without thinnable", BinarizeConfig(thin_options=1, **convs)
-        ),
+        Method("lpb-nothin", "BiFSMNv2 without thinnable", BinarizeConfig(thin_options=1, **convs)),
     ]
     return out
 

@@ -286,7 +286,9 @@ def test_sign_methods_take_the_batchnorm_output_not_a_relu():
     # a ReLU that feeds only a layer they binarize; a ReLU with another consumer stays, and
     # methods with a threshold (LPB) or built for [0, 1] inputs (DoReFa) keep every ReLU.
     _case, model, teacher, x = _setup("dfsmn_bn")
-    kept = _relus(binarize.convert(model, teacher, BinarizeConfig(binarize_convs=True), example_input=x))
+    kept = _relus(
+        binarize.convert(model, teacher, BinarizeConfig(binarize_convs=True), example_input=x)
+    )
     for name in ("lpb", "dorefa"):
         cfg = BinarizeConfig(binarizer=name, binarize_convs=True)
         assert _relus(binarize.convert(model, teacher, cfg, example_input=x)) == kept, name
