@@ -8,6 +8,7 @@
 
 #include "fbck/bits.h"
 #include "fbck/impls.h"
+#include "fbck/pack_driver.h"
 #include "x86_popcount.h"
 
 namespace fbck {
@@ -164,31 +165,9 @@ void pack_block8(const float* x, size_t inner, size_t K, const float* t0, const 
 template <bool DUAL, bool SX>
 void pack_any(const float* x, size_t outer, size_t K, size_t inner, const float* t0,
               const float* t1, uint64_t* bits1, uint64_t* bits2, float* s2, float* s1) {
-  const size_t W = row_words(K);
-  if (inner == 1) {
-    for (size_t p = 0; p < outer; ++p)
-      pack_row<DUAL, SX>(x + p * K, K, t0, t1, bits1 + p * W, DUAL ? bits2 + p * W : nullptr,
-                         s1 ? s1 + p : nullptr, s2 ? s2 + p : nullptr);
-    return;
-  }
-  std::memset(bits1, 0, outer * inner * W * sizeof(uint64_t));
-  if (DUAL) std::memset(bits2, 0, outer * inner * W * sizeof(uint64_t));
-  for (size_t o = 0; o < outer; ++o) {
-    const float* xo = x + o * K * inner;
-    size_t i = 0;
-    for (; i + 8 <= inner; i += 8) {
-      const size_t p = o * inner + i;
-      pack_block8<DUAL, SX>(xo + i, inner, K, t0, t1, bits1 + p * W,
-                            DUAL ? bits2 + p * W : nullptr, W, s1 ? s1 + p : nullptr,
-                            s2 ? s2 + p : nullptr);
-    }
-    for (; i < inner; ++i) {
-      const size_t p = o * inner + i;
-      ref::pack_position(xo + i, static_cast<ptrdiff_t>(inner), K, t0, t1, DUAL, bits1 + p * W,
-                         DUAL ? bits2 + p * W : nullptr, s1 ? s1 + p : nullptr,
-                         s2 ? s2 + p : nullptr);
-    }
-  }
+  pack_positions<8, DUAL>([](auto... a) { pack_row<DUAL, SX>(a...); },
+                            [](auto... a) { pack_block8<DUAL, SX>(a...); }, x, outer, K, inner, t0,
+                            t1, bits1, bits2, s2, s1);
 }
 
 void pack_threshold(const float* x, size_t outer, size_t K, size_t inner, const float* t0,
