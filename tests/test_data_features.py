@@ -9,23 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import torchaudio
+from tts_data import needs_tts
 
 from examples.kws import features as F
 from examples.kws.audio import load_wav, save_wav
 from examples.kws.augment import WaveAugment
 from examples.kws.speech_commands import SpeechCommands
-from examples.kws.synth import ensure_synthetic_dataset
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-    reason="needs the Debian packages espeak-ng and flite (make install)",
-)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.getbasetemp() / "binarize-cache"
-    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2, progress=False)
+pytestmark = needs_tts
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tts_data import needs_tts
 
 from examples.kws.audio import AudioFileError, load_wav, save_wav
 from examples.kws.speech_commands import (
@@ -23,18 +24,8 @@ from examples.kws.speech_commands import (
     check_layout,
     get_task,
 )
-from examples.kws.synth import ensure_synthetic_dataset
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-    reason="needs the Debian packages espeak-ng and flite (make install)",
-)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.getbasetemp() / "binarize-cache"
-    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2, progress=False)
+pytestmark = needs_tts
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from tts_data import needs_tts
 
 from examples.kws import synth
 from examples.kws.synth import (
@@ -19,16 +20,7 @@ from examples.kws.synth import (
     make_speakers,
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-    reason="needs the Debian packages espeak-ng and flite (make install)",
-)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.getbasetemp() / "binarize-cache"
-    return ensure_synthetic_dataset(seed=0, size="tiny", cache_dir=cache, workers=2, progress=False)
+pytestmark = needs_tts
 
 
 def _clips(root: Path) -> list[str]:

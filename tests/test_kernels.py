@@ -21,8 +21,36 @@ fb = pytest.importorskip("backends._fbck")
 
 IMPLS = fb.available_impls()
 F32 = np.float32
-KS = [1, 2, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 191, 192, 255, 256, 257, 300, 320, 383,
-      384, 385, 511, 512, 513, 640, 1000, 1025]
+KS = [
+    1,
+    2,
+    31,
+    32,
+    33,
+    63,
+    64,
+    65,
+    100,
+    127,
+    128,
+    129,
+    191,
+    192,
+    255,
+    256,
+    257,
+    300,
+    320,
+    383,
+    384,
+    385,
+    511,
+    512,
+    513,
+    640,
+    1000,
+    1025,
+]
 NS = [*range(1, 10), 12, 15, 16, 17, 24, 31, 32, 33]
 PS = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17]
 HSET = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -33,8 +61,9 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    return np.array_equal(np.ascontiguousarray(a).view(np.uint8),
-                          np.ascontiguousarray(b).view(np.uint8))
+    return np.array_equal(
+        np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8)
+    )
 
 
 def rand_f32(rng, shape, ties_with=None, tie_frac=0.1):
@@ -61,14 +90,20 @@ def test_row_words_and_impls():
 
 # ------------------------------------------------------------------------------- packing
 @HSET
-@given(k=st.sampled_from(KS), outer=st.integers(1, 4), inner=st.sampled_from([1, 1, 2, 7, 8, 9, 17]),
-       use_t0=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@given(
+    k=st.sampled_from(KS),
+    outer=st.integers(1, 4),
+    inner=st.sampled_from([1, 1, 2, 7, 8, 9, 17]),
+    use_t0=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_pack_threshold(k, outer, inner, use_t0, seed):
     rng = np.random.default_rng(seed)
     t0 = rand_f32(rng, (k,)) if use_t0 else None
     shape = (outer, k) if inner == 1 and seed % 2 else (outer, k, inner)
-    x = rand_f32(rng, shape, ties_with=None if t0 is None else
-                 (t0 if len(shape) == 2 else t0[:, None]))
+    x = rand_f32(
+        rng, shape, ties_with=None if t0 is None else (t0 if len(shape) == 2 else t0[:, None])
+    )
     want_bits, want_s1 = fc.oracle_pack_threshold(x, t0)
     for impl in IMPLS:
         bits, s1 = fb.pack_threshold(x, t0, with_scale=True, impl=impl)
@@ -79,8 +114,14 @@ def test_pack_threshold(k, outer, inner, use_t0, seed):
 
 
 @HSET
-@given(k=st.sampled_from(KS), outer=st.integers(1, 4), inner=st.sampled_from([1, 2, 8, 9, 17]),
-       use_t0=st.booleans(), use_t1=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@given(
+    k=st.sampled_from(KS),
+    outer=st.integers(1, 4),
+    inner=st.sampled_from([1, 2, 8, 9, 17]),
+    use_t0=st.booleans(),
+    use_t1=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_pack_dual(k, outer, inner, use_t0, use_t1, seed):
     rng = np.random.default_rng(seed)
     t0 = rand_f32(rng, (k,)) if use_t0 else None
@@ -145,8 +186,9 @@ def test_mean_abs_canonical_order(j, m):
         assert (fb.pack_threshold(xs, with_scale=True, impl=impl)[1] == want).all(), impl
         assert (fb.pack_threshold(x3, with_scale=True, impl=impl)[1] == want).all(), impl
         assert (fb.pack_dual(x3, with_s1=True, impl=impl)[3] == want).all(), impl
-        y = fb.binary_memory(xs[None], np.ones((k, 1), np.int8), 0, channel_axis=2, s1="mean_abs",
-                             impl=impl)
+        y = fb.binary_memory(
+            xs[None], np.ones((k, 1), np.int8), 0, channel_axis=2, s1="mean_abs", impl=impl
+        )
         assert (np.abs(y) == want).all(), impl
 
 
@@ -161,8 +203,13 @@ def test_pack_weights(k, n, seed):
 
 # ------------------------------------------------------------------------------- bgemm
 @HSET
-@given(k=st.sampled_from(KS), n=st.sampled_from(NS), p=st.sampled_from(PS),
-       p_neg=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]), seed=st.integers(0, 2**32 - 1))
+@given(
+    k=st.sampled_from(KS),
+    n=st.sampled_from(NS),
+    p=st.sampled_from(PS),
+    p_neg=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_bgemm(k, n, p, p_neg, seed):
     rng = np.random.default_rng(seed)
     a, w = rand_bits(rng, p, k, p_neg), rand_bits(rng, n, k)
@@ -186,8 +233,10 @@ def test_bgemm_extremes_and_accumulator_limits(k):
         assert same_bits(fb.bgemm(mixed, zeros, k, impl=impl), fc.oracle_bgemm(mixed, zeros, k))
 
 
-@pytest.mark.parametrize(("p", "n", "k"), [(16, 256, 128), (16, 256, 320), (64, 128, 256),
-                                           (33, 129, 1024), (2, 4096, 4096)])
+@pytest.mark.parametrize(
+    ("p", "n", "k"),
+    [(16, 256, 128), (16, 256, 320), (64, 128, 256), (33, 129, 1024), (2, 4096, 4096)],
+)
 def test_bgemm_model_and_large_shapes(p, n, k):
     rng = np.random.default_rng(p * n + k)
     a, w = rand_bits(rng, p, k), rand_bits(rng, n, k)
@@ -211,20 +260,32 @@ def linear_case(rng, k, n, p, inner, dual, use_s1, use_sw, use_bias, use_slope, 
 
 
 @HSET
-@given(k=st.sampled_from(KS), n=st.sampled_from(NS), p=st.sampled_from(PS),
-       inner=st.sampled_from([1, 1, 2, 3]), dual=st.booleans(), use_s1=st.booleans(),
-       use_sw=st.booleans(), use_bias=st.booleans(), use_slope=st.booleans(),
-       out=st.sampled_from(["float", "bits", "both"]), seed=st.integers(0, 2**32 - 1))
+@given(
+    k=st.sampled_from(KS),
+    n=st.sampled_from(NS),
+    p=st.sampled_from(PS),
+    inner=st.sampled_from([1, 1, 2, 3]),
+    dual=st.booleans(),
+    use_s1=st.booleans(),
+    use_sw=st.booleans(),
+    use_bias=st.booleans(),
+    use_slope=st.booleans(),
+    out=st.sampled_from(["float", "bits", "both"]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_binary_linear(k, n, p, inner, dual, use_s1, use_sw, use_bias, use_slope, out, seed):
     rng = np.random.default_rng(seed)
     p = p * inner
-    c, w = linear_case(rng, k, n, p, inner, dual, use_s1, use_sw, use_bias, use_slope,
-                       out != "float")
-    want_y, want_bits = fc.oracle_binary_linear(c["a1"], w, k, **{q: v for q, v in c.items()
-                                                                  if q != "a1"})
+    c, w = linear_case(
+        rng, k, n, p, inner, dual, use_s1, use_sw, use_bias, use_slope, out != "float"
+    )
+    want_y, want_bits = fc.oracle_binary_linear(
+        c["a1"], w, k, **{q: v for q, v in c.items() if q != "a1"}
+    )
     for impl in IMPLS:
-        got = fb.binary_linear(c["a1"], w, k, out=out, impl=impl,
-                               **{q: v for q, v in c.items() if q != "a1"})
+        got = fb.binary_linear(
+            c["a1"], w, k, out=out, impl=impl, **{q: v for q, v in c.items() if q != "a1"}
+        )
         if out == "float":
             assert same_bits(got, want_y), impl
         elif out == "bits":
@@ -261,11 +322,20 @@ def test_binary_linear_matches_bgemm_plain():
 
 # ------------------------------------------------------------------------------- binary memory
 @HSET
-@given(b=st.integers(1, 3), c=st.sampled_from([1, 3, 7, 8, 9, 16, 17, 33, 64]),
-       t=st.sampled_from([1, 2, 3, 5, 8, 13]), left=st.integers(0, 4), right=st.integers(0, 4),
-       dilation=st.integers(1, 3), axis=st.sampled_from([1, 2]), planes=st.sampled_from([1, 2]),
-       s1=st.sampled_from([None, "mean_abs", 0.75]), flags=st.integers(0, 63),
-       residual=st.sampled_from([0.0, 1.0, -0.5]), seed=st.integers(0, 2**32 - 1))
+@given(
+    b=st.integers(1, 3),
+    c=st.sampled_from([1, 3, 7, 8, 9, 16, 17, 33, 64]),
+    t=st.sampled_from([1, 2, 3, 5, 8, 13]),
+    left=st.integers(0, 4),
+    right=st.integers(0, 4),
+    dilation=st.integers(1, 3),
+    axis=st.sampled_from([1, 2]),
+    planes=st.sampled_from([1, 2]),
+    s1=st.sampled_from([None, "mean_abs", 0.75]),
+    flags=st.integers(0, 63),
+    residual=st.sampled_from([0.0, 1.0, -0.5]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_binary_memory(b, c, t, left, right, dilation, axis, planes, s1, flags, residual, seed):
     rng = np.random.default_rng(seed)
     taps = left + right + 1
@@ -275,7 +345,7 @@ def test_binary_memory(b, c, t, left, right, dilation, axis, planes, s1, flags, 
     opt = {}
     for bit, name in enumerate(("t0", "t1", "t2", "sw", "bias")):
         if flags >> bit & 1 and not (name == "t1" and planes == 1):
-            opt[name] = (np.abs(rand_f32(rng, (c,))) if name == "sw" else rand_f32(rng, (c,)))
+            opt[name] = np.abs(rand_f32(rng, (c,))) if name == "sw" else rand_f32(rng, (c,))
     if "t0" in opt:  # ties x == t0
         tie = rng.random(shape) < 0.1
         t0b = opt["t0"][None, :, None] if axis == 1 else opt["t0"][None, None, :]
@@ -295,22 +365,32 @@ def assert_close(got, want_bound, rel=1e-5):
 
 
 @settings(max_examples=40, deadline=None)
-@given(outer=st.sampled_from([1, 2, 3, 5, 6, 7, 13, 64]), k=st.sampled_from([1, 3, 16, 17, 64, 129, 300]),
-       inner=st.sampled_from([1, 1, 2, 5, 16, 17]), n=st.sampled_from([1, 4, 7, 16, 17, 33]),
-       flags=st.integers(0, 15), seed=st.integers(0, 2**32 - 1))
+@given(
+    outer=st.sampled_from([1, 2, 3, 5, 6, 7, 13, 64]),
+    k=st.sampled_from([1, 3, 16, 17, 64, 129, 300]),
+    inner=st.sampled_from([1, 1, 2, 5, 16, 17]),
+    n=st.sampled_from([1, 4, 7, 16, 17, 33]),
+    flags=st.integers(0, 15),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_linear_f32(outer, k, inner, n, flags, seed):
     rng = np.random.default_rng(seed)
     x = rand_f32(rng, (outer, k) if inner == 1 and seed % 2 else (outer, k, inner))
     w = rand_f32(rng, (n, k))
-    ep = {name: rand_f32(rng, (n,)) for bit, name in enumerate(("bias", "scale", "shift", "slope"))
-          if flags >> bit & 1}
+    ep = {
+        name: rand_f32(rng, (n,))
+        for bit, name in enumerate(("bias", "scale", "shift", "slope"))
+        if flags >> bit & 1
+    }
     want = fc.oracle_linear_f32(x, w, **ep)
     for impl in IMPLS:
         assert_close(fb.linear_f32(x, w, impl=impl, **ep), want)
 
 
-@pytest.mark.parametrize(("outer", "k", "inner", "n"), [(300, 520, 1, 70), (2, 600, 300, 40),
-                                                         (1, 1024, 1, 1024), (16, 256, 1, 256)])
+@pytest.mark.parametrize(
+    ("outer", "k", "inner", "n"),
+    [(300, 520, 1, 70), (2, 600, 300, 40), (1, 1024, 1, 1024), (16, 256, 1, 256)],
+)
 def test_linear_f32_large(outer, k, inner, n):
     rng = np.random.default_rng(outer + k)
     x = rand_f32(rng, (outer, k, inner) if inner > 1 else (outer, k))
@@ -322,12 +402,21 @@ def test_linear_f32_large(outer, k, inner, n):
 
 
 @settings(max_examples=40, deadline=None)
-@given(b=st.integers(1, 2), cg=st.sampled_from([1, 2, 3, 8]), og=st.sampled_from([1, 2, 5, 8]),
-       groups=st.sampled_from([1, 1, 2, 3]), h=st.sampled_from([1, 4, 9]),
-       w=st.sampled_from([1, 5, 16, 21]), kh=st.sampled_from([1, 2, 3]),
-       kw=st.sampled_from([1, 3, 5]), stride=st.sampled_from([(1, 1), (2, 1), (1, 3)]),
-       pad=st.sampled_from([(0, 0), (1, 1), (2, 0)]), dil=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
-       flags=st.integers(0, 15), seed=st.integers(0, 2**32 - 1))
+@given(
+    b=st.integers(1, 2),
+    cg=st.sampled_from([1, 2, 3, 8]),
+    og=st.sampled_from([1, 2, 5, 8]),
+    groups=st.sampled_from([1, 1, 2, 3]),
+    h=st.sampled_from([1, 4, 9]),
+    w=st.sampled_from([1, 5, 16, 21]),
+    kh=st.sampled_from([1, 2, 3]),
+    kw=st.sampled_from([1, 3, 5]),
+    stride=st.sampled_from([(1, 1), (2, 1), (1, 3)]),
+    pad=st.sampled_from([(0, 0), (1, 1), (2, 0)]),
+    dil=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
+    flags=st.integers(0, 15),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_conv2d_f32(b, cg, og, groups, h, w, kh, kw, stride, pad, dil, flags, seed):
     c, o = cg * groups, og * groups
     if h + 2 * pad[0] < dil[0] * (kh - 1) + 1 or w + 2 * pad[1] < dil[1] * (kw - 1) + 1:
@@ -335,19 +424,28 @@ def test_conv2d_f32(b, cg, og, groups, h, w, kh, kw, stride, pad, dil, flags, se
     rng = np.random.default_rng(seed)
     x = rand_f32(rng, (b, c, h, w))
     wt = rand_f32(rng, (o, cg, kh, kw))
-    ep = {name: rand_f32(rng, (o,)) for bit, name in enumerate(("bias", "scale", "shift", "slope"))
-          if flags >> bit & 1}
+    ep = {
+        name: rand_f32(rng, (o,))
+        for bit, name in enumerate(("bias", "scale", "shift", "slope"))
+        if flags >> bit & 1
+    }
     want = fc.oracle_conv2d_f32(x, wt, stride, pad, dil, groups, **ep)
     for impl in IMPLS:
-        got = fb.conv2d_f32(x, wt, stride=stride, padding=pad, dilation=dil, groups=groups,
-                            impl=impl, **ep)
+        got = fb.conv2d_f32(
+            x, wt, stride=stride, padding=pad, dilation=dil, groups=groups, impl=impl, **ep
+        )
         assert_close(got, want)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 40, 40, 16, 3, 3, 1, 1, 1, 1),
-                                   (2, 64, 20, 10, 64, 1, 1, 1, 0, 1, 1),
-                                   (1, 32, 1, 50, 32, 1, 7, 1, 3, 1, 32),
-                                   (1, 48, 12, 12, 96, 3, 3, 2, 1, 1, 1)])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (1, 1, 40, 40, 16, 3, 3, 1, 1, 1, 1),
+        (2, 64, 20, 10, 64, 1, 1, 1, 0, 1, 1),
+        (1, 32, 1, 50, 32, 1, 7, 1, 3, 1, 32),
+        (1, 48, 12, 12, 96, 3, 3, 2, 1, 1, 1),
+    ],
+)
 def test_conv2d_f32_shapes(shape):
     b, c, h, w, o, kh, kw, s, p, d, g = shape
     rng = np.random.default_rng(sum(shape))
@@ -356,8 +454,9 @@ def test_conv2d_f32_shapes(shape):
     bias, slope = rand_f32(rng, (o,)), rand_f32(rng, (o,))
     want = fc.oracle_conv2d_f32(x, wt, (s, s), (p, p), (d, d), g, bias=bias, slope=slope)
     for impl in IMPLS:
-        got = fb.conv2d_f32(x, wt, stride=s, padding=p, dilation=d, groups=g, bias=bias,
-                            slope=slope, impl=impl)
+        got = fb.conv2d_f32(
+            x, wt, stride=s, padding=p, dilation=d, groups=g, bias=bias, slope=slope, impl=impl
+        )
         assert_close(got, want)
 
 
@@ -422,20 +521,23 @@ def test_empty_shapes():
         assert fb.binary_linear(e2, w, 100, impl=impl).shape == (0, 3)
         assert fb.pack_threshold(np.zeros((0, 5), F32), impl=impl).shape == (0, 2)
         assert fb.linear_f32(np.zeros((0, 5), F32), np.ones((3, 5), F32), impl=impl).shape == (0, 3)
-        assert fb.binary_memory(np.zeros((1, 4, 0), F32), np.ones((4, 1), np.int8), 0,
-                                impl=impl).shape == (1, 4, 0)
+        assert fb.binary_memory(
+            np.zeros((1, 4, 0), F32), np.ones((4, 1), np.int8), 0, impl=impl
+        ).shape == (1, 4, 0)
 
 
 def test_impl_env_var():
     code = "import backends._fbck as f; print(f.default_impl())"
     env = dict(os.environ, FBCK_IMPL="ref")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == "ref"
     bogus = "neon" if "neon" not in IMPLS else "avx2"
     env["FBCK_IMPL"] = bogus
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
     assert res.returncode != 0 and f"FBCK_IMPL={bogus} is not available" in res.stderr
 
 

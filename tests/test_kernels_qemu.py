@@ -24,8 +24,10 @@ fb = pytest.importorskip("backends._fbck")
 
 F32 = np.float32
 
-pytestmark = pytest.mark.skipif(platform.machine() in ("aarch64", "arm64"),
-                                reason="native aarch64: NEON is tested through the binding")
+pytestmark = pytest.mark.skipif(
+    platform.machine() in ("aarch64", "arm64"),
+    reason="native aarch64: NEON is tested through the binding",
+)
 
 
 def build(main_source: str, name: str):
@@ -77,8 +79,17 @@ def make_cases(d: Path) -> list[Path]:
         add("pack_threshold", x=x, t0=t0, with_s1=1, expect_bits1=bits, expect_s1=s1)
         add("pack_threshold", x=x, t0=t0, with_s1=0, expect_bits1=bits)
         b1, b2, s2, s1d = fb.pack_dual(x, t0, t1, with_s1=True, impl="ref")
-        add("pack_dual", x=x, t0=t0, t1=t1, with_s1=1, expect_bits1=b1, expect_bits2=b2,
-            expect_s2=s2, expect_s1=s1d)
+        add(
+            "pack_dual",
+            x=x,
+            t0=t0,
+            t1=t1,
+            with_s1=1,
+            expect_bits1=b1,
+            expect_bits2=b2,
+            expect_s2=s2,
+            expect_s1=s1d,
+        )
         w = rand_f32(rng, (NS[i % len(NS)], k))
         add("pack_weights", w=w, expect_bits1=fb.pack_weights(w, impl="ref"))
     # canonical double-sum order (see test_kernels.test_mean_abs_canonical_order)
@@ -93,10 +104,18 @@ def make_cases(d: Path) -> list[Path]:
     # one-hot bit order
     for k in (65, 128, 257):
         x = np.ones((k, k), F32) - 2 * np.eye(k, dtype=F32)
-        add("pack_threshold", x=x[:, :, None], with_s1=0,
-            expect_bits1=fb.pack_threshold(x, impl="ref"))
-        add("pack_threshold", x=np.ascontiguousarray(x.T)[None], with_s1=0,
-            expect_bits1=fb.pack_threshold(x, impl="ref"))
+        add(
+            "pack_threshold",
+            x=x[:, :, None],
+            with_s1=0,
+            expect_bits1=fb.pack_threshold(x, impl="ref"),
+        )
+        add(
+            "pack_threshold",
+            x=np.ascontiguousarray(x.T)[None],
+            with_s1=0,
+            expect_bits1=fb.pack_threshold(x, impl="ref"),
+        )
     # bgemm over K x N x P, extremes and the u16 accumulator limit
     for i, k in enumerate(KS):
         for n in (NS[i % len(NS)], NS[(i + 7) % len(NS)], 8, 16):
@@ -149,31 +168,87 @@ def make_cases(d: Path) -> list[Path]:
                 opt[name] = np.abs(rand_f32(rng, (c,))) if name == "sw" else rand_f32(rng, (c,))
         residual = [0.0, 1.0, -0.5][i % 3]
         s1 = [None, "mean_abs", 0.75][s1_mode]
-        y = fb.binary_memory(x, ws, left, dilation=dil, channel_axis=axis, planes=planes, s1=s1,
-                             residual=residual, impl="ref", **opt)
-        add("binary_memory", x=x, ws=ws, left=left, dilation=dil, channel_axis=axis,
-            planes=planes, s1_mode=s1_mode, s1_const=0.75, residual=residual, expect_y=y, **opt)
+        y = fb.binary_memory(
+            x,
+            ws,
+            left,
+            dilation=dil,
+            channel_axis=axis,
+            planes=planes,
+            s1=s1,
+            residual=residual,
+            impl="ref",
+            **opt,
+        )
+        add(
+            "binary_memory",
+            x=x,
+            ws=ws,
+            left=left,
+            dilation=dil,
+            channel_axis=axis,
+            planes=planes,
+            s1_mode=s1_mode,
+            s1_const=0.75,
+            residual=residual,
+            expect_y=y,
+            **opt,
+        )
     # FP32 (float64 expectation, relative bound)
-    for i, (outer, k, inner, n) in enumerate([(1, 1, 1, 1), (3, 17, 1, 5), (13, 129, 1, 33),
-                                              (64, 256, 1, 128), (2, 64, 16, 9), (1, 300, 17, 40),
-                                              (7, 8, 3, 12), (30, 520, 1, 70)]):
+    for i, (outer, k, inner, n) in enumerate(
+        [
+            (1, 1, 1, 1),
+            (3, 17, 1, 5),
+            (13, 129, 1, 33),
+            (64, 256, 1, 128),
+            (2, 64, 16, 9),
+            (1, 300, 17, 40),
+            (7, 8, 3, 12),
+            (30, 520, 1, 70),
+        ]
+    ):
         x = rand_f32(rng, (outer, k, inner))
         w = rand_f32(rng, (n, k))
-        ep = {q: rand_f32(rng, (n,)) for b_, q in enumerate(("bias", "scale", "shift", "slope"))
-              if (i + 1) >> b_ & 1}
+        ep = {
+            q: rand_f32(rng, (n,))
+            for b_, q in enumerate(("bias", "scale", "shift", "slope"))
+            if (i + 1) >> b_ & 1
+        }
         want, bound = fc.oracle_linear_f32(x, w, **ep)
         add("linear_f32", x=x, w=w, **ep, expect_y=want, bound=bound, rel=1e-5)
     for i, (b, c, h, wd, o, kh, kw, s, p, dl, g) in enumerate(
-            [(1, 1, 20, 20, 16, 3, 3, 1, 1, 1, 1), (2, 16, 9, 7, 24, 1, 1, 1, 0, 1, 1),
-             (1, 12, 1, 30, 12, 1, 5, 1, 2, 1, 12), (1, 8, 11, 9, 12, 3, 3, 2, 1, 1, 2),
-             (1, 6, 10, 10, 9, 2, 3, 1, 0, 2, 3)]):
+        [
+            (1, 1, 20, 20, 16, 3, 3, 1, 1, 1, 1),
+            (2, 16, 9, 7, 24, 1, 1, 1, 0, 1, 1),
+            (1, 12, 1, 30, 12, 1, 5, 1, 2, 1, 12),
+            (1, 8, 11, 9, 12, 3, 3, 2, 1, 1, 2),
+            (1, 6, 10, 10, 9, 2, 3, 1, 0, 2, 3),
+        ]
+    ):
         x = rand_f32(rng, (b, c, h, wd))
         w = rand_f32(rng, (o, c // g, kh, kw))
-        ep = {q: rand_f32(rng, (o,)) for b_, q in enumerate(("bias", "scale", "shift", "slope"))
-              if (i + 3) >> b_ & 1}
+        ep = {
+            q: rand_f32(rng, (o,))
+            for b_, q in enumerate(("bias", "scale", "shift", "slope"))
+            if (i + 3) >> b_ & 1
+        }
         want, bound = fc.oracle_conv2d_f32(x, w, (s, s), (p, p), (dl, dl), g, **ep)
-        add("conv2d_f32", x=x, w=w, stride_h=s, stride_w=s, pad_h=p, pad_w=p, dil_h=dl, dil_w=dl,
-            groups=g, **ep, expect_y=want, bound=bound, rel=1e-5)
+        add(
+            "conv2d_f32",
+            x=x,
+            w=w,
+            stride_h=s,
+            stride_w=s,
+            pad_h=p,
+            pad_w=p,
+            dil_h=dl,
+            dil_w=dl,
+            groups=g,
+            **ep,
+            expect_y=want,
+            bound=bound,
+            rel=1e-5,
+        )
     return cases
 
 
@@ -187,15 +262,27 @@ def test_neon_kernels_under_qemu(tmp_path):
     assert res.returncode == 0 and not fails, "\n".join(fails[:20]) + res.stderr[-2000:]
     assert f"{len(cases)} cases, 0 failures" in out
     kernels = {line.split()[2] for line in out.splitlines() if line.startswith("OK")}
-    assert kernels == {"pack_threshold", "pack_dual", "pack_weights", "bgemm", "binary_linear",
-                       "binary_memory", "linear_f32", "conv2d_f32"}
+    assert kernels == {
+        "pack_threshold",
+        "pack_dual",
+        "pack_weights",
+        "bgemm",
+        "binary_linear",
+        "binary_memory",
+        "linear_f32",
+        "conv2d_f32",
+    }
 
 
 def test_neon_bench_driver_runs_under_qemu():
     exe = build("tests/native/fbck_bench_aarch64.cpp", "fbck_bench_aarch64")
-    for args in (["bgemm", "16", "256", "128", "2"], ["sgemm", "24", "16", "64", "2"],
-                 ["bgemm_ref", "4", "8", "256", "1"], ["binary_linear", "8", "128", "320", "1"],
-                 ["linear_f32", "16", "256", "128", "1"]):
+    for args in (
+        ["bgemm", "16", "256", "128", "2"],
+        ["sgemm", "24", "16", "64", "2"],
+        ["bgemm_ref", "4", "8", "256", "1"],
+        ["binary_linear", "8", "128", "320", "1"],
+        ["linear_f32", "16", "256", "128", "1"],
+    ):
         res = run_qemu(exe, args, timeout=300)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "checksum" in res.stdout

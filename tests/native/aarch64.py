@@ -16,10 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 CXX = "aarch64-linux-gnu-g++"
 QEMU = "qemu-aarch64"
 SYSROOT = "/usr/aarch64-linux-gnu"
-KERNEL_SOURCES = ["backends/ref/kernels_ref.cpp", "backends/ref/dispatch.cpp",
-                  "backends/arm/kernels_neon.cpp", "backends/arm/fp32_neon.cpp"]
-CXXFLAGS = ["-std=c++17", "-O2", "-march=armv8-a", "-ffp-contract=off", "-fno-math-errno",
-            "-Wall", "-Wextra"]
+KERNEL_SOURCES = [
+    "backends/ref/kernels_ref.cpp",
+    "backends/ref/dispatch.cpp",
+    "backends/arm/kernels_neon.cpp",
+    "backends/arm/fp32_neon.cpp",
+]
+CXXFLAGS = [
+    "-std=c++17",
+    "-O2",
+    "-march=armv8-a",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-Wall",
+    "-Wextra",
+]
 
 
 class ToolMissing(RuntimeError):
@@ -41,7 +52,8 @@ def require_tools() -> None:
     if missing:
         raise ToolMissing(
             "the NEON kernel tests need " + " and ".join(missing) + "; install them with: "
-            "sudo apt-get install g++-aarch64-linux-gnu qemu-user (`make test` does this)")
+            "sudo apt-get install g++-aarch64-linux-gnu qemu-user (`make test` does this)"
+        )
 
 
 def build(main_source: str, name: str, extra_flags: tuple[str, ...] = ()) -> Path:
@@ -71,18 +83,22 @@ def build(main_source: str, name: str, extra_flags: tuple[str, ...] = ()) -> Pat
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         objs = [str(o) for o in pool.map(compile_one, sources)]
     tmp = out_dir / f"{name}.{os.getpid()}.tmp"
-    res = subprocess.run([CXX, "-static", "-o", str(tmp), *objs], capture_output=True, text=True,
-                         check=False)
+    res = subprocess.run(
+        [CXX, "-static", "-o", str(tmp), *objs], capture_output=True, text=True, check=False
+    )
     if res.returncode != 0:  # no static libstdc++: link dynamically, run with -L SYSROOT
-        res = subprocess.run([CXX, "-o", str(tmp), *objs], capture_output=True, text=True,
-                             check=False)
+        res = subprocess.run(
+            [CXX, "-o", str(tmp), *objs], capture_output=True, text=True, check=False
+        )
     if res.returncode != 0:
         raise RuntimeError(res.stderr)
     tmp.replace(exe)
     return exe
 
 
-def run(exe: Path, args: list[str], timeout: float = 600, qemu_flags: tuple[str, ...] = (),
-        **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([QEMU, "-L", SYSROOT, *qemu_flags, str(exe), *args], timeout=timeout,
-                          check=False, **kw)
+def run(
+    exe: Path, args: list[str], timeout: float = 600, qemu_flags: tuple[str, ...] = (), **kw
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [QEMU, "-L", SYSROOT, *qemu_flags, str(exe), *args], timeout=timeout, check=False, **kw
+    )

@@ -23,17 +23,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import aarch64
 
-DEFAULT = ["bgemm:16:256:128", "bgemm:16:256:320", "bgemm:64:1024:1024", "bgemm:4:8:65408",
-           "binary_linear:16:256:320", "sgemm:96:64:256", "sgemm:384:256:512",
-           "linear_f32:16:256:128", "linear_f32:64:1024:1024"]
+DEFAULT = [
+    "bgemm:16:256:128",
+    "bgemm:16:256:320",
+    "bgemm:64:1024:1024",
+    "bgemm:4:8:65408",
+    "binary_linear:16:256:320",
+    "sgemm:96:64:256",
+    "sgemm:384:256:512",
+    "linear_f32:16:256:128",
+    "linear_f32:64:1024:1024",
+]
 
 
 def count(exe: Path, args: list[str]) -> collections.Counter:
     """Executed instructions by mnemonic for one run."""
-    proc = subprocess.Popen([aarch64.QEMU, "-L", aarch64.SYSROOT, "-singlestep", "-d",
-                             "in_asm,exec,nochain", "-D", "/dev/stdout", str(exe), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            bufsize=1 << 20)
+    proc = subprocess.Popen(
+        [
+            aarch64.QEMU,
+            "-L",
+            aarch64.SYSROOT,
+            "-singlestep",
+            "-d",
+            "in_asm,exec,nochain",
+            "-D",
+            "/dev/stdout",
+            str(exe),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        bufsize=1 << 20,
+    )
     assert proc.stdout is not None
     mnem: dict[int, str] = {}
     hist: collections.Counter = collections.Counter()
@@ -75,14 +97,18 @@ def main() -> None:
             xp = p * n * planes * aarch64_row_words(k) // 2
             alu = sum(hist[m] for m in ("eor", "cnt", "addp", "uadalp", "uaddlp"))
             loads = sum(v for m, v in hist.items() if m.startswith(("ld", "ldr", "ldp")))
-            print(f"  {total / xp:.3f} instructions per 128-bit XOR-popcount "
-                  f"({alu / xp:.3f} EOR/CNT/ADDP/UADALP(UADDLP), {loads / xp:.3f} loads); "
-                  f"{p * n * k * planes / total:.1f} bMAC per instruction")
+            print(
+                f"  {total / xp:.3f} instructions per 128-bit XOR-popcount "
+                f"({alu / xp:.3f} EOR/CNT/ADDP/UADALP(UADDLP), {loads / xp:.3f} loads); "
+                f"{p * n * k * planes / total:.1f} bMAC per instruction"
+            )
         else:
             macs = p * n * k
             fmla = hist["fmla"]
-            print(f"  {macs / total:.2f} MAC per instruction ({fmla / total:.1%} of them FMLA, "
-                  f"{4 * fmla / macs:.3f} of the MACs in FMLA .4s)")
+            print(
+                f"  {macs / total:.2f} MAC per instruction ({fmla / total:.1%} of them FMLA, "
+                f"{4 * fmla / macs:.3f} of the MACs in FMLA .4s)"
+            )
         print(f"  top: {top}")
 
 

@@ -83,7 +83,12 @@ def oracle_pack_dual(x, t0=None, t1=None):
     r = rows - b1
     if t1 is not None:
         r = r - t1
-    return pack_signs(~(d >= 0)), pack_signs(~(r >= 0)), canonical_mean_abs(r), canonical_mean_abs(rows)
+    return (
+        pack_signs(~(d >= 0)),
+        pack_signs(~(r >= 0)),
+        canonical_mean_abs(r),
+        canonical_mean_abs(rows),
+    )
 
 
 # --------------------------------------------------------------------------------- bgemm/linear
@@ -93,8 +98,9 @@ def oracle_bgemm(a, w, k):
     return (sa @ sw_.T).astype(np.int32)
 
 
-def oracle_binary_linear(a1, w, k, *, sw=None, bias=None, s1=None, a2=None, s2=None,
-                         slope=None, inner=1, thr=None):
+def oracle_binary_linear(
+    a1, w, k, *, sw=None, bias=None, s1=None, a2=None, s2=None, slope=None, inner=1, thr=None
+):
     """Float (outer, N, inner) or (P, N) output and packed threshold bits, README order."""
     d1 = oracle_bgemm(a1, w, k).astype(F32)
     u = d1 * s1[:, None] if s1 is not None else d1
@@ -105,13 +111,31 @@ def oracle_binary_linear(a1, w, k, *, sw=None, bias=None, s1=None, a2=None, s2=N
         y = np.where(y > 0, y, y * slope[None, :]).astype(F32)
     bits = pack_signs(~((y - thr[None, :]) >= 0)) if thr is not None else None
     p, n = y.shape
-    yo = y if inner == 1 else np.ascontiguousarray(y.reshape(p // inner, inner, n).transpose(0, 2, 1))
+    yo = (
+        y
+        if inner == 1
+        else np.ascontiguousarray(y.reshape(p // inner, inner, n).transpose(0, 2, 1))
+    )
     return yo.astype(F32), bits
 
 
 # --------------------------------------------------------------------------------- memory
-def oracle_binary_memory(x, ws, left, *, dilation=1, channel_axis=1, t0=None, planes=1, s1=None,
-                         t1=None, t2=None, sw=None, bias=None, residual=0.0):
+def oracle_binary_memory(
+    x,
+    ws,
+    left,
+    *,
+    dilation=1,
+    channel_axis=1,
+    t0=None,
+    planes=1,
+    s1=None,
+    t1=None,
+    t2=None,
+    sw=None,
+    bias=None,
+    residual=0.0,
+):
     xb = x if channel_axis == 2 else x.transpose(0, 2, 1)  # (B, T, C)
     steps = xb.shape[1]
     d = xb - t0 if t0 is not None else xb
@@ -213,14 +237,19 @@ def conv2d_np(x, w, stride, padding, dilation, groups):
         wg = w[g * og : (g + 1) * og]
         for i in range(kh):
             for j in range(kw):
-                patch = xg[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh,
-                           j * dw : j * dw + sw_ * (ow - 1) + 1 : sw_]
+                patch = xg[
+                    :,
+                    :,
+                    i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                    j * dw : j * dw + sw_ * (ow - 1) + 1 : sw_,
+                ]
                 y[:, g * og : (g + 1) * og] += np.einsum("bchw,oc->bohw", patch, wg[:, :, i, j])
     return y
 
 
-def oracle_conv2d_f32(x, w, stride, padding, dilation, groups, bias=None, scale=None, shift=None,
-                      slope=None):
+def oracle_conv2d_f32(
+    x, w, stride, padding, dilation, groups, bias=None, scale=None, shift=None, slope=None
+):
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
     acc = conv2d_np(x64, w64, stride, padding, dilation, groups)
     mag = conv2d_np(np.abs(x64), np.abs(w64), stride, padding, dilation, groups)
@@ -228,8 +257,14 @@ def oracle_conv2d_f32(x, w, stride, padding, dilation, groups, bias=None, scale=
 
 
 # --------------------------------------------------------------------------------- case files
-_DT = {np.dtype(np.float32): b"f", np.dtype(np.float64): b"d", np.dtype(np.int32): b"i",
-       np.dtype(np.int64): b"q", np.dtype(np.uint64): b"u", np.dtype(np.int8): b"b"}
+_DT = {
+    np.dtype(np.float32): b"f",
+    np.dtype(np.float64): b"d",
+    np.dtype(np.int32): b"i",
+    np.dtype(np.int64): b"q",
+    np.dtype(np.uint64): b"u",
+    np.dtype(np.int8): b"b",
+}
 
 
 def write_case(path: Path, kernel: str, entries: dict) -> None:
