@@ -2,15 +2,16 @@
 
 Example::
 
-    from backends import compile_model, load_model
+    from binarize.backends import compile_model, load_model
     compiled = compile_model(student, thin=0)     # same as binarize.compile(student, thin=0)
     compiled.save("kws.bnn")
     logits = load_model("kws.bnn")(features)
 """
 
-from .artifact import ArtifactError
+from binarize.errors import ArtifactError, LoweringError
+
 from .compiled import CompiledModel, Stream, compile_model, load_model
-from .lower import LoweringError, Program, lower
+from .lower import Program, lower
 
 __all__ = [
     "ArtifactError",

@@ -21,15 +21,13 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from binarize.errors import ArtifactError
+
 from .lower import Op, Program
 
 FORMAT = "binarize-fbck"
 FORMAT_VERSION = 1
 FP_DTYPES = {"float32": np.float32, "float16": np.float16}
-
-
-class ArtifactError(ValueError):
-    """A file that is not a valid binarize artifact (corrupt, truncated, wrong version...)."""
 
 
 _POOLS = {"f": np.float32, "u64": np.uint64, "i8": np.int8}

@@ -9,25 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import artifact
+from . import _fbck, artifact
 from .lower import Program, lower
-
-
-def _native():
-    try:
-        from . import _fbck
-    except ImportError as exc:  # the extension was not built
-        raise ImportError(
-            "the native extension backends._fbck is not built: run `pip install -e .` (or `make "
-            f"test`) in the binarize checkout ({exc})"
-        ) from exc
-    return _fbck
 
 
 def _build(program: Program, impl: str):
     artifact.validate_program(program)
-    fb = _native()
-    native = fb.Program(impl)
+    native = _fbck.Program(impl)
     for shape in program.values:
         native.add_value(shape)
     for value, base in program.aliases.items():

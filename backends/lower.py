@@ -20,10 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from binarize.passes.graph import is_fc_module
 from torch import Tensor, fx, nn
 
-from binarize.binarizers import Binarizer
-from binarize.layers import (
+from binarize.errors import LoweringError
+from binarize.model import BinarizedModel
+from binarize.nn.binarizers import Binarizer
+from binarize.nn.layers import (
     BinaryConv2d,
     BinaryLinear,
     ChannelAffine,
@@ -32,13 +35,8 @@ from binarize.layers import (
     Memory,
     ThinSwitch,
 )
-from binarize.model import BinarizedModel
 
 from .bits import pack_signs
-
-
-class LoweringError(ValueError):
-    """A layer or operation the native runtime cannot run; the message names it and says why."""
 
 
 @dataclass
@@ -245,8 +243,6 @@ class _Lowerer:
         )
 
     def conv(self, name: str, m: nn.Conv1d | nn.Conv2d, vid: int, x: Tensor, out_shape) -> int:
-        from passes.graph import is_fc_module
-
         if is_fc_module(m):
             return self.linear(name, m.weight, m.bias, vid, 1, out_shape)
         if m.padding_mode != "zeros":

@@ -90,31 +90,84 @@ def teacher_plan(teacher, input_shape: tuple[int, ...]) -> list[Layer]:
         oh, ow = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
         args = ["conv2d", c, h, w, m.out_channels, kh, kw, sh, sw, ph, pw, m.groups, 1]
         macs = m.out_channels * oh * ow * (c // m.groups) * kh * kw
-        layers.append(Layer(f"front_end.{i}", f"front_end.{i}", [Step(f"front_end.{i}", _s(args), macs)]))
+        layers.append(
+            Layer(f"front_end.{i}", f"front_end.{i}", [Step(f"front_end.{i}", _s(args), macs)])
+        )
         c, h, w = m.out_channels, oh, ow
     T = w
     fc1 = teacher.fc1[0]
-    layers.append(Layer("fc1.0", "fc1.0", [Step("fc1.0", _s(["linear", 1, fc1.in_features, T,
-                                                               fc1.out_features, 1]),
-                                                 fc1.in_features * fc1.out_features * T)]))
+    layers.append(
+        Layer(
+            "fc1.0",
+            "fc1.0",
+            [
+                Step(
+                    "fc1.0",
+                    _s(["linear", 1, fc1.in_features, T, fc1.out_features, 1]),
+                    fc1.in_features * fc1.out_features * T,
+                )
+            ],
+        )
+    )
     for j, blk in enumerate(teacher.backbone):
         dw = blk.memory[0]
         C, taps = dw.out_channels, dw.kernel_size[0]
         a, b = blk.fc_trans[0], blk.fc_trans[4]
         p = f"backbone.{j}."
-        layers.append(Layer(p + "memory.0", layer_kind(p + "memory.0"), [
-            Step(p + "memory.0", _s(["fp_memory", C, T, blk.left, blk.right, 1]), C * T * taps)]))
-        layers.append(Layer(p + "fc_trans.0", layer_kind(p + "fc_trans.0"), [
-            Step(p + "fc_trans.0", _s(["linear", 1, a.in_channels, T, a.out_channels, 1]),
-                 a.in_channels * a.out_channels * T)]))
-        layers.append(Layer(p + "fc_trans.4", layer_kind(p + "fc_trans.4"), [
-            Step(p + "fc_trans.4", _s(["linear", 1, b.in_channels, T, b.out_channels, 1]),
-                 b.in_channels * b.out_channels * T),
-            Step(p + "add", _s(["add", C * T]))]))
+        layers.append(
+            Layer(
+                p + "memory.0",
+                layer_kind(p + "memory.0"),
+                [
+                    Step(
+                        p + "memory.0",
+                        _s(["fp_memory", C, T, blk.left, blk.right, 1]),
+                        C * T * taps,
+                    )
+                ],
+            )
+        )
+        layers.append(
+            Layer(
+                p + "fc_trans.0",
+                layer_kind(p + "fc_trans.0"),
+                [
+                    Step(
+                        p + "fc_trans.0",
+                        _s(["linear", 1, a.in_channels, T, a.out_channels, 1]),
+                        a.in_channels * a.out_channels * T,
+                    )
+                ],
+            )
+        )
+        layers.append(
+            Layer(
+                p + "fc_trans.4",
+                layer_kind(p + "fc_trans.4"),
+                [
+                    Step(
+                        p + "fc_trans.4",
+                        _s(["linear", 1, b.in_channels, T, b.out_channels, 1]),
+                        b.in_channels * b.out_channels * T,
+                    ),
+                    Step(p + "add", _s(["add", C * T])),
+                ],
+            )
+        )
     cls = teacher.classifier[1]
-    layers.append(Layer("classifier.1", "classifier.1", [
-        Step("classifier.1", _s(["linear", 1, cls.in_features, 1, cls.out_features, 0]),
-             cls.in_features * cls.out_features)]))
+    layers.append(
+        Layer(
+            "classifier.1",
+            "classifier.1",
+            [
+                Step(
+                    "classifier.1",
+                    _s(["linear", 1, cls.in_features, 1, cls.out_features, 0]),
+                    cls.in_features * cls.out_features,
+                )
+            ],
+        )
+    )
     return layers
 
 
@@ -123,7 +176,7 @@ def _s(args: list[object]) -> list[str]:
 
 
 def _split(d: list[int], axis: int) -> tuple[int, int, int]:
-    return math.prod(d[:axis]), d[axis], math.prod(d[axis + 1:])
+    return math.prod(d[:axis]), d[axis], math.prod(d[axis + 1 :])
 
 
 def student_plan(program) -> tuple[list[Layer], list[str]]:
@@ -143,32 +196,58 @@ def student_plan(program) -> tuple[list[Layer], list[str]]:
             o = program.values[op.output][0]
             oh, ow = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
             extra = Step(op.name + " (im2col)", _s(["im2col", c, h, w, kh, kw, sh, sw, ph, pw]))
-            step = Step(op.name, _s(["binary_linear", oh * ow, c * kh * kw, 1, o, 1, 0]),
-                        oh * ow * o * c * kh * kw, True)
+            step = Step(
+                op.name,
+                _s(["binary_linear", oh * ow, c * kh * kw, 1, o, 1, 0]),
+                oh * ow * o * c * kh * kw,
+                True,
+            )
         elif op.kind == "conv2d" and list(a.get("dilation", [1, 1])) == [1, 1]:
             (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
             c, h, w = xd[1], xd[2], xd[3]
             o = program.values[op.output][0]
             oh, ow = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
-            step = Step(op.name, _s(["conv2d", c, h, w, o, kh, kw, sh, sw, ph, pw, a["groups"], 0]),
-                        o * oh * ow * (c // a["groups"]) * kh * kw)
+            step = Step(
+                op.name,
+                _s(["conv2d", c, h, w, o, kh, kw, sh, sw, ph, pw, a["groups"], 0]),
+                o * oh * ow * (c // a["groups"]) * kh * kw,
+            )
         elif op.kind == "linear":
             outer, k, inner = _split(xd, a["axis"])
             n = program.values[op.output][a["axis"] - 1]
             step = Step(op.name, _s(["linear", outer, k, inner, n, 0]), outer * inner * n * k)
         elif op.kind == "binary_linear":
             outer, k, inner = _split(xd, a["axis"])
-            step = Step(op.name, _s(["binary_linear", outer, k, inner, a["n"], a["planes"], 0]),
-                        outer * inner * a["n"] * k * a["planes"], True)
+            step = Step(
+                op.name,
+                _s(["binary_linear", outer, k, inner, a["n"], a["planes"], 0]),
+                outer * inner * a["n"] * k * a["planes"],
+                True,
+            )
         elif op.kind == "memory" and a["channel_axis"] == 1 and a["time_axis"] == 2:
             C, T = xd[1], xd[2]
             taps = a["left"] + a["right"] + 1
             if a["binary"]:
-                step = Step(op.name, _s(["binary_memory", C, T, a["left"], a["right"],
-                                         a["planes"], int(a["residual"] != 0)]),
-                            C * T * taps * a["planes"], True)
+                step = Step(
+                    op.name,
+                    _s(
+                        [
+                            "binary_memory",
+                            C,
+                            T,
+                            a["left"],
+                            a["right"],
+                            a["planes"],
+                            int(a["residual"] != 0),
+                        ]
+                    ),
+                    C * T * taps * a["planes"],
+                    True,
+                )
             else:
-                step = Step(op.name, _s(["fp_memory", C, T, a["left"], a["right"], 0]), C * T * taps)
+                step = Step(
+                    op.name, _s(["fp_memory", C, T, a["left"], a["right"], 0]), C * T * taps
+                )
         elif op.kind in ("affine", "prelu", "channel_add", "channel_sub"):
             outer, mid, inner = _split(xd, a["axis"])
             kind = op.kind
@@ -216,7 +295,9 @@ class Counter:
         return (sum(three.values()) - sum(one.values())) / 2
 
     def fill(self, steps: list[Step]) -> None:
-        todo = sorted({tuple(s.args) for s in steps if s.args and self._key(s.args) not in self.cache})
+        todo = sorted(
+            {tuple(s.args) for s in steps if s.args and self._key(s.args) not in self.cache}
+        )
         with ThreadPoolExecutor(self.workers) as pool:
             for args, n in zip(todo, pool.map(lambda a: self._count(list(a)), todo), strict=True):
                 with self.lock:
@@ -249,11 +330,11 @@ def kernel_figures(counter: Counter, smoke: bool) -> list[dict[str, object]]:
             planes = 2 if kernel == "binary_linear" else 1
             xp = p * n * planes * ci.aarch64_row_words(k) // 2
             alu = sum(hist.get(m, 0) for m in ("eor", "cnt", "addp", "uadalp", "uaddlp"))
-            row.update(per_xp=total / xp, alu_per_xp=alu / xp,
-                       bmac_per_insn=p * n * k * planes / total)
+            row.update(
+                per_xp=total / xp, alu_per_xp=alu / xp, bmac_per_insn=p * n * k * planes / total
+            )
         else:
-            row.update(mac_per_insn=p * n * k / total,
-                       fmla_share=hist.get("fmla", 0) / total)
+            row.update(mac_per_insn=p * n * k / total, fmla_share=hist.get("fmla", 0) / total)
         out.append(row)
     counter.cache_path.write_text(json.dumps(counter.cache, indent=0, sort_keys=True))
     return out
@@ -278,10 +359,17 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
     for label, v in models.variants.items():
         vc = binarize.compile(v, thin="all")
         variants[label] = {k: student_plan(vc.programs[k]) for k in vc.thin_options}
-    steps = [s for L in teacher for s in L.steps] + [
-        s for layers in options.values() for L in layers for s in L.steps] + [
-        s for opts in variants.values() for layers, _ in opts.values() for L in layers
-        for s in L.steps]
+    steps = (
+        [s for L in teacher for s in L.steps]
+        + [s for layers in options.values() for L in layers for s in L.steps]
+        + [
+            s
+            for opts in variants.values()
+            for layers, _ in opts.values()
+            for L in layers
+            for s in L.steps
+        ]
+    )
     counter.fill(steps)
     log(f"  {len(counter.cache)} counts cached, {counter.new} new")
     kernels = kernel_figures(counter, smoke)
@@ -298,20 +386,28 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
         sl = s0.get(kind, [])
         t_ins = tl[0].instructions
         s_ins = sl[0].instructions if sl else None
-        per_layer.append({
-            "layer": kind, "count": len(tl), "teacher_instructions": t_ins,
-            "teacher_macs": tl[0].macs,
-            "teacher_mac_per_insn": tl[0].macs / t_ins if t_ins else None,
-            "student_instructions": s_ins,
-            "student_ops": " + ".join(s.args[0] for s in sl[0].steps) if sl else "",
-            "student_binary": any(s.binary for s in sl[0].steps) if sl else False,
-            "ratio": (t_ins / s_ins) if (t_ins and s_ins) else None,
-        })
+        per_layer.append(
+            {
+                "layer": kind,
+                "count": len(tl),
+                "teacher_instructions": t_ins,
+                "teacher_macs": tl[0].macs,
+                "teacher_mac_per_insn": tl[0].macs / t_ins if t_ins else None,
+                "student_instructions": s_ins,
+                "student_ops": " + ".join(s.args[0] for s in sl[0].steps) if sl else "",
+                "student_binary": any(s.binary for s in sl[0].steps) if sl else False,
+                "ratio": (t_ins / s_ins) if (t_ins and s_ins) else None,
+            }
+        )
     per_option = {}
     for k, layers in options.items():
         total = sum(L.instructions or 0 for L in layers)
-        per_option[k] = {"instructions": total, "ratio_vs_full_teacher": t_total / total,
-                         "blocks": len(student.blocks_at(k)), "not_counted": missing[k]}
+        per_option[k] = {
+            "instructions": total,
+            "ratio_vs_full_teacher": t_total / total,
+            "blocks": len(student.blocks_at(k)),
+            "not_counted": missing[k],
+        }
     for label, opts in variants.items():
         vl = {}
         for L in opts[0][0]:
@@ -325,18 +421,27 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
         for k, (layers, miss) in opts.items():
             total = sum(L.instructions or 0 for L in layers)
             per_option[f"{k} ({label})"] = {
-                "instructions": total, "ratio_vs_full_teacher": t_total / total,
-                "blocks": len(models.variants[label].blocks_at(k)), "not_counted": miss,
-                "variant": label}
+                "instructions": total,
+                "ratio_vs_full_teacher": t_total / total,
+                "blocks": len(models.variants[label].blocks_at(k)),
+                "not_counted": miss,
+                "variant": label,
+            }
     return {
         "teacher_instructions": t_total,
         "teacher_macs": sum(L.macs for L in teacher),
         "per_layer": per_layer,
         "per_option": per_option,
         "kernels": kernels,
-        "teacher_layers": [dict(name=L.name, instructions=L.instructions, macs=L.macs) for L in teacher],
-        "student_layers": {k: [dict(name=L.name, instructions=L.instructions,
-                                    steps=[asdict(s) for s in L.steps]) for L in layers]
-                           for k, layers in options.items()},
+        "teacher_layers": [
+            dict(name=L.name, instructions=L.instructions, macs=L.macs) for L in teacher
+        ],
+        "student_layers": {
+            k: [
+                dict(name=L.name, instructions=L.instructions, steps=[asdict(s) for s in L.steps])
+                for L in layers
+            ]
+            for k, layers in options.items()
+        },
         "compiler": "aarch64-linux-gnu-g++ " + " ".join(aarch64.CXXFLAGS) + " -O3",
     }

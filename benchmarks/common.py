@@ -70,7 +70,7 @@ def load_average() -> tuple[float, float, float]:
 
 
 def machine_info() -> dict[str, object]:
-    from backends import _fbck
+    from binarize.backends import _fbck
 
     return {
         "cpu": cpu_model(),
@@ -85,7 +85,7 @@ def machine_info() -> dict[str, object]:
 
 def tsc_hz(impl: str = "ref") -> float:
     """TSC ticks per second, from a timed kernel run (best ticks over best ns)."""
-    from backends import _fbck
+    from binarize.backends import _fbck
 
     b = _fbck.bench_bgemm(16, 256, 256, impl=impl, samples=5)
     return b["best_ticks"] / b["best_ns"] * 1e9 if b["best_ns"] > 0 and b["best_ticks"] > 0 else 0.0

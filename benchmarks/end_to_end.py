@@ -43,8 +43,13 @@ def export_onnx(teacher: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            teacher, (x,), str(path), input_names=["x"], output_names=["logits"],
-            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+            teacher,
+            (x,),
+            str(path),
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
             dynamo=False,
         )
     return path
@@ -78,8 +83,9 @@ class _Split:
         self.pool.shutdown()
 
 
-def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
-        log=print) -> dict[str, object]:
+def run(
+    models, budget: Budget, impl: str = "auto", with_compile: bool = True, log=print
+) -> dict[str, object]:
     """Time every row in every setting; returns rows, the accuracy per row and the notes."""
     teacher, student = models.teacher, models.student
     x1, xb = models.x1.contiguous(), models.xb.contiguous()
@@ -96,8 +102,9 @@ def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
             if fn is None:
                 continue
             row.times[setting_key(batch, threads)] = time_us(fn, budget)
-        log(f"  {row.name}: " + ", ".join(
-            f"{k} {v['median']:.1f} us" for k, v in row.times.items()))
+        log(
+            f"  {row.name}: " + ", ".join(f"{k} {v['median']:.1f} us" for k, v in row.times.items())
+        )
 
     try:
         with torch.inference_mode():
@@ -116,6 +123,7 @@ def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
             row = Row("FP32 teacher, torch.compile", "fp32")
             if with_compile:
                 try:
+
                     def compiled_fn(batch, threads):
                         _torch_threads(threads)
                         torch._dynamo.reset()  # generated code fixes its thread count
@@ -148,7 +156,8 @@ def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
         ref = teacher(xb).detach().numpy()
         notes.append(
             f"ONNX Runtime output vs PyTorch: max abs logit difference "
-            f"{float(np.abs(ort_outputs - ref).max()):.2e}")
+            f"{float(np.abs(ort_outputs - ref).max()):.2e}"
+        )
 
         # -- BinarizedModel in PyTorch
         with torch.inference_mode():
@@ -173,8 +182,12 @@ def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
             try:
                 for k in compiled.thin_options:
                     blocks = len(st.blocks_at(k))
-                    row = Row(f"1-bit compiled ({compiled.impl}{tag}), option {k} ({blocks} "
-                              "blocks)", "compiled", k, variant)
+                    row = Row(
+                        f"1-bit compiled ({compiled.impl}{tag}), option {k} ({blocks} blocks)",
+                        "compiled",
+                        k,
+                        variant,
+                    )
                     native = compiled._native[k]
 
                     def native_fn(batch, threads, k=k, native=native, splitters=splitters):
@@ -191,11 +204,17 @@ def run(models, budget: Budget, impl: str = "auto", with_compile: bool = True,
         notes.append(
             "compiled, all threads: the batch is split across a pool of "
             f"{cores} threads (one native call per part, the GIL released); one utterance runs "
-            "in one call on one thread, so its 'all threads' time is the 1-thread path")
+            "in one call on one thread, so its 'all threads' time is the 1-thread path"
+        )
     finally:
         torch.set_num_threads(threads0)
-    return {"rows": rows, "notes": notes, "impl": compiled.impl, "cores": cores,
-            "batch": int(xb.shape[0])}
+    return {
+        "rows": rows,
+        "notes": notes,
+        "impl": compiled.impl,
+        "cores": cores,
+        "batch": int(xb.shape[0]),
+    }
 
 
 def fastest_fp32(rows: list[Row], key: str) -> float | None:

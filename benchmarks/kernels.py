@@ -14,8 +14,11 @@ from dataclasses import asdict, dataclass
 CEILINGS = {
     "avx2": (128.0, "nibble-LUT ceiling, Zen 2/3 (96 on Skylake-class Intel)"),
     "avx512": (None, "no anchor in kernel-anchors.md (VPOPCNTDQ)"),
-    "ref": (61.0, "scalar POPCNT measured on Zen 3: 44 to 61; FBCK's ref is the portable oracle, "
-                  "built for baseline x86-64 without -mpopcnt, so its popcount is a bit trick"),
+    "ref": (
+        61.0,
+        "scalar POPCNT measured on Zen 3: 44 to 61; FBCK's ref is the portable oracle, "
+        "built for baseline x86-64 without -mpopcnt, so its popcount is a bit trick",
+    ),
 }
 
 
@@ -49,7 +52,7 @@ LARGE = "binary_linear large (2 planes)"
 
 
 def bench_one(s: KernelShape, impl: str, samples: int) -> dict[str, float]:
-    from backends import _fbck
+    from binarize.backends import _fbck
 
     if s.kernel == "bgemm":
         b = _fbck.bench_bgemm(s.P, s.N, s.K, impl=impl, samples=samples)
@@ -66,7 +69,7 @@ def bench_one(s: KernelShape, impl: str, samples: int) -> dict[str, float]:
 
 
 def run(impls: list[str], samples: int = 30, batch: int = 32, log=print) -> dict[str, object]:
-    from backends import _fbck
+    from binarize.backends import _fbck
 
     avail = set(_fbck.available_impls())
     rows = []
@@ -76,12 +79,19 @@ def run(impls: list[str], samples: int = 30, batch: int = 32, log=print) -> dict
             if impl in avail:
                 row["results"][impl] = bench_one(s, impl, samples)
         rows.append(row)
-        log(f"  {s.name}: " + ", ".join(
-            f"{i} {r['bmac_per_tick']:.1f} bMAC/tick" for i, r in row["results"].items()))
+        log(
+            f"  {s.name}: "
+            + ", ".join(
+                f"{i} {r['bmac_per_tick']:.1f} bMAC/tick" for i, r in row["results"].items()
+            )
+        )
     ref = next(r for r in rows if r["name"] == LARGE)["results"]
     hz = {i: r["best_ticks"] / r["best_ns"] * 1e9 for i, r in ref.items() if r["best_ns"] > 0}
-    return {"rows": rows, "tsc_hz": max(hz.values()) if hz else 0.0,
-            "ceilings": {k: v for k, v in CEILINGS.items() if k in impls}}
+    return {
+        "rows": rows,
+        "tsc_hz": max(hz.values()) if hz else 0.0,
+        "ceilings": {k: v for k, v in CEILINGS.items() if k in impls},
+    }
 
 
 def peak(kernel_results: dict[str, object], impl: str) -> float:

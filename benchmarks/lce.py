@@ -21,8 +21,13 @@ from pathlib import Path
 from .common import ROOT
 
 VENV = ROOT / ".cache" / "lce-venv"
-PINS = ["larq-compute-engine==0.16.0", "tensorflow-cpu==2.16.2", "tf-keras==2.16.0",
-        "larq==0.13.3", "numpy<2"]
+PINS = [
+    "larq-compute-engine==0.16.0",
+    "tensorflow-cpu==2.16.2",
+    "tf-keras==2.16.0",
+    "larq==0.13.3",
+    "numpy<2",
+]
 
 
 def python() -> Path:
@@ -37,15 +42,20 @@ def install() -> None:
 def shapes(batch: int = 32, frames: int = 8) -> list[dict[str, int | str]]:
     return [
         {"name": "fc_trans 128<->256, 1 utt", "P": frames, "H": 1, "K": 128, "N": 256},
-        {"name": f"fc_trans 128<->256, batch {batch}", "P": frames * batch, "H": 16,
-         "K": 128, "N": 256},
+        {
+            "name": f"fc_trans 128<->256, batch {batch}",
+            "P": frames * batch,
+            "H": 16,
+            "K": 128,
+            "N": 256,
+        },
         {"name": "large 1024->1024", "P": 64, "H": 8, "K": 1024, "N": 1024},
     ]
 
 
 def _ours(s: dict, impl: str, samples: int) -> float:
     """FBCK per-layer time (us): one plane, bit-packed output, mean of K->N and N->K."""
-    from backends import _fbck
+    from binarize.backends import _fbck
 
     a = _fbck.bench_binary_linear(s["P"], s["N"], s["K"], 1, True, impl=impl, samples=samples)
     b = _fbck.bench_binary_linear(s["P"], s["K"], s["N"], 1, True, impl=impl, samples=samples)
@@ -53,19 +63,26 @@ def _ours(s: dict, impl: str, samples: int) -> float:
 
 
 def run(impls: list[str], reps: int = 200, samples: int = 30, log=print) -> dict[str, object]:
-    from backends import _fbck
+    from binarize.backends import _fbck
 
     py = python()
     sh = shapes()
     if not py.exists():
-        return {"error": f"LCE environment not found ({py}); create it with "
-                         "`python -m benchmarks.lce --install` (pins: " + ", ".join(PINS) + ")"}
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CUDA_VISIBLE_DEVICES": ""}
+        return {
+            "error": f"LCE environment not found ({py}); create it with "
+            "`python -m benchmarks.lce --install` (pins: " + ", ".join(PINS) + ")"
+        }
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     cmd = [str(py), str(ROOT / "benchmarks" / "lce_worker.py"), json.dumps(sh), str(reps)]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,
-                             cwd=str(ROOT), check=False)
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(ROOT), check=False
+        )
     except subprocess.TimeoutExpired:
         return {"error": "the LCE worker ran over 600 s"}
     line = next((x for x in res.stdout.splitlines() if x.startswith("LCE_JSON ")), None)
@@ -77,8 +94,10 @@ def run(impls: list[str], reps: int = 200, samples: int = 30, log=print) -> dict
     for r in data["results"]:
         r["ours_us"] = {i: _ours(r, i, samples) for i in impls if i in avail}
         r["speedup"] = {i: r["per_layer_us"] / t for i, t in r["ours_us"].items() if t > 0}
-        log(f"  {r['name']}: LCE {r['per_layer_us']:.1f} us/layer; " + ", ".join(
-            f"{i} {t:.2f} us ({r['speedup'][i]:.0f}x)" for i, t in r["ours_us"].items()))
+        log(
+            f"  {r['name']}: LCE {r['per_layer_us']:.1f} us/layer; "
+            + ", ".join(f"{i} {t:.2f} us ({r['speedup'][i]:.0f}x)" for i, t in r["ours_us"].items())
+        )
     return data
 
 

@@ -31,8 +31,12 @@ def main() -> None:
     import tensorflow as tf
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-    kw = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-              kernel_constraint="weight_clip", use_bias=False)
+    kw = dict(
+        input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign",
+        kernel_constraint="weight_clip",
+        use_bias=False,
+    )
 
     def model(h, w, k, n, layers):
         inp = tf.keras.Input((h, w, k), batch_size=1)
@@ -52,9 +56,14 @@ def main() -> None:
             ts.append((time.perf_counter_ns() - t0) / 1e3)
         return statistics.median(ts)
 
-    out = {"versions": {"tensorflow": tf.__version__, "larq": lq.__version__,
-                        "larq_compute_engine": getattr(lce, "__version__", "0.16")},
-           "results": []}
+    out = {
+        "versions": {
+            "tensorflow": tf.__version__,
+            "larq": lq.__version__,
+            "larq_compute_engine": getattr(lce, "__version__", "0.16"),
+        },
+        "results": [],
+    }
     for s in shapes:
         p, k, n = s["P"], s["K"], s["N"]
         h = s.get("H", 1)
@@ -64,10 +73,17 @@ def main() -> None:
         fbn = lce.convert_keras_model(model(h, w, k, n, 1 + 2 * chain))
         t1, tn = timed(fb1, x), timed(fbn, x)
         per_layer = (tn - t1) / (2 * chain)
-        out["results"].append({**s, "t_one_us": t1, "t_chain_us": tn, "chain": 1 + 2 * chain,
-                               "per_layer_us": per_layer,
-                               "bmac_per_us": p * k * n / per_layer if per_layer > 0 else None,
-                               "flatbuffer_bytes": len(fb1)})
+        out["results"].append(
+            {
+                **s,
+                "t_one_us": t1,
+                "t_chain_us": tn,
+                "chain": 1 + 2 * chain,
+                "per_layer_us": per_layer,
+                "bmac_per_us": p * k * n / per_layer if per_layer > 0 else None,
+                "flatbuffer_bytes": len(fb1),
+            }
+        )
     print("LCE_JSON " + json.dumps(out))
 
 

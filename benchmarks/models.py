@@ -48,8 +48,12 @@ def add_conv_variant(models: BenchModels) -> None:
     speed and storage are real, its accuracy is not measured."""
     other = not models.binarize_convs
     try:
-        v = binarize.convert(copy.deepcopy(models.teacher), models.teacher,
-                             BinarizeConfig(binarize_convs=other), example_input=models.x1)
+        v = binarize.convert(
+            copy.deepcopy(models.teacher),
+            models.teacher,
+            BinarizeConfig(binarize_convs=other),
+            example_input=models.x1,
+        )
     except Exception as exc:  # an older binarize without binary convs
         models.info["variant_error"] = f"{type(exc).__name__}: {exc}"
         return
@@ -106,9 +110,11 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
         for convs in (True, False):  # which conversion made the run: the one whose weights fit
             try:
                 student = binarize.convert(
-                    copy.deepcopy(teacher), teacher,
+                    copy.deepcopy(teacher),
+                    teacher,
                     BinarizeConfig(binarizer=binarizer, binarize_convs=convs),
-                    example_input=example)
+                    example_input=example,
+                )
                 load_weights(student, student_run)
                 break
             except Exception as exc:  # try the other layout, then fall back
@@ -125,9 +131,17 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
             "data": data.describe(),
         }
         x = data.test.tensors[0]
-        return BenchModels(teacher, student.eval(), True, f"trained runs ({student_run})",
-                           x[:1].clone(), x[:batch].clone(), data.test, info,
-                           binarize_convs=convs)
+        return BenchModels(
+            teacher,
+            student.eval(),
+            True,
+            f"trained runs ({student_run})",
+            x[:1].clone(),
+            x[:batch].clone(),
+            data.test,
+            info,
+            binarize_convs=convs,
+        )
 
     torch.manual_seed(seed)
     teacher = DFSMN().eval()
@@ -137,8 +151,9 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
     else:
         x = torch.randn(batch, 1, 32, 32)
         source = "untrained D-FSMN (no finished `make demo` run); inputs: random features"
-    student = binarize.convert(copy.deepcopy(teacher), teacher,
-                               BinarizeConfig(binarize_convs=True), example_input=x[:1])
+    student = binarize.convert(
+        copy.deepcopy(teacher), teacher, BinarizeConfig(binarize_convs=True), example_input=x[:1]
+    )
     info = {"data": data.describe() if data is not None else "none"}
     if error:
         source += f" ({error})"

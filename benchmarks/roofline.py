@@ -54,8 +54,15 @@ def compute(models, e2e: dict, kernel_results: dict, impl: str) -> dict[str, obj
     peak_tick = kernels.peak(kernel_results, impl)
     hz = kernel_results["tsc_hz"]
     bin_rate = peak_tick * hz / 1e6  # bMAC per microsecond
-    out = {"ort_us": ort_us, "teacher_fp_ops": teacher_ops, "fp_ops_per_us": fp_rate,
-           "bmac_per_tick": peak_tick, "tsc_hz": hz, "bmac_per_us": bin_rate, "options": {}}
+    out = {
+        "ort_us": ort_us,
+        "teacher_fp_ops": teacher_ops,
+        "fp_ops_per_us": fp_rate,
+        "bmac_per_tick": peak_tick,
+        "tsc_hz": hz,
+        "bmac_per_us": bin_rate,
+        "options": {},
+    }
     students = models.students()
     for row in e2e["rows"]:
         if row.group != "compiled":
@@ -66,9 +73,15 @@ def compute(models, e2e: dict, kernel_results: dict, impl: str) -> dict[str, obj
         roof = b_us + f_us
         meas = row.times[key]["median"]
         out["options"][row.name] = {
-            "thin": row.thin, "variant": row.variant,
-            "binary_ops": int(t["binary_ops"]), "fp_ops": int(t["fp_ops"]),
-            "binary_us": b_us, "fp_us": f_us, "roofline_us": roof,
-            "bound_vs_ort": ort_us / roof, "measured_us": meas, "fraction": roof / meas,
+            "thin": row.thin,
+            "variant": row.variant,
+            "binary_ops": int(t["binary_ops"]),
+            "fp_ops": int(t["fp_ops"]),
+            "binary_us": b_us,
+            "fp_us": f_us,
+            "roofline_us": roof,
+            "bound_vs_ort": ort_us / roof,
+            "measured_us": meas,
+            "fraction": roof / meas,
         }
     return out

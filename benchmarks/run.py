@@ -23,8 +23,14 @@ from . import end_to_end, kernels, report, roofline, storage
 from .common import Budget, load_average, machine_info
 from .models import add_conv_variant, conv_label, load_models
 
-PROFILE_GROUPS = {"conv2d": "FP conv", "linear": "FP linear", "binary_linear": "binary linear",
-                  "binary_conv2d": "binary conv", "memory": "memory", "permute": "permute"}
+PROFILE_GROUPS = {
+    "conv2d": "FP conv",
+    "linear": "FP linear",
+    "binary_linear": "binary linear",
+    "binary_conv2d": "binary conv",
+    "memory": "memory",
+    "permute": "permute",
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -38,8 +44,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lce", action="store_true", help="run LCE even with --smoke")
     p.add_argument("--runs", default="runs", help="where `make demo` keeps its trained runs")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--no-variants", action="store_true",
-                   help="skip the undistilled student with the other front-end conv choice")
+    p.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="skip the undistilled student with the other front-end conv choice",
+    )
     return p.parse_args(argv)
 
 
@@ -71,10 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    from backends import _fbck
+    from binarize.backends import _fbck
 
     res: dict[str, object] = {
-        "command": "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.run "
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine_info(),
     }
@@ -94,8 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["accuracy"] = end_to_end.accuracies(models, args.impl)
 
     log("kernels ...")
-    res["kernels"] = kernels.run(impls, samples=3 if args.smoke else 30, batch=args.batch,
-                                 log=log)
+    res["kernels"] = kernels.run(impls, samples=3 if args.smoke else 30, batch=args.batch, log=log)
     res["roofline"] = roofline.compute(models, res["e2e"], res["kernels"], res["e2e"]["impl"])
 
     log("storage ...")
@@ -113,8 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("Larq Compute Engine ...")
         from . import lce
 
-        res["lce"] = lce.run(impls, reps=20 if args.smoke else 200,
-                             samples=3 if args.smoke else 30, log=log)
+        res["lce"] = lce.run(
+            impls, reps=20 if args.smoke else 200, samples=3 if args.smoke else 30, log=log
+        )
         if "error" in res["lce"]:
             log("  " + res["lce"]["error"])
     else:
@@ -127,8 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "bench.json").write_text(report.to_json(res))
     report.plot(res, out / "bench.png")
     print(md)
-    print(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'} "
-          f"in {res['minutes']} min")
+    print(
+        f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'} "
+        f"in {res['minutes']} min"
+    )
     return 0
 
 

@@ -33,9 +33,16 @@ def breakdown(compiled) -> list[dict[str, object]]:
                 seen.add(key)
                 arr = p.tensors[key]
                 parts[(op.kind, role, str(arr.dtype))] += arr.nbytes
-    return [{"kind": k, "role": r, "dtype": d, "bytes_fp32": b,
-             "bytes_fp16": b // 2 if d == "float32" else b}
-            for (k, r, d), b in sorted(parts.items(), key=lambda kv: -kv[1])]
+    return [
+        {
+            "kind": k,
+            "role": r,
+            "dtype": d,
+            "bytes_fp32": b,
+            "bytes_fp16": b // 2 if d == "float32" else b,
+        }
+        for (k, r, d), b in sorted(parts.items(), key=lambda kv: -kv[1])
+    ]
 
 
 def _eval(compiled, x: torch.Tensor, thin: int) -> np.ndarray:
@@ -47,8 +54,11 @@ def run(models, impl: str = "auto", log=print) -> dict[str, object]:
     fp_bytes = state_dict_bytes(teacher)
     param_bytes = sum(p.numel() * 4 for p in teacher.parameters())
     every = binarize.compile(student, thin="all", impl=impl)
-    out: dict[str, object] = {"teacher_state_dict_bytes": fp_bytes,
-                              "teacher_param_bytes": param_bytes, "artifacts": []}
+    out: dict[str, object] = {
+        "teacher_state_dict_bytes": fp_bytes,
+        "teacher_param_bytes": param_bytes,
+        "artifacts": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         loaded = {}
         for dtype in FP_DTYPES:
@@ -56,39 +66,53 @@ def run(models, impl: str = "auto", log=print) -> dict[str, object]:
             size = every.save(path, fp_dtype=dtype)
             assert size == os.path.getsize(path) == every.size_bytes(dtype)
             loaded[dtype] = binarize.load(path)
-            out["artifacts"].append({"options": "all", "fp_dtype": dtype, "bytes": size,
-                                     "ratio": fp_bytes / size})
+            out["artifacts"].append(
+                {"options": "all", "fp_dtype": dtype, "bytes": size, "ratio": fp_bytes / size}
+            )
         for k in student.thin_options:
             one = binarize.compile(student, thin=k, impl=impl)
             for dtype in FP_DTYPES:
                 size = one.size_bytes(dtype)
-                out["artifacts"].append({"options": k, "fp_dtype": dtype, "bytes": size,
-                                         "ratio": fp_bytes / size})
+                out["artifacts"].append(
+                    {"options": k, "fp_dtype": dtype, "bytes": size, "ratio": fp_bytes / size}
+                )
         for label, v in models.variants.items():
             vc = binarize.compile(v, thin="all", impl=impl)
             for dtype in FP_DTYPES:
                 size = vc.size_bytes(dtype)
-                out["artifacts"].append({"options": "all", "fp_dtype": dtype, "bytes": size,
-                                         "ratio": fp_bytes / size, "variant": label})
+                out["artifacts"].append(
+                    {
+                        "options": "all",
+                        "fp_dtype": dtype,
+                        "bytes": size,
+                        "ratio": fp_bytes / size,
+                        "variant": label,
+                    }
+                )
         out["header_bytes"] = every.size_bytes("float32") - sum(
-            b["bytes_fp32"] for b in breakdown(every))
+            b["bytes_fp32"] for b in breakdown(every)
+        )
         out["breakdown"] = breakdown(every)
 
         # accuracy effect of the FP storage precision, measured on the reloaded artifacts
-        x, y = (models.test.tensors if models.test is not None else (models.xb, None))
+        x, y = models.test.tensors if models.test is not None else (models.xb, None)
         effect = {}
         for k in student.thin_options:
             lf = _eval(loaded["float32"], x, k)
             lh = _eval(loaded["float16"], x, k)
-            e = {"max_abs_logit_diff": float(np.abs(lf - lh).max()),
-                 "argmax_agreement": float((lf.argmax(-1) == lh.argmax(-1)).mean()),
-                 "clips": len(x)}
+            e = {
+                "max_abs_logit_diff": float(np.abs(lf - lh).max()),
+                "argmax_agreement": float((lf.argmax(-1) == lh.argmax(-1)).mean()),
+                "clips": len(x),
+            }
             if y is not None:
                 yy = y.numpy()
                 e["acc_fp32"] = float((lf.argmax(-1) == yy).mean())
                 e["acc_fp16"] = float((lh.argmax(-1) == yy).mean())
             effect[k] = e
         out["fp16_effect"] = effect
-    log(f"  teacher state_dict {fp_bytes:,} B; all-options artifact "
-        f"{out['artifacts'][0]['bytes']:,} B (fp32), {out['artifacts'][1]['bytes']:,} B (fp16)")
+    log(
+        f"  teacher state_dict {fp_bytes:,} B; all-options artifact "
+        f"{out['artifacts'][0]['bytes']:,} B (fp32), {out['artifacts'][1]['bytes']:,} B (fp16)"
+    )
     return out

@@ -1,5 +1,10 @@
 """binarize: 1-bit compression of FSMN keyword-spotting models (BiFSMNv2: LPB, DTA, FID).
 
+Layers, bottom to top (no module imports one above it): ``binarize.nn`` (sign functions,
+binarizers, binary layers), ``binarize.errors``, ``binarize.config`` and ``binarize.distill``;
+``binarize.passes`` (torch.fx passes) and ``binarize.model``; ``binarize.backends`` (lowering,
+artifact, native runtime); and this module's ``convert`` / ``compile`` / ``load``.
+
 Example::
 
     import binarize
@@ -9,18 +14,28 @@ Example::
     compiled.save("kws.bnn"); compiled = binarize.load("kws.bnn")
 """
 
-from passes.errors import ConversionError, NoFSMNStructureError, TeacherMismatchError, TraceError
-
-from .binarizers import Binarizer, available_binarizers, get_binarizer, register_binarizer
+from .backends import CompiledModel, compile_model, load_model
 from .config import BinarizeConfig
 from .convert import convert
+from .errors import (
+    ArtifactError,
+    ConversionError,
+    LoweringError,
+    NoFSMNStructureError,
+    TeacherMismatchError,
+    TraceError,
+)
 from .model import BinarizedModel
+from .nn.binarizers import Binarizer, available_binarizers, get_binarizer, register_binarizer
 
 __all__ = [
+    "ArtifactError",
     "BinarizeConfig",
     "BinarizedModel",
     "Binarizer",
+    "CompiledModel",
     "ConversionError",
+    "LoweringError",
     "NoFSMNStructureError",
     "TeacherMismatchError",
     "TraceError",
@@ -33,15 +48,22 @@ __all__ = [
 ]
 
 
-def compile(student: BinarizedModel, thin: int = 0, **kwargs):
-    """Lower ``student`` at depth option ``thin`` to the native FBCK runtime (see backends)."""
-    from backends import compile_model
+def compile(student: BinarizedModel, thin: int | str = 0, **kwargs) -> CompiledModel:
+    """Lower ``student`` at depth option ``thin`` (or ``"all"``) to the native FBCK runtime.
 
+    Example::
+
+        compiled = binarize.compile(student, thin=0)
+        logits = compiled(features)        # numpy or torch, equal to student.eval()(features)
+    """
     return compile_model(student, thin=thin, **kwargs)
 
 
-def load(path):
-    """Load a compiled model saved with ``CompiledModel.save``."""
-    from backends import load_model
+def load(path) -> CompiledModel:
+    """Load a compiled model saved with ``CompiledModel.save``.
 
+    Example::
+
+        compiled = binarize.load("kws.bnn")
+    """
     return load_model(path)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .binarizers import get_binarizer
+from .distill import check_wavelet
+from .nn.binarizers import get_binarizer
 
 FP = "fp"
 
@@ -85,8 +86,6 @@ class BinarizeConfig:
             raise ValueError("option_weights must be non-negative")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        from .distill import check_wavelet
-
         check_wavelet(self.wavelet, self.wavelet_levels)
         return self
 

@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
-import passes
-from passes.errors import ConversionError, TeacherMismatchError
+from binarize import passes
+from binarize.errors import ConversionError, TeacherMismatchError
 
 from .config import BinarizeConfig
 from .model import BinarizedModel, LayerInfo, logits_of

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from .binarizers.base import Binarizer
 from .config import BinarizeConfig
 from .distill import fid_loss
-from .layers import collect_aux_losses
+from .nn.binarizers.base import Binarizer
+from .nn.layers import collect_aux_losses
+from .summary import summarize
 
 TaskLoss = Callable[[Tensor, Tensor], Tensor]
 
@@ -271,8 +272,6 @@ class BinarizedModel(nn.Module):
         """Per-layer table at depth option ``thin`` (default 0): binary or FP, parameter bits and
         bytes, binary and FP operations per input frame, totals and the storage ratio against the FP
         model. Printing it shows the table; ``.rows`` and ``.totals`` hold the numbers."""
-        from .summary import summarize
-
         return summarize(self, self._option(thin))
 
     def extra_repr(self) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .layers import BinaryLinear, Memory
+from .nn.layers import BinaryLinear, Memory
 
 
 @dataclass

@@ -3,7 +3,6 @@ trace, find memory blocks and backbone blocks, swap in binary layers, make the d
 expose block outputs for distillation."""
 
 from .blocks import Block, find_blocks
-from .errors import ConversionError, NoFSMNStructureError, TeacherMismatchError, TraceError
 from .features import expose_outputs
 from .memory import MemoryRegion, canonicalize_memories, find_memories
 from .rewrite import LayerPlan, apply_plan, bypass_relus, make_eval_exact, plan_layers
@@ -14,14 +13,10 @@ from .trace import BinarizeTracer, infer_example_input, propagate_shapes, trace
 __all__ = [
     "BinarizeTracer",
     "Block",
-    "ConversionError",
     "FSMNStructure",
     "LayerPlan",
     "MemoryRegion",
-    "NoFSMNStructureError",
     "Parts",
-    "TeacherMismatchError",
-    "TraceError",
     "analyze",
     "apply_plan",
     "blocks_of_option",

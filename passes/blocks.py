@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from .errors import ConversionError
+from binarize.errors import ConversionError
+
 from .graph import scopes
 from .trace import node_shape
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from binarize.nn.layers import BinaryLinear, Memory
+
 # -- node kinds --------------------------------------------------------------------------------
 _LAYOUT_METHODS = {
     "permute",
@@ -71,8 +73,6 @@ def is_depthwise_temporal(m: nn.Module | None) -> bool:
 
 def is_weight_layer(m: nn.Module | None) -> bool:
     """Layers that carry a weight matrix or filter (for the first/last-layer rule)."""
-    from binarize.layers import BinaryLinear, Memory
-
     return isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | Memory | BinaryLinear)
 
 

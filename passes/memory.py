@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx
 
-from binarize.layers import Memory
+from binarize.nn.layers import Memory
 
 from .graph import (
     _LAYOUT_FUNCTIONS,

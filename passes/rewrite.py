@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from binarize.binarizers import get_binarizer
 from binarize.config import FP, BinarizeConfig
-from binarize.layers import BinaryConv2d, BinaryLinear, Memory, exact_batchnorm
+from binarize.errors import ConversionError
+from binarize.nn.binarizers import get_binarizer
+from binarize.nn.layers import BinaryConv2d, BinaryLinear, Memory, exact_batchnorm
 
-from .errors import ConversionError
 from .graph import is_fc_module, module_of
 from .structure import FSMNStructure
 

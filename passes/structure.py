@@ -8,8 +8,9 @@ from typing import Any
 
 from torch import Tensor, fx, nn
 
+from binarize.errors import NoFSMNStructureError
+
 from .blocks import Block, find_blocks
-from .errors import NoFSMNStructureError
 from .graph import is_fc_module, is_weight_layer, module_of
 from .memory import MemoryRegion, canonicalize_memories, find_memories
 from .trace import propagate_shapes, trace

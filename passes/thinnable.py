@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from binarize.layers import BinaryLinear, ChannelAffine, ThinSwitch
+from binarize.errors import ConversionError
+from binarize.nn.layers import BinaryLinear, ChannelAffine, ThinSwitch
 
 from .blocks import Block
-from .errors import ConversionError
 from .graph import ancestors, extract, flatten_nodes, is_fc_module, module_of
 from .trace import node_shape
 

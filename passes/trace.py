@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .errors import ConversionError, TraceError
+from binarize.errors import ConversionError, TraceError
+from binarize.nn.layers import BinaryLinear, ChannelAffine, Memory, ThinSwitch
 
 
 class BinarizeTracer(fx.Tracer):
@@ -23,8 +24,6 @@ class BinarizeTracer(fx.Tracer):
 
     def __init__(self, leaf_modules: Iterable[type | str] = ()) -> None:
         super().__init__()
-        from binarize.layers import BinaryLinear, ChannelAffine, Memory, ThinSwitch
-
         leaves = list(leaf_modules)
         # binarize's own layers are always leaves: their forwards branch on training mode.
         self._leaf_types = (

@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 
-from binarize.binarizers import activation_planes, available_binarizers, get_binarizer
-from binarize.ste import sign, sign_approx, sign_clipped_ste, sign_ede, sign_identity_ste, sign_lpb
+from binarize.nn.binarizers import activation_planes, available_binarizers, get_binarizer
+from binarize.nn.ste import (
+    sign,
+    sign_approx,
+    sign_clipped_ste,
+    sign_ede,
+    sign_identity_ste,
+    sign_lpb,
+)
 
 ALL = available_binarizers()
 

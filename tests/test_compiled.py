@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from binarize.backends import ArtifactError, LoweringError, _fbck
+from binarize.backends.artifact import deserialize, serialize
 from fsmn_models import DFSMN
 from test_convert import CASES, _setup, _target, _task_loss
 from torch import nn
 
 import binarize
-from backends import ArtifactError, LoweringError, _fbck
-from backends.artifact import deserialize, serialize
 
 IMPLS = _fbck.available_impls()
 
@@ -246,7 +246,7 @@ def test_truncated_or_corrupt_artifacts_are_rejected(artifact_bytes):
         except ArtifactError:
             continue
         # a flip that survives the checks (e.g. in JSON whitespace) must still give a valid program
-        from backends.compiled import CompiledModel
+        from binarize.backends.compiled import CompiledModel
 
         CompiledModel(programs)
     with pytest.raises(ArtifactError, match="not a binarize artifact"):
@@ -258,8 +258,7 @@ def _rebuild(data: bytes, meta_update=None, body_update=None, fix_checksum=False
     import json
 
     import safetensors.numpy
-
-    from backends import artifact as art
+    from binarize.backends import artifact as art
 
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])

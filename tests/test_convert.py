@@ -11,7 +11,7 @@ from fsmn_models import CFSMN, DFSMN, WekwsFSMN
 
 import binarize
 from binarize import BinarizeConfig
-from binarize.layers import BinaryConv2d, BinaryLinear, Memory
+from binarize.nn.layers import BinaryConv2d, BinaryLinear, Memory
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""FBCK native kernels (backends._fbck): every available implementation against the scalar
+"""FBCK native kernels (binarize.backends._fbck): every available implementation against the scalar
 reference (bit-exact for the binary kernels), the reference against numpy oracles on unpacked +-1
 values (exact), FP32 kernels against float64 within tolerance, and argument checking."""
 
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent / "native"))
 import fbck_cases as fc
 
-fb = pytest.importorskip("backends._fbck")
+fb = pytest.importorskip("binarize.backends._fbck")
 
 IMPLS = fb.available_impls()
 F32 = np.float32
@@ -527,7 +527,7 @@ def test_empty_shapes():
 
 
 def test_impl_env_var():
-    code = "import backends._fbck as f; print(f.default_impl())"
+    code = "import binarize.backends._fbck as f; print(f.default_impl())"
     env = dict(os.environ, FBCK_IMPL="ref")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent / "native"))
 import aarch64
 import fbck_cases as fc
 
-fb = pytest.importorskip("backends._fbck")
+fb = pytest.importorskip("binarize.backends._fbck")
 
 F32 = np.float32
 

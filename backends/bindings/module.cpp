@@ -1,4 +1,4 @@
-// nanobind glue for the FBCK kernels: backends._fbck.
+// nanobind glue for the FBCK kernels: binarize.backends._fbck.
 //
 // Only argument checking, output allocation and GIL handling live here; the kernels and the
 // dispatch table are plain C++ (backends/include/fbck/kernels.h). Inputs must be C-contiguous CPU

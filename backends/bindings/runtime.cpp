@@ -1,5 +1,5 @@
-// nanobind glue for the compiled-model runtime (backends/runtime/program.h): backends._fbck.Program
-// and backends._fbck.Stream. Python (backends/compiled.py) validates the program first; the C++
+// nanobind glue for the compiled-model runtime (backends/runtime/program.h): binarize.backends._fbck.Program
+// and binarize.backends._fbck.Stream. Python (backends/compiled.py) validates the program first; the C++
 // side checks again and turns every problem into ValueError, never a crash.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>

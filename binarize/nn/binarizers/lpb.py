@@ -22,7 +22,7 @@ class LPB(Binarizer):
     Keyword Spotting to Real-Network Performance", IEEE TNNLS 2023, arXiv 2211.06987).
 
     Weights: ``Wb = sign(W) * mean|W|`` per output channel (scale detached), gradient through
-    ``clip(a_w W, -1, 1)`` with a learnable ``a_w`` (see :func:`binarize.ste.sign_lpb`).
+    ``clip(a_w W, -1, 1)`` with a learnable ``a_w`` (see :func:`binarize.nn.ste.sign_lpb`).
 
     Activations (dual scale, DTA): per-input-channel learnable thresholds ``t0, t1, t2``,
     ``b1 = LPB(x - t0)``, ``r = x - b1 - t1``, ``b2 = LPB(r) * mean_c|r|`` (one detached scale per
