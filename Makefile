@@ -1,17 +1,18 @@
 # Two commands do all the set-up on a fresh machine: `make test` and `make demo`.
-# Each installs what is missing (Debian packages, the virtual environment, the package and its
-# native extension) and skips what is already there.
+# Each installs what is missing (Debian packages, the virtual environment from the exact lock, the
+# package and its native extension) and skips what is already there.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 APT_PKGS := espeak-ng flite sox g++-aarch64-linux-gnu qemu-user
-TORCH_PINS := "torch==2.11.*" "torchaudio==2.11.*" "torchvision==0.26.*"
 
-.PHONY: test demo install system-deps lint clean
+.PHONY: test demo install system-deps lint lock clean
 
 test: install
+	$(PY) tests/check_env.py
 	$(PY) -m pytest -q
 
 demo: install
@@ -32,13 +33,26 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(STAMP): pyproject.toml
+# The virtual environment holds exactly what requirements.lock pins (hashes checked, no other
+# package pulled in), then binarize itself in editable mode (compiles the nanobind extension).
+# scikit-build-core's editable .pth also puts the repo root on sys.path, which would make the
+# repo's folders importable as top-level `passes` and `backends` from anywhere; its redirecting
+# finder alone serves every binarize.* module, so only its import line is kept.
+$(STAMP): $(LOCK) pyproject.toml CMakeLists.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q scikit-build-core nanobind ninja cmake
-	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	sed -i '/^import /!d' $(VENV)/lib/python3*/site-packages/_editable_skbc_binarize.pth
 	touch $@
+
+# Re-resolve requirements.in + pyproject.toml's [dev] extra into the exact lock (Python 3.11,
+# x86-64 Linux). See README "Upgrading a dependency".
+lock:
+	test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install -q "$$(grep -o '^uv==[^ ]*' $(LOCK))"; }
+	$(VENV)/bin/uv pip compile pyproject.toml requirements.in --extra dev \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --generate-hashes --no-header --index-url https://pypi.org/simple -o $(LOCK)
 
 clean:
 	rm -rf build

@@ -74,12 +74,12 @@ def test_lpb_dual_scale_has_four_levels_per_channel_and_position():
     x = torch.randn(3, 5, 16)
     planes = activation_planes(x, b.activation_spec())
     levels = planes.b1 + planes.b2 * planes.s2  # before the per-channel offset t2
-    s2 = planes.s2
-    for value in levels.unique():
-        assert (
-            any(torch.isclose(value, torch.tensor(c)) for c in [-1.0, 1.0])
-            or torch.isclose((value.abs() - 1).abs(), s2).any()
-        )
+    s2 = planes.s2.expand_as(levels)
+    assert s2[..., 0].unique().numel() == 3 * 5, "one scale per frame, different frames differ"
+    # every value is one of its own frame's four levels +-1 +- s2
+    own = torch.stack([b1 + b2 * s2 for b1 in (-1.0, 1.0) for b2 in (-1.0, 1.0)])
+    assert torch.isclose(levels.unsqueeze(0), own).any(0).all()
+    assert torch.equal(levels - planes.b1, planes.b2 * s2)
     single = get_binarizer("lpb")(16, 4, dual_scale=False)
     assert activation_planes(x, single.activation_spec()).b2 is None
 

@@ -86,12 +86,17 @@ def test_binary_conv2d_compiles_exactly_and_streams(binarizer):
         assert torch.equal(stream.finish(), compiled(xs)[0])
 
 
-def test_kernel_implementations_agree_bit_for_bit():
+def test_kernel_implementations_agree_to_float_rounding():
+    """The binary parts are bit-exact across implementations (tests/test_kernels.py); the FP
+    front end and classifier may sum in another order, so logits agree to a few ulps and every
+    prediction is the same."""
     _, student, x = trained_student("dfsmn_bn")
     xs = np.random.default_rng(0).standard_normal((7, *x.shape[1:])).astype(np.float32)
     outs = [binarize.compile(student, impl=impl)(xs) for impl in IMPLS]
-    for other in outs[1:]:
-        np.testing.assert_allclose(other, outs[0], rtol=1e-5, atol=1e-6)
+    scale = np.abs(outs[0]).max()
+    for impl, other in zip(IMPLS[1:], outs[1:], strict=True):
+        assert np.abs(other - outs[0]).max() <= 8 * np.finfo(np.float32).eps * scale, impl
+        assert np.array_equal(other.argmax(-1), outs[0].argmax(-1)), impl
 
 
 def test_save_load_round_trip(tmp_path):
@@ -108,7 +113,11 @@ def test_save_load_round_trip(tmp_path):
         compiled.save(path)
     half = tmp_path / "kws16.bnn"
     assert compiled.save(half, fp_dtype="float16") < size
-    assert np.isfinite(binarize.load(half)(xs.numpy())).all()
+    many = torch.randn(64, *x.shape[1:]).numpy()
+    full, reduced = compiled(many), binarize.load(half)(many)
+    # float16 constants move the logits by about their precision, not the predictions
+    assert np.abs(reduced - full).max() < 0.1 * np.abs(full).max()
+    assert (reduced.argmax(-1) == full.argmax(-1)).mean() >= 0.9
 
 
 def test_all_options_in_one_artifact(tmp_path):

@@ -352,4 +352,6 @@ def test_summary_reports_bits_ops_and_storage_ratio():
     assert not front.binary and front.fp_ops == 32 * 8 * 8 * 16 * 25
     thin = student.summary(thin=3).totals
     assert thin["binary_ops"] < t["binary_ops"] / 4 and thin["bytes"] < t["bytes"]
-    assert "storage" not in str(s).lower() or "smaller" in str(s)
+    assert t["storage_ratio"] == t["fp_model_bytes"] / t["bytes"]
+    assert f"{t['bytes']:,.0f} bytes" in str(s)
+    assert f"{t['fp_model_bytes']:,} bytes FP32 model: {t['storage_ratio']:.1f}x smaller" in str(s)

@@ -9,14 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchaudio
-from tts_data import needs_tts
 
 from examples.kws import features as F
 from examples.kws.audio import load_wav, save_wav
 from examples.kws.augment import WaveAugment
 from examples.kws.speech_commands import SpeechCommands
-
-pytestmark = needs_tts
 
 
 @pytest.fixture(autouse=True)

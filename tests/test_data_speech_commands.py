@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tts_data import needs_tts
 
 from examples.kws.audio import AudioFileError, load_wav, save_wav
 from examples.kws.speech_commands import (
@@ -24,8 +23,6 @@ from examples.kws.speech_commands import (
     check_layout,
     get_task,
 )
-
-pytestmark = needs_tts
 
 
 @pytest.fixture

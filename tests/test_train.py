@@ -82,10 +82,11 @@ def test_fit_is_deterministic_for_a_seed(tmp_path):
 
 
 def test_student_trains_with_the_same_loop(tmp_path):
-    data = tiny_data()
+    data = tiny_data()  # 4 classes, separable by the mean: chance is 25%
     teacher = tiny_model()
     student = binarize.convert(teacher, teacher, example_input=data.tensors[0][:1])
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, optimizer="adamw", grad_clip=5.0)
+    before = accuracy(student, data, thin=0)
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, optimizer="adamw", grad_clip=5.0)
     result = fit(
         student,
         data,
@@ -93,9 +94,10 @@ def test_student_trains_with_the_same_loop(tmp_path):
         lambda m: {"acc": accuracy(m, data, thin=0)},
         cfg,
         tmp_path / "student",
-        param_groups=student.parameter_groups(0.0, 1e-3, 0.1),
+        param_groups=student.parameter_groups(0.0, 1e-2, 0.1),
     )
-    assert len(result.history) == 2 and 0 <= result.best["acc"] <= 1
+    assert len(result.history) == 4
+    assert result.best["acc"] >= 0.6 and result.best["acc"] > before + 0.2
 
 
 def test_bad_train_config():
