@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 APT_PKGS := espeak-ng flite sox g++-aarch64-linux-gnu qemu-user
 
-.PHONY: test demo install system-deps lint lock clean
+.PHONY: test demo install system-deps lint lock clean cli cli-aarch64 cli-asan
 
 test: install
 	$(PY) tests/check_env.py
@@ -17,6 +17,25 @@ test: install
 
 demo: install
 	$(PY) -m examples.kws.demo $(DEMO_ARGS)
+
+# The standalone runtime: C++ library + C API + the fbck_run CLI, no Python (backends/README.md).
+# `make cli` builds it for this machine, `make cli-aarch64` cross-builds it for 64-bit ARM Linux
+# (static, runs on a device or under qemu-aarch64), `make cli-asan` with AddressSanitizer.
+CMAKE := $(if $(wildcard $(VENV)/bin/cmake),$(VENV)/bin/cmake,cmake)
+CLI_FLAGS := -DCMAKE_BUILD_TYPE=Release
+
+cli:
+	$(CMAKE) -S . -B build/cli-native $(CLI_FLAGS) >/dev/null
+	$(CMAKE) --build build/cli-native --target fbck_run -j 2
+
+cli-aarch64:
+	$(CMAKE) -S . -B build/cli-aarch64 $(CLI_FLAGS) -DFBCK_STATIC_CLI=ON \
+	  -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake >/dev/null
+	$(CMAKE) --build build/cli-aarch64 --target fbck_run -j 2
+
+cli-asan:
+	$(CMAKE) -S . -B build/cli-asan $(CLI_FLAGS) -DFBCK_SANITIZE=address >/dev/null
+	$(CMAKE) --build build/cli-asan --target fbck_run -j 2
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,48 +14,12 @@ from . import _fbck, artifact
 from .lower import Program, lower
 
 
-def _build(program: Program, impl: str):
-    artifact.validate_program(program)
-    native = _fbck.Program(impl)
-    for shape in program.values:
-        native.add_value(shape)
-    for value, base in program.aliases.items():
-        native.set_alias(value, base)
-    for op in program.ops:
-        ints, floats, strs, lists = {}, {}, {}, {}
-        for key, v in op.attrs.items():
-            if isinstance(v, bool | int):
-                ints[key] = int(v)
-            elif isinstance(v, float):
-                floats[key] = v
-            elif isinstance(v, str):
-                strs[key] = v
-            elif isinstance(v, list | tuple):
-                lists[key] = [int(x) for x in v]
-            else:
-                raise artifact.ArtifactError(
-                    f"op {op.name!r}: attribute {key!r} has type {type(v)}"
-                )
-        f32 = {
-            r: program.tensors[k].reshape(-1)
-            for r, k in op.params.items()
-            if program.tensors[k].dtype == np.float32
-        }
-        u64 = {
-            r: program.tensors[k].reshape(-1)
-            for r, k in op.params.items()
-            if program.tensors[k].dtype == np.uint64
-        }
-        i8 = {
-            r: program.tensors[k].reshape(-1)
-            for r, k in op.params.items()
-            if program.tensors[k].dtype == np.int8
-        }
-        native.add_op(
-            op.kind, op.name, op.inputs, op.output, ints, floats, strs, lists, f32, u64, i8
-        )
-    native.finalize(program.input, program.output, program.time_axis)
-    return native
+def _native_model(programs: list[Program], impl: str, data: bytes | None = None):
+    """The C++ runtime's model (the loader of the C API and the CLI), from the artifact bytes:
+    ``data`` when the programs came from a file, else the programs written exactly (float32)."""
+    if data is None:
+        data = artifact.serialize(programs, "float32")
+    return _fbck.Model.from_bytes(data, impl)
 
 
 def _as_input(
@@ -101,13 +66,16 @@ class CompiledModel:
         fast = every(features, thin=3)
     """
 
-    def __init__(self, programs: Program | list[Program], impl: str = "auto") -> None:
+    def __init__(
+        self, programs: Program | list[Program], impl: str = "auto", data: bytes | None = None
+    ) -> None:
         programs = [programs] if isinstance(programs, Program) else list(programs)
         self.programs = {int(p.meta.get("thin", 0)): p for p in programs}
         if len(self.programs) != len(programs):
             raise artifact.ArtifactError("two programs for the same depth option")
         self.default_thin = int(programs[0].meta.get("thin", 0))
-        self._native = {k: _build(p, impl) for k, p in self.programs.items()}
+        self._model = _native_model(programs, impl, data)
+        self._native = {k: self._model.program(k) for k in self.programs}
 
     def _pick(self, thin: int | None) -> int:
         thin = self.default_thin if thin is None else thin
@@ -142,9 +110,9 @@ class CompiledModel:
         """The kernel implementation in use ("avx2", "neon", "ref"...)."""
         return self._native[self.default_thin].impl
 
-    def size_bytes(self, fp_dtype: str = "float32") -> int:
+    def size_bytes(self, storage: str = artifact.DEFAULT_STORAGE) -> int:
         """Size of the artifact :meth:`save` writes: the deployed storage figure."""
-        return artifact.artifact_size(list(self.programs.values()), fp_dtype)
+        return artifact.artifact_size(list(self.programs.values()), storage)
 
     # -- running ---------------------------------------------------------------------------------
     def __call__(self, x: Any, thin: int | None = None) -> Any:
@@ -164,11 +132,15 @@ class CompiledModel:
 
     # -- storage ---------------------------------------------------------------------------------
     def save(
-        self, path: str | os.PathLike, fp_dtype: str = "float32", overwrite: bool = False
+        self,
+        path: str | os.PathLike,
+        storage: str = artifact.DEFAULT_STORAGE,
+        overwrite: bool = False,
     ) -> int:
-        """Write the deployable artifact (safetensors + JSON programs, versioned and checksummed).
-        ``fp_dtype="float16"`` stores the full-precision constants in half precision. Returns bytes."""
-        return artifact.save(list(self.programs.values()), path, fp_dtype, overwrite)
+        """Write the deployable artifact (backends/README.md "Artifact format"), which the C API
+        and the ``fbck_run`` CLI read as well. ``storage`` picks how the full-precision constants
+        are stored (:data:`binarize.backends.artifact.STORAGE`). Returns its size in bytes."""
+        return artifact.save(list(self.programs.values()), path, storage, overwrite)
 
     def __repr__(self) -> str:
         return (
@@ -241,7 +213,7 @@ def _lower_streamable(student, thin: int, time_axis: int | None, impl: str) -> P
     best, best_count = None, -1
     for axis in range(len(student.example_shape) - 1, 0, -1):
         program = lower(student, thin, axis)
-        count = _build(program, impl).streamed_ops
+        count = _native_model([program], impl).program(program.meta["thin"]).streamed_ops
         if count > best_count:
             best, best_count = program, count
     return best
@@ -267,4 +239,8 @@ def compile_model(
 
 def load_model(path: str | os.PathLike, impl: str = "auto") -> CompiledModel:
     """Load an artifact written by :meth:`CompiledModel.save` (checked before it runs)."""
-    return CompiledModel(artifact.load(path), impl)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no artifact at {path}")
+    data = path.read_bytes()
+    return CompiledModel(artifact.deserialize(data), impl, data)

@@ -6,7 +6,8 @@ it. Binary weights are packed once here; every constant the runtime uses (folded
 activation offset folded into the bias) is computed by the same PyTorch function the student's
 evaluation uses, so the runtime repeats the student's float operations exactly.
 
-Op kinds (``Op.kind``) and their float semantics are listed in backends/README.md.
+Op kinds, their attributes and constants are declared once in ``schema.py``; every op is checked
+against it when emitted. Their float semantics are in backends/README.md.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from binarize.nn.layers import (
 )
 
 from .bits import pack_signs
+from .schema import SchemaError, check_op_declaration
 
 
 @dataclass
@@ -106,6 +108,7 @@ def tensor_key(array: np.ndarray) -> str:
     return h.hexdigest()[:24]
 
 
+# module or function -> (op kind, attributes)
 _ACTIVATIONS: dict[Any, tuple[str, dict[str, float]]] = {
     nn.ReLU: ("relu", {}),
     nn.ReLU6: ("hardtanh", {"min": 0.0, "max": 6.0}),
@@ -135,11 +138,18 @@ class _Lowerer:
         attrs: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
     ) -> int:
+        attrs = attrs or {}
+        try:
+            check_op_declaration(kind, len(inputs), attrs, list(params or {}))
+        except SchemaError as exc:
+            raise LoweringError(f"{name}: {exc}") from None
+        # the runtime (and the artifact) hold float attributes as float32, as torch applies them
+        attrs = {k: float(np.float32(v)) if isinstance(v, float) else v for k, v in attrs.items()}
         out = self.p.add_value(out_shape)
         keys = {}
         for role, tensor in (params or {}).items():
             keys[role] = self.p.add_tensor(tensor)
-        self.p.ops.append(Op(kind, inputs, out, attrs or {}, keys, name))
+        self.p.ops.append(Op(kind, inputs, out, attrs, keys, name))
         return out
 
     @staticmethod
@@ -176,23 +186,21 @@ class _Lowerer:
                 {"scale": self.f32(m.scale), "shift": self.f32(m.bias)},
             )
         if isinstance(m, nn.PReLU):
-            return self.emit(
-                "prelu", [vid], out_shape, name, {"axis": 1}, {"slope": self.f32(m.weight)}
-            )
+            return self.prelu(name, m.weight, vid, out_shape, 1)
         if type(m) in _ACTIVATIONS:
-            fn, extra = _ACTIVATIONS[type(m)]
-            return self.emit("act", [vid], out_shape, name, {"fn": fn, **extra})
+            kind, extra = _ACTIVATIONS[type(m)]
+            return self.emit(kind, [vid], out_shape, name, dict(extra))
         if isinstance(m, nn.LeakyReLU):
             return self.emit(
-                "act", [vid], out_shape, name, {"fn": "leaky_relu", "slope": m.negative_slope}
+                "leaky_relu", [vid], out_shape, name, {"slope": float(m.negative_slope)}
             )
         if isinstance(m, nn.Hardtanh):
             return self.emit(
-                "act",
+                "hardtanh",
                 [vid],
                 out_shape,
                 name,
-                {"fn": "hardtanh", "min": m.min_val, "max": m.max_val},
+                {"min": float(m.min_val), "max": float(m.max_val)},
             )
         if isinstance(m, _IDENTITY_MODULES):
             return vid
@@ -219,6 +227,16 @@ class _Lowerer:
             f"cannot lower layer {name!r} ({type(m).__name__}): the native runtime has no kernel for "
             "it. Keep the deployed model to FC projections, memory blocks, convolutions, BatchNorm, "
             "PReLU/ReLU-style activations and residual adds."
+        )
+
+    def prelu(self, name: str, slope: Tensor, vid: int, shape, axis: int) -> int:
+        return self.emit(
+            "prelu",
+            [vid],
+            shape,
+            name,
+            {"axis": axis, "shared": slope.numel() == 1},
+            {"slope": self.f32(slope.reshape(-1))},
         )
 
     def linear(
@@ -352,14 +370,7 @@ class _Lowerer:
             {"axis": axis},
             {"value": self.f32(binarizer.gamma)},
         )
-        vid = self.emit(
-            "prelu",
-            [vid],
-            shape,
-            name + ".rprelu",
-            {"axis": axis},
-            {"slope": self.f32(binarizer.slope)},
-        )
+        vid = self.prelu(name + ".rprelu", binarizer.slope, vid, shape, axis)
         return self.emit(
             "channel_add",
             [vid],
@@ -377,32 +388,31 @@ class _Lowerer:
             "right": m.right,
             "dilation": m.dilation,
             "residual": m.residual,
-            "binary": m.binarizer is not None,
         }
         zeros = torch.zeros(m.channels)
         bias = m.bias if m.bias is not None else zeros
+        shape = tuple(x.shape[1:])
         if m.binarizer is None:
             params = {"taps": self.f32(m.weight * m.tap_mask), "bias": self.f32(bias)}
-            attrs["planes"] = 0
-        else:
-            spec = m.binarizer.activation_spec()
-            signs, sw = m.binarizer.weight_planes(m.weight)
-            attrs.update(
-                {
-                    "planes": 2 if spec.dual else 1,
-                    **_scale1_attrs(spec.scale1),
-                    "has_t2": spec.t2 is not None,
-                }
-            )
-            params = {
-                "t0": self.f32(spec.t0 if spec.t0 is not None else zeros),
-                "t1": self.f32(spec.t1 if spec.t1 is not None else zeros),
-                "t2": self.f32(spec.t2 if spec.t2 is not None else zeros),
-                "taps": (signs * m.tap_mask).detach().cpu().numpy().astype(np.int8),
-                "sw": self.f32(sw),
-                "bias": self.f32(bias),
+            return self.emit("memory", [vid], shape, name, attrs, params)
+        spec = m.binarizer.activation_spec()
+        signs, sw = m.binarizer.weight_planes(m.weight)
+        attrs.update(
+            {
+                "planes": 2 if spec.dual else 1,
+                **_scale1_attrs(spec.scale1),
+                "has_t2": spec.t2 is not None,
             }
-        return self.emit("memory", [vid], tuple(x.shape[1:]), name, attrs, params)
+        )
+        params = {
+            "t0": self.f32(spec.t0 if spec.t0 is not None else zeros),
+            "t1": self.f32(spec.t1 if spec.t1 is not None else zeros),
+            "t2": self.f32(spec.t2 if spec.t2 is not None else zeros),
+            "taps": (signs * m.tap_mask).detach().cpu().numpy().astype(np.int8),
+            "sw": self.f32(sw),
+            "bias": self.f32(bias),
+        }
+        return self.emit("binary_memory", [vid], shape, name, attrs, params)
 
     # -- function / method lowering -----------------------------------------------------------------
     def alias(self, vid: int, shape: tuple[int, ...]) -> int:
@@ -466,8 +476,8 @@ class _Lowerer:
                 "scalar", tensor_ins, out_shape, name, {"mul": float(scalar), "add": 0.0}
             )
         if target in _ACTIVATIONS:
-            fn, extra = _ACTIVATIONS[target]
-            return self.emit("act", tensor_ins, out_shape, name, {"fn": fn, **extra})
+            kind, extra = _ACTIVATIONS[target]
+            return self.emit(kind, tensor_ins, out_shape, name, dict(extra))
         if (node.op == "call_method" and target == "mean") or target is torch.mean:
             dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
             dims = [dims] if isinstance(dims, int) else list(dims)

@@ -32,7 +32,8 @@ from .common import ROOT
 
 CACHE = ROOT / ".cache" / "bench-arm-counts.json"
 DRIVER = "benchmarks/native/layers_aarch64.cpp"
-WEIGHT_KINDS = {"conv2d", "linear", "binary_linear", "memory", "binary_conv2d"}
+WEIGHT_KINDS = {"conv2d", "linear", "binary_linear", "memory", "binary_memory", "binary_conv2d"}
+ACTIVATION_KINDS = {"relu", "hardtanh", "leaky_relu", "tanh", "sigmoid"}
 
 
 def _native_tools():
@@ -224,10 +225,14 @@ def student_plan(program) -> tuple[list[Layer], list[str]]:
                 outer * inner * a["n"] * k * a["planes"],
                 True,
             )
-        elif op.kind == "memory" and a["channel_axis"] == 1 and a["time_axis"] == 2:
+        elif (
+            op.kind in ("memory", "binary_memory")
+            and a["channel_axis"] == 1
+            and a["time_axis"] == 2
+        ):
             C, T = xd[1], xd[2]
             taps = a["left"] + a["right"] + 1
-            if a["binary"]:
+            if op.kind == "binary_memory":
                 step = Step(
                     op.name,
                     _s(
@@ -254,8 +259,9 @@ def student_plan(program) -> tuple[list[Layer], list[str]]:
             if kind == "prelu" and program.tensors[op.params["slope"]].size == 1:
                 kind = "prelu1"
             step = Step(op.name, _s(["channel", kind, outer, mid, inner]))
-        elif op.kind in ("act", "add", "scalar"):
-            step = Step(op.name, _s([op.kind, math.prod(xd)]))
+        elif op.kind in ("add", "scalar") or op.kind in ACTIVATION_KINDS:
+            kind = "act" if op.kind in ACTIVATION_KINDS else op.kind
+            step = Step(op.name, _s([kind, math.prod(xd)]))
         elif op.kind == "permute":
             perm = list(a["perm"])
             step = Step(op.name, _s(["permute", len(xd), *xd, *perm]))

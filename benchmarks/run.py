@@ -29,6 +29,7 @@ PROFILE_GROUPS = {
     "binary_linear": "binary linear",
     "binary_conv2d": "binary conv",
     "memory": "memory",
+    "binary_memory": "memory",
     "permute": "permute",
 }
 

@@ -63,7 +63,7 @@ def run(models, impl: str = "auto", log=print) -> dict[str, object]:
         loaded = {}
         for dtype in FP_DTYPES:
             path = Path(tmp) / f"all-{dtype}.bnn"
-            size = every.save(path, fp_dtype=dtype)
+            size = every.save(path, storage=dtype)
             assert size == os.path.getsize(path) == every.size_bytes(dtype)
             loaded[dtype] = binarize.load(path)
             out["artifacts"].append(

@@ -1,6 +1,7 @@
-// nanobind glue for the compiled-model runtime (backends/runtime/program.h): binarize.backends._fbck.Program
-// and binarize.backends._fbck.Stream. Python (backends/compiled.py) validates the program first; the C++
-// side checks again and turns every problem into ValueError, never a crash.
+// nanobind glue for the compiled-model runtime: binarize.backends._fbck.Model (an artifact loaded by the
+// same C++ loader as the C API and the CLI, runtime/model.h), its per-option Program and Stream.
+// Python (backends/artifact.py) checks the artifact first; the C++ loader checks it again and raises
+// binarize.ArtifactError (a ValueError), never crashes.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/map.h>
@@ -11,7 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "../runtime/program.h"
+#include "../runtime/model.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -19,14 +20,7 @@ using namespace nb::literals;
 namespace {
 
 using F32 = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
-using U64 = nb::ndarray<const uint64_t, nb::c_contig, nb::device::cpu>;
-using I8 = nb::ndarray<const int8_t, nb::c_contig, nb::device::cpu>;
 using OutF32 = nb::ndarray<nb::numpy, float>;
-
-template <class T>
-std::vector<T> flat(const nb::ndarray<const T, nb::c_contig, nb::device::cpu>& a) {
-  return std::vector<T>(a.data(), a.data() + a.size());
-}
 
 OutF32 new_array(const std::vector<size_t>& shape, float** data) {
   size_t n = 1;
@@ -53,38 +47,33 @@ void check_shape(const F32& x, const std::vector<size_t>& want, size_t skip_axis
 }  // namespace
 
 void bind_runtime(nb::module_& m) {
+  using fbck::rt::Model;
   using fbck::rt::Program;
   using fbck::rt::Stream;
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
+    } catch (const fbck::rt::ArtifactError& e) {
+      nb::object cls = nb::module_::import_("binarize.errors").attr("ArtifactError");
+      PyErr_SetString(cls.ptr(), e.what());
     } catch (const std::invalid_argument& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
 
-  nb::class_<Program>(m, "Program", "A lowered model ready to run (built by backends.compiled).")
-      .def(nb::init<const std::string&>(), "impl"_a = "auto")
-      .def("add_value", &Program::add_value, "shape"_a)
-      .def("set_alias", &Program::set_alias, "value"_a, "base"_a)
-      .def(
-          "add_op",
-          [](Program& p, const std::string& kind, const std::string& name, const std::vector<int>& inputs,
-             int output, const std::map<std::string, int64_t>& ints,
-             const std::map<std::string, double>& floats, const std::map<std::string, std::string>& strs,
-             const std::map<std::string, std::vector<int64_t>>& lists, const std::map<std::string, F32>& f32,
-             const std::map<std::string, U64>& u64, const std::map<std::string, I8>& i8) {
-            fbck::rt::OpSpec s;
-            s.kind = kind, s.name = name, s.inputs = inputs, s.output = output;
-            s.ints = ints, s.floats = floats, s.strs = strs, s.lists = lists;
-            for (const auto& [k, v] : f32) s.f32[k] = flat(v);
-            for (const auto& [k, v] : u64) s.u64[k] = flat(v);
-            for (const auto& [k, v] : i8) s.i8[k] = flat(v);
-            p.add_op(s);
+  nb::class_<Model>(m, "Model", "An artifact loaded by the C++ runtime: one Program per depth option.")
+      .def_static(
+          "from_bytes",
+          [](nb::bytes data, const std::string& impl) {
+            const auto* p = static_cast<const uint8_t*>(static_cast<const void*>(data.c_str()));
+            return Model::from_bytes(p, data.size(), impl);
           },
-          "kind"_a, "name"_a, "inputs"_a, "output"_a, "ints"_a, "floats"_a, "strs"_a, "lists"_a,
-          "f32"_a, "u64"_a, "i8"_a)
-      .def("finalize", &Program::finalize, "input"_a, "output"_a, "time_axis"_a)
+          "data"_a, "impl"_a = "auto", "Load an artifact's bytes (checked as the C API does).")
+      .def_prop_ro("options", &Model::options, "Depth options in file order.")
+      .def_prop_ro("metadata", &Model::metadata)
+      .def("program", &Model::program, "thin"_a, nb::rv_policy::reference_internal);
+
+  nb::class_<Program>(m, "Program", "One depth option's program, ready to run.")
       .def(
           "run",
           [](const Program& p, const F32& x) {

@@ -198,7 +198,7 @@ void Program::add_op(const OpSpec& s) {
     op.wbits = need(s, s.u64, "wbits");
     if (op.wbits.size() != op.N * row_words(op.K)) bad(s, "wbits size");
     if (kern_->wants_w16) op.w16 = interleave_rows16(op.wbits.data(), op.N, op.K);
-  } else if (k == "memory") {
+  } else if (k == "memory" || k == "binary_memory") {
     op.kind = Kind::memory;
     if (rank != 3 || x != y) bad(s, "memory needs a (B, C, T) input and output");
     op.ch_axis = static_cast<int>(need(s, s.ints, "channel_axis"));
@@ -211,7 +211,7 @@ void Program::add_op(const OpSpec& s) {
     op.left = l, op.right = r, op.dil = d, op.residual = static_cast<float>(res);
     op.K = x[op.ch_axis];
     const size_t taps = op.left + op.right + 1;
-    op.binary = need(s, s.ints, "binary") != 0;
+    op.binary = k == "binary_memory";
     op.bias = f32(s, "bias", op.K);
     if (op.binary) {
       op.planes = static_cast<int>(need(s, s.ints, "planes"));
@@ -308,7 +308,8 @@ void Program::add_op(const OpSpec& s) {
     const size_t c = x[op.axis];
     auto per = [&](const char* key) {
       const auto& v = need(s, s.f32, key);
-      if (v.size() != c && !(v.size() == 1 && op.kind == Kind::prelu)) bad(s, std::string(key) + " size");
+      const bool shared = op.kind == Kind::prelu && need(s, s.ints, "shared") != 0;
+      if (v.size() != (shared ? 1 : c)) bad(s, std::string(key) + " size");
       return v;
     };
     if (op.kind == Kind::affine) {
@@ -319,21 +320,20 @@ void Program::add_op(const OpSpec& s) {
     } else {
       op.value = per("value");
     }
-  } else if (k == "act") {
+  } else if (k == "relu" || k == "hardtanh" || k == "tanh" || k == "sigmoid" || k == "leaky_relu") {
     op.kind = Kind::act;
     if (x != y) bad(s, "shape must not change");
-    const auto& fn = need(s, s.strs, "fn");
-    if (fn == "relu") op.act = Act::relu;
-    else if (fn == "hardtanh") {
+    if (k == "relu") op.act = Act::relu;
+    else if (k == "hardtanh") {
       op.act = Act::hardtanh;
       op.a0 = static_cast<float>(need(s, s.floats, "min"));
       op.a1 = static_cast<float>(need(s, s.floats, "max"));
-    } else if (fn == "tanh") op.act = Act::tanh;
-    else if (fn == "sigmoid") op.act = Act::sigmoid;
-    else if (fn == "leaky_relu") {
+    } else if (k == "tanh") op.act = Act::tanh;
+    else if (k == "sigmoid") op.act = Act::sigmoid;
+    else {
       op.act = Act::leaky_relu;
       op.a0 = static_cast<float>(need(s, s.floats, "slope"));
-    } else bad(s, "unknown activation " + fn);
+    }
   } else if (k == "add") {
     op.kind = Kind::add;
     if (s.inputs.size() != 2 || with_batch(s.inputs[1], 1) != x || x != y) bad(s, "add needs equal shapes");

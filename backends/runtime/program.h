@@ -111,6 +111,7 @@ class Program {
   const Dims& input_shape() const { return shapes_[input_]; }
   const Dims& output_shape() const { return shapes_[output_]; }
   std::string impl() const { return kern_->name; }
+  const char* kernels_name() const { return kern_->name; }
   size_t num_ops() const { return ops_.size(); }
   int output_time_axis() const { return time_axis_[output_]; }  // with batch; -1: terminal
   int input_time_axis() const { return time_axis_[input_]; }
