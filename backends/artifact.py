@@ -22,7 +22,6 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import safetensors.numpy
 
 from binarize.errors import ArtifactError
 
+from .compress import DEFAULT, FORMATS, prepare
 from .lower import Op, Program, tensor_key
 from .schema import KIND_INDEX, OPS, SCHEMA, SchemaError, validate_op
 
@@ -51,21 +51,9 @@ POOL_DTYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8, "u8": np.uin
 NUMPY_LOGICAL = {np.dtype(np.float32): "f32", np.dtype(np.uint64): "bits", np.dtype(np.int8): "i8"}
 
 
-# -- storage formats -----------------------------------------------------------------------------
-def _codec_float32(role: str, kind: str, array: np.ndarray) -> str:
-    return {"f32": "f32", "bits": "bits", "i8": "i8"}[NUMPY_LOGICAL[array.dtype]]
-
-
-def _codec_float16(role: str, kind: str, array: np.ndarray) -> str:
-    return {"f32": "f16", "bits": "bits", "i8": "tern"}[NUMPY_LOGICAL[array.dtype]]
-
-
-# storage name -> codec for (role, op kind, array)
-STORAGE: dict[str, Callable[[str, str, np.ndarray], str]] = {
-    "float32": _codec_float32,
-    "float16": _codec_float16,
-}
-DEFAULT_STORAGE = "float32"
+# storage name -> format (compress.py: the program rewrite and the codec of each constant)
+STORAGE = FORMATS
+DEFAULT_STORAGE = DEFAULT
 
 
 # -- byte records --------------------------------------------------------------------------------
@@ -145,11 +133,7 @@ class _Reader:
         return self.data[self.pos - n : self.pos]
 
     def string(self) -> str:
-        raw = self.raw()
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            raise self.fail("a name is not UTF-8") from None
+        return self.raw().decode(errors="replace")  # names and notes: shown, never interpreted
 
 
 @dataclass
@@ -206,7 +190,8 @@ def _decode(c: _Const, pools: dict[str, np.ndarray]) -> np.ndarray:
         if c.scale_offset + rows > scales.size:
             raise ArtifactError("int8 scales lie outside the f32 pool")
         s = scales[c.scale_offset : c.scale_offset + rows]
-        return (raw.reshape(rows, -1).astype(np.float32) * s[:, None]).reshape(c.shape)
+        with np.errstate(invalid="ignore", over="ignore"):  # a damaged scale decodes as it is
+            return (raw.reshape(rows, -1).astype(np.float32) * s[:, None]).reshape(c.shape)
     if c.codec in ("bits", "i8"):
         return raw.reshape(c.shape).copy()
     codes = np.stack([(raw >> s) & 3 for s in (0, 2, 4, 6)], axis=1).reshape(-1)[:n]
@@ -216,9 +201,8 @@ def _decode(c: _Const, pools: dict[str, np.ndarray]) -> np.ndarray:
 
 
 # -- writing -------------------------------------------------------------------------------------
-def _constant_table(programs: list[Program], storage: str):
+def _constant_table(programs: list[Program], choose):
     """Unique constants in first-use order with their codecs."""
-    choose = STORAGE[storage]
     order: dict[str, tuple[str, np.ndarray]] = {}
     for p in programs:
         for op in p.ops:
@@ -265,14 +249,13 @@ def _write_op(w: _Writer, op: Op, index: dict[str, int], prev_name: str) -> None
 def serialize(programs: Program | list[Program], storage: str = DEFAULT_STORAGE) -> bytes:
     """The artifact's bytes for one program or several (the depth options of one student).
 
-    ``storage`` names how the full-precision constants are stored (:data:`STORAGE`): "float32"
-    keeps them exact; binary weights are always 1 bit."""
-    if storage not in STORAGE:
-        raise ValueError(f"storage must be one of {sorted(STORAGE)}, got {storage!r}")
+    ``storage`` names how the full-precision constants are stored (:data:`STORAGE`, see
+    compress.py): "float32" keeps them exact; binary weights are always 1 bit."""
     programs = [programs] if isinstance(programs, Program) else list(programs)
     for p in programs:
         validate_program(p)
-    table = _constant_table(programs, storage)
+    programs, fmt = prepare(programs, storage)
+    table = _constant_table(programs, fmt.codec)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in POOL_DTYPES}
     sizes = dict.fromkeys(POOL_DTYPES, 0)
     w = _Writer()

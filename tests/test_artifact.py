@@ -27,6 +27,7 @@ def student():
 
 @pytest.fixture(scope="module")
 def artifact_bytes(student) -> bytes:
+    """Two depth options in the default storage (int8, float16 and 2-bit codes to decode)."""
     return art.serialize(list(binarize.compile(student, thin=[0, 2]).programs.values()))
 
 
@@ -53,15 +54,43 @@ def _same_programs(a, b) -> None:
                 assert np.array_equal(p.tensors[o.params[role]], q.tensors[r.params[role]])
 
 
-def test_round_trip_is_exact(student, artifact_bytes):
+def test_round_trip_is_exact(student):
     programs = list(binarize.compile(student, thin=[0, 2]).programs.values())
-    _same_programs(art.deserialize(artifact_bytes), programs)
-    header, _ = art.read_header(artifact_bytes)
+    exact = art.serialize(programs, "float32")
+    _same_programs(art.deserialize(exact), programs)
+    header, _ = art.read_header(exact)
     assert header["__metadata__"]["format_version"] == "2"
     assert header["__metadata__"]["options"] == "0,2"
     # a standard safetensors reader opens it: the program records and the constant pools
-    tensors = safetensors.numpy.load(artifact_bytes)
+    tensors = safetensors.numpy.load(exact)
     assert set(tensors) >= {"program", "f32", "u64"} and tensors["program"].dtype == np.uint8
+
+
+def test_storage_formats(student):
+    """Each format loads (in Python and in C++) to a model that makes the exact artifact's
+    predictions here, smaller the more it compresses; compact folds every BatchNorm that follows
+    a layer into that layer's epilogue."""
+    compiled = binarize.compile(student, thin="all")
+    programs = list(compiled.programs.values())
+    x = torch.randn(64, *student.example_shape[1:]).numpy()
+    sizes = {}
+    for storage in art.STORAGE:
+        data = art.serialize(programs, storage)
+        sizes[storage] = len(data)
+        loaded = CompiledModel(art.deserialize(data), "auto", data)
+        for k in compiled.thin_options:
+            want, got = compiled(x, thin=k), loaded(x, thin=k)
+            if storage == "float32":
+                assert np.array_equal(got, want)
+            else:
+                assert np.abs(got - want).max() < 0.2 * np.abs(want).max(), storage
+                assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9, storage
+    assert sizes["compact"] < sizes["float16"] < sizes["float32"]
+    assert sizes["compact"] < sizes["compact-t32"]
+    folded = art.deserialize(art.serialize(programs, "compact"))
+    kinds = [[op.kind for op in p.ops] for p in folded]
+    for p, ks in zip(programs, kinds, strict=True):
+        assert len(ks) < len(p.ops) and "affine" not in ks
 
 
 def test_float16_storage_decodes_to_the_rounded_constants(student):

@@ -102,20 +102,20 @@ def test_save_load_round_trip(tmp_path):
     _, student, x = trained_student("dfsmn_bn")
     compiled = binarize.compile(student, thin=1)
     path = tmp_path / "kws.bnn"
-    size = compiled.save(path)
-    assert size == path.stat().st_size == compiled.size_bytes()
+    size = compiled.save(path, storage="float32")
+    assert size == path.stat().st_size == compiled.size_bytes("float32")
     loaded = binarize.load(path)
     xs = torch.randn(4, *x.shape[1:])
-    assert torch.equal(loaded(xs), compiled(xs))
+    assert torch.equal(loaded(xs), compiled(xs))  # the exact storage: bit for bit
     assert loaded.thin == 1
     with pytest.raises(FileExistsError):
         compiled.save(path)
-    half = tmp_path / "kws16.bnn"
-    assert compiled.save(half, storage="float16") < size
+    small = tmp_path / "kws-compact.bnn"
+    assert compiled.save(small) == compiled.size_bytes() < size  # the default storage
     many = torch.randn(64, *x.shape[1:]).numpy()
-    full, reduced = compiled(many), binarize.load(half)(many)
-    # float16 constants move the logits by about their precision, not the predictions
-    assert np.abs(reduced - full).max() < 0.1 * np.abs(full).max()
+    full, reduced = compiled(many), binarize.load(small)(many)
+    # smaller constants move the logits by about their precision, not the predictions
+    assert np.abs(reduced - full).max() < 0.2 * np.abs(full).max()
     assert (reduced.argmax(-1) == full.argmax(-1)).mean() >= 0.9
 
 
@@ -128,7 +128,7 @@ def test_all_options_in_one_artifact(tmp_path):
         assert torch.equal(every(xs, thin=k), binarize.compile(student, thin=k)(xs))
     singles = sum(binarize.compile(student, thin=k).size_bytes() for k in student.thin_options)
     assert every.size_bytes() < 0.7 * singles  # shared layers are stored once
-    every.save(tmp_path / "all.bnn")
+    every.save(tmp_path / "all.bnn", storage="float32")
     loaded = binarize.load(tmp_path / "all.bnn")
     assert torch.equal(loaded(xs, thin=2), every(xs, thin=2))
     with pytest.raises(ValueError, match="was not compiled"):
