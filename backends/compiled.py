@@ -14,12 +14,16 @@ from . import _fbck, artifact
 from .lower import Program, lower
 
 
-def _native_model(programs: list[Program], impl: str, data: bytes | None = None):
+def _native_model(
+    programs: list[Program], impl: str, data: bytes | None = None, fusion: list[str] | None = None
+):
     """The C++ runtime's model (the loader of the C API and the CLI), from the artifact bytes:
-    ``data`` when the programs came from a file, else the programs written exactly (float32)."""
+    ``data`` when the programs came from a file, else the programs written exactly (float32).
+    ``fusion``: the runtime's fusion rules to apply (all by default; they never change a float)."""
     if data is None:
         data = artifact.serialize(programs, "float32")
-    return _fbck.Model.from_bytes(data, impl)
+    rules = _fbck.Model.fusion_rules() if fusion is None else list(fusion)
+    return _fbck.Model.from_bytes(data, impl, rules)
 
 
 def _as_input(
@@ -67,14 +71,18 @@ class CompiledModel:
     """
 
     def __init__(
-        self, programs: Program | list[Program], impl: str = "auto", data: bytes | None = None
+        self,
+        programs: Program | list[Program],
+        impl: str = "auto",
+        data: bytes | None = None,
+        fusion: list[str] | None = None,
     ) -> None:
         programs = [programs] if isinstance(programs, Program) else list(programs)
         self.programs = {int(p.meta.get("thin", 0)): p for p in programs}
         if len(self.programs) != len(programs):
             raise artifact.ArtifactError("two programs for the same depth option")
         self.default_thin = int(programs[0].meta.get("thin", 0))
-        self._model = _native_model(programs, impl, data)
+        self._model = _native_model(programs, impl, data, fusion)
         self._native = {k: self._model.program(k) for k in self.programs}
 
     def _pick(self, thin: int | None) -> int:

@@ -64,11 +64,27 @@ void bind_runtime(nb::module_& m) {
   nb::class_<Model>(m, "Model", "An artifact loaded by the C++ runtime: one Program per depth option.")
       .def_static(
           "from_bytes",
-          [](nb::bytes data, const std::string& impl) {
+          [](nb::bytes data, const std::string& impl, const std::vector<std::string>& rules) {
+            unsigned mask = 0;
+            for (const std::string& r : rules) {
+              bool known = false;
+              for (const auto& [name, bit] : fbck::rt::rule_names())
+                if (name == r) mask |= bit, known = true;
+              if (!known) throw std::invalid_argument("unknown fusion rule '" + r + "'");
+            }
             const auto* p = static_cast<const uint8_t*>(static_cast<const void*>(data.c_str()));
-            return Model::from_bytes(p, data.size(), impl);
+            return Model::from_bytes(p, data.size(), impl, mask);
           },
-          "data"_a, "impl"_a = "auto", "Load an artifact's bytes (checked as the C API does).")
+          "data"_a, "impl"_a = "auto", "rules"_a = std::vector<std::string>{"fold_thresholds", "fuse_chains", "fuse_epilogues"},
+          "Load an artifact's bytes (checked as the C API does), applying the named fusion rules.")
+      .def_static(
+          "fusion_rules",
+          []() {
+            std::vector<std::string> out;
+            for (const auto& [name, bit] : fbck::rt::rule_names()) out.push_back(name);
+            return out;
+          },
+          "The fusion rules the runtime applies (all by default).")
       .def_prop_ro("options", &Model::options, "Depth options in file order.")
       .def_prop_ro("metadata", &Model::metadata)
       .def("program", &Model::program, "thin"_a, nb::rv_policy::reference_internal);

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "program.h"
+#include "op.h"
 
 namespace fbck::rt {
 

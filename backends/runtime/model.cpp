@@ -5,32 +5,24 @@
 
 namespace fbck::rt {
 
-std::unique_ptr<Program> build_program(const LoadedProgram& lp, const std::string& impl) {
-  auto p = std::make_unique<Program>(impl);
-  for (const auto& shape : lp.values) p->add_value(shape);
-  for (const auto& [value, base] : lp.aliases) p->set_alias(value, base);
-  for (const OpSpec& op : lp.ops) p->add_op(op);
-  p->finalize(lp.input, lp.output, lp.time_axis);
-  return p;
-}
-
-std::unique_ptr<Model> Model::from_artifact(Artifact&& art, const std::string& impl) {
+std::unique_ptr<Model> Model::from_artifact(Artifact&& art, const std::string& impl, unsigned rules) {
   auto m = std::unique_ptr<Model>(new Model());
   m->metadata_ = std::move(art.metadata);
   for (const LoadedProgram& lp : art.programs) {
     if (m->programs_.count(lp.thin)) throw ArtifactError("two programs for depth option " + std::to_string(lp.thin));
-    m->programs_[lp.thin] = build_program(lp, impl);
+    m->programs_[lp.thin] = std::make_unique<Program>(lp, impl, rules);
     m->options_.push_back(lp.thin);
   }
   return m;
 }
 
-std::unique_ptr<Model> Model::from_bytes(const uint8_t* data, size_t size, const std::string& impl) {
-  return from_artifact(read_artifact(data, size), impl);
+std::unique_ptr<Model> Model::from_bytes(const uint8_t* data, size_t size, const std::string& impl,
+                                         unsigned rules) {
+  return from_artifact(read_artifact(data, size), impl, rules);
 }
 
-std::unique_ptr<Model> Model::from_file(const std::string& path, const std::string& impl) {
-  return from_artifact(read_artifact_file(path), impl);
+std::unique_ptr<Model> Model::from_file(const std::string& path, const std::string& impl, unsigned rules) {
+  return from_artifact(read_artifact_file(path), impl, rules);
 }
 
 const Program& Model::program(int thin) const {

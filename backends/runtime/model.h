@@ -11,6 +11,7 @@
 
 #include "artifact.h"
 #include "program.h"
+#include "stream.h"
 
 namespace fbck::rt {
 
@@ -18,9 +19,12 @@ class Model {
  public:
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
-  // impl: "auto" (the best kernels for this CPU, or $FBCK_IMPL), "ref", "avx2", "avx512", "neon".
-  static std::unique_ptr<Model> from_bytes(const uint8_t* data, size_t size, const std::string& impl = "auto");
-  static std::unique_ptr<Model> from_file(const std::string& path, const std::string& impl = "auto");
+  // impl: "auto" (the best kernels for this CPU, or $FBCK_IMPL), "ref", "avx2", "avx512", "neon";
+  // rules: the fusion rules to apply (fusion.h; all by default).
+  static std::unique_ptr<Model> from_bytes(const uint8_t* data, size_t size, const std::string& impl = "auto",
+                                           unsigned rules = kAllRules);
+  static std::unique_ptr<Model> from_file(const std::string& path, const std::string& impl = "auto",
+                                          unsigned rules = kAllRules);
 
   // The depth options in file order; the first is the default.
   const std::vector<int>& options() const { return options_; }
@@ -31,13 +35,10 @@ class Model {
 
  private:
   Model() = default;
-  static std::unique_ptr<Model> from_artifact(Artifact&& art, const std::string& impl);
+  static std::unique_ptr<Model> from_artifact(Artifact&& art, const std::string& impl, unsigned rules);
   std::vector<int> options_;
   std::map<int, std::unique_ptr<Program>> programs_;
   std::map<std::string, std::string> metadata_;
 };
-
-// The runtime program of one loaded (already checked) program.
-std::unique_ptr<Program> build_program(const LoadedProgram& p, const std::string& impl);
 
 }  // namespace fbck::rt

@@ -1,0 +1,122 @@
+// memory / binary_memory: the FSMN memory block, a per-channel filter over time with `left` past
+// and `right` future taps (dilation, zero padding) plus `residual` * x, on (B, C, T) or (B, T, C).
+// FP: y = (sum_k taps[c, k] * x[c, t + (k - left) d]) + bias[c]; binary: the input binarized
+// (1 or 2 planes, offset t2), +-1/0 taps, y = acc * sw[c] + bias[c] (kernels.h binary_memory).
+#include "binarizing.h"
+#include "ops.h"
+
+namespace fbck::rt {
+namespace {
+
+class MemoryBase : public Op {
+ public:
+  int ch_axis = 1, t_axis = 2;
+  size_t left = 0, right = 0, dil = 1;
+  float residual = 0.0f;
+  std::vector<float> bias;
+
+  TimeMap time_map(const std::vector<int>& t) const override {
+    TimeMap m;
+    if (t.empty() || t[0] != t_axis) return m;  // time on the channel axis: whole utterance
+    m.out_axis = t_axis;
+    m.lo = static_cast<ptrdiff_t>(left * dil);
+    m.hi = static_cast<ptrdiff_t>(right * dil);
+    m.pads_itself = true;
+    return m;
+  }
+  // (B, C, T, strides) of a (B, C, T) or (B, T, C) buffer
+  void layout(const Dims& xd, size_t& B, size_t& C, size_t& T, ptrdiff_t& sb, ptrdiff_t& sc, ptrdiff_t& st) const {
+    B = xd[0], C = xd[ch_axis], T = xd[t_axis];
+    sb = static_cast<ptrdiff_t>(C * T);
+    sc = ch_axis == 1 ? static_cast<ptrdiff_t>(T) : 1;
+    st = ch_axis == 1 ? 1 : static_cast<ptrdiff_t>(C);
+  }
+};
+
+class Memory : public MemoryBase {
+ public:
+  std::vector<float> taps;
+
+  void run(const Args& a) const override {
+    size_t B, C, T;
+    ptrdiff_t sb, sc, st;
+    layout(a.in_dims[0], B, C, T, sb, sc, st);
+    const float* x = a.in[0];
+    const size_t n = left + right + 1;
+    // the same fixed-order tap loop as Memory.exact_forward
+    for (size_t b = 0; b < B; ++b)
+      for (size_t c = 0; c < C; ++c)
+        for (size_t t = 0; t < T; ++t) {
+          float acc = 0.0f;
+          for (size_t j = 0; j < n; ++j) {
+            const ptrdiff_t tt = (ptrdiff_t)t + ((ptrdiff_t)j - (ptrdiff_t)left) * (ptrdiff_t)dil;
+            if (tt < 0 || tt >= (ptrdiff_t)T) continue;
+            acc = acc + taps[c * n + j] * x[b * sb + c * sc + tt * st];
+          }
+          float y = acc + bias[c];
+          const ptrdiff_t at = b * sb + c * sc + t * st;
+          if (residual != 0.0f) y = x[at] * residual + y;
+          a.out[at] = y;
+        }
+  }
+};
+
+class BinaryMemory : public MemoryBase, public Binarizing {
+ public:
+  int planes = 1;
+  S1Mode s1 = S1Mode::none;
+  float s1c = 1.0f;
+  bool has_t2 = false;
+  std::vector<float> t0, t1, t2, sw;
+  std::vector<int8_t> ws;
+
+  void run(const Args& a) const override {
+    BinaryMemoryArgs m;
+    layout(a.in_dims[0], m.B, m.C, m.T, m.stride_b, m.stride_c, m.stride_t);
+    m.x = a.in[0], m.y = a.out;
+    m.t0 = t0.data(), m.planes = planes, m.s1_mode = s1, m.s1_const = s1c;
+    m.t1 = t1.data(), m.t2 = has_t2 ? t2.data() : nullptr, m.ws = ws.data();
+    m.left = left, m.right = right, m.dilation = dil;
+    m.sw = sw.data(), m.bias = bias.data(), m.residual = residual;
+    a.k->binary_memory(m);
+  }
+
+  // -- Binarizing
+  bool sign_only() const override { return planes == 1 && s1 != S1Mode::mean_abs && residual == 0.0f; }
+  int channel_axis() const override { return ch_axis; }
+  const std::vector<float>& thresholds() const override { return t0; }
+  bool can_flip() const override { return false; }  // the t2 offset would flip with the taps
+  void rethreshold(const std::vector<float>& t, const std::vector<bool>&) override { t0 = t; }
+};
+
+template <class M>
+void common(M& op, const OpSpec& s) {
+  op.ch_axis = static_cast<int>(s.ints.at("channel_axis"));
+  op.t_axis = static_cast<int>(s.ints.at("time_axis"));
+  op.left = s.ints.at("left"), op.right = s.ints.at("right"), op.dil = s.ints.at("dilation");
+  op.residual = static_cast<float>(s.ints.at("residual"));
+  op.bias = f32(s, "bias");
+}
+
+}  // namespace
+
+std::unique_ptr<Op> make_memory(const OpSpec& s, const std::vector<Dims>&, const Dims&, const Kernels&) {
+  auto op = std::make_unique<Memory>();
+  common(*op, s);
+  op->taps = f32(s, "taps");
+  return op;
+}
+
+std::unique_ptr<Op> make_binary_memory(const OpSpec& s, const std::vector<Dims>&, const Dims&, const Kernels&) {
+  auto op = std::make_unique<BinaryMemory>();
+  common(*op, s);
+  op->planes = static_cast<int>(s.ints.at("planes"));
+  op->s1 = s1_mode(s);
+  op->s1c = static_cast<float>(s.floats.at("scale1_value"));
+  op->has_t2 = s.ints.at("has_t2") != 0;
+  op->t0 = f32(s, "t0"), op->t1 = f32(s, "t1"), op->t2 = f32(s, "t2"), op->sw = f32(s, "sw");
+  op->ws = s.i8.at("taps");
+  return op;
+}
+
+}  // namespace fbck::rt
