@@ -19,8 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from binarize.passes.graph import is_fc_module
+from binarize.passes.ops import (
+    ALIAS_FUNCTIONS,
+    ALIAS_METHODS,
+    IDENTITY_MODULES,
+    PERMUTE_FUNCTIONS,
+    PERMUTE_METHODS,
+    RUNTIME_ACTIVATIONS,
+)
 from torch import Tensor, fx, nn
 
 from binarize.errors import LoweringError
@@ -106,18 +113,9 @@ def tensor_key(array: np.ndarray) -> str:
     return h.hexdigest()[:24]
 
 
-_ACTIVATIONS: dict[Any, tuple[str, dict[str, float]]] = {
-    nn.ReLU: ("relu", {}),
-    nn.ReLU6: ("hardtanh", {"min": 0.0, "max": 6.0}),
-    nn.Tanh: ("tanh", {}),
-    nn.Sigmoid: ("sigmoid", {}),
-    F.relu: ("relu", {}),
-    torch.relu: ("relu", {}),
-    torch.tanh: ("tanh", {}),
-    torch.sigmoid: ("sigmoid", {}),
-}
-_IDENTITY_MODULES = (nn.Dropout, nn.Identity)
-_LAYOUT = {"view", "reshape", "flatten", "unsqueeze", "squeeze", "contiguous", "unflatten"}
+_ACTIVATIONS = RUNTIME_ACTIVATIONS
+_IDENTITY_MODULES = IDENTITY_MODULES
+_LAYOUT = ALIAS_METHODS
 
 
 class _Lowerer:
@@ -427,17 +425,9 @@ class _Lowerer:
         ]
         name = node.name
         out_shape = tuple(y.shape[1:]) if isinstance(y, Tensor) else None
-        if (node.op == "call_method" and target in _LAYOUT) or target in (
-            torch.flatten,
-            torch.reshape,
-            torch.squeeze,
-            torch.unsqueeze,
-        ):
+        if (node.op == "call_method" and target in _LAYOUT) or target in ALIAS_FUNCTIONS:
             return self.alias(tensor_ins[0], out_shape)
-        if (node.op == "call_method" and target in ("transpose", "permute")) or target in (
-            torch.transpose,
-            torch.permute,
-        ):
+        if (node.op == "call_method" and target in PERMUTE_METHODS) or target in PERMUTE_FUNCTIONS:
             perm = _permutation(args, node, args[0].dim())
             if perm[0] != 0:
                 raise LoweringError(

@@ -383,6 +383,27 @@ def exact_batchnorm(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Module:
     return out.train(bn.training).to(next(iter(bn.state_dict().values())).device)
 
 
+class ChannelRepeat(nn.Module):
+    """Each channel ``repeats`` times in a row: ``y[:, c * repeats + g] = x[:, c]`` on
+    ``channel_axis``. A memory with a channel multiplier (``Conv1d(F, m * F, k, groups=F)``, as in
+    BiFSMNv2's vFSMN) is this followed by a ``Memory`` over ``m * F`` channels.
+
+    Example::
+
+        ChannelRepeat(2)(torch.tensor([[[1.0], [2.0]]]))   # [[[1.], [1.], [2.], [2.]]]
+    """
+
+    def __init__(self, repeats: int, channel_axis: int = 1) -> None:
+        super().__init__()
+        self.repeats, self.channel_axis = repeats, channel_axis
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.repeat_interleave(self.repeats, dim=self.channel_axis)
+
+    def extra_repr(self) -> str:
+        return f"repeats={self.repeats}, channel_axis={self.channel_axis}"
+
+
 class ChannelAffine(nn.Module):
     """``y = x * scale + bias`` per channel (``channel_axis``), initialised to the identity."""
 
