@@ -37,6 +37,7 @@ from binarize.nn.layers import (
     BinaryConv2d,
     BinaryLinear,
     ChannelAffine,
+    ChannelRepeat,
     ExactBatchNorm1d,
     ExactBatchNorm2d,
     Memory,
@@ -153,6 +154,8 @@ class _Lowerer:
             return self.binary_conv2d(name, m, vid, out_shape)
         if isinstance(m, Memory):
             return self.memory(name, m, vid, x)
+        if isinstance(m, ChannelRepeat):
+            return self.channel_repeat(name, m, vid, x, out_shape)
         if isinstance(m, ExactBatchNorm1d | ExactBatchNorm2d):
             scale, shift = m.folded()
             return self.emit(
@@ -402,6 +405,26 @@ class _Lowerer:
             }
         return self.emit("memory", [vid], tuple(x.shape[1:]), name, attrs, params)
 
+    def channel_repeat(self, name: str, m: ChannelRepeat, vid: int, x: Tensor, out_shape) -> int:
+        """Each channel ``repeats`` times, as an exact 0/1 FP product: a grouped 1x1 conv2d on
+        (B, C, T) input, a linear on channel-last input (``x * 1 + 0`` is ``x`` in float32)."""
+        channels = x.shape[m.channel_axis]
+        out = channels * m.repeats
+        if m.channel_axis % x.dim() == 1 and x.dim() == 3:
+            v2 = self.alias(vid, (channels, 1, x.shape[2]))
+            attrs = {"kernel": [1, 1], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]}
+            y2 = self.emit(
+                "conv2d",
+                [v2],
+                (out, 1, x.shape[2]),
+                name,
+                {**attrs, "groups": channels},
+                {"weight": np.ones((out, 1, 1, 1), np.float32), "bias": np.zeros(out, np.float32)},
+            )
+            return self.alias(y2, out_shape)
+        weight = torch.eye(channels).repeat_interleave(m.repeats, dim=0)
+        return self.linear(name, weight, None, vid, m.channel_axis % x.dim(), out_shape)
+
     # -- function / method lowering -----------------------------------------------------------------
     def alias(self, vid: int, shape: tuple[int, ...]) -> int:
         if math.prod(self.p.values[vid]) != math.prod(shape):
@@ -555,7 +578,11 @@ def lower(student: BinarizedModel, thin: int = 0, time_axis: int = -1) -> Progra
         carried = list(zip(res[1:], rid[1:], strict=True)) if student.num_carried else []
         for j in student.option_blocks[thin]:
             h, hid = _run_graph(low, student.blocks[j], [(h, hid), (thin, None), *carried], thin)
+            if student.side_shapes[j]:  # values for extra outputs (a cache): not compiled
+                h, hid = h[0], hid[0]
         out, oid = _run_graph(low, student.suffix, [(h, hid), *carried], thin)
+        if student.assemble is not None:  # the program computes the logits only
+            out, oid = out[0], oid[0]
     finally:
         student.train(was_training)
     if not isinstance(out, Tensor):
