@@ -279,14 +279,13 @@ def _region_name(
     gm: fx.GraphModule, nodes: list[fx.Node], taken: set[str], index: int
 ) -> tuple[str, list[str]]:
     """Name a region after the module whose whole forward it is (ops it also computes for another
-    consumer aside), else after its only temporal conv, else after its common module scope."""
+    consumer aside), else after its only conv, else after its common module scope."""
     scope = common_scope(nodes)
     if scope and scope[-1] not in taken:
         owned = {n for n in gm.graph.nodes if scope[-1] in scopes(n) and n.op != "get_attr"}
         if all(n.op in ("call_function", "call_method") for n in owned - set(nodes)):
             return scope[-1], scope  # the region is that module's forward: replace it
-    convs = [n for n in nodes if n.op == "call_module" and lti_kind(gm, n) == "temporal"]
-    convs = [n for n in convs if isinstance(module_of(gm, n), nn.Conv1d | nn.Conv2d)]
+    convs = [n for n in nodes if isinstance(module_of(gm, n), nn.Conv1d | nn.Conv2d)]
     if len(convs) == 1 and convs[0].target not in taken:
         return str(convs[0].target), scope
     base = f"{scope[-1]}.memory" if scope else "memory"
@@ -308,24 +307,25 @@ def near_misses(gm: fx.GraphModule) -> list[str]:
     notes = []
     for n in gm.graph.nodes:
         m = module_of(gm, n)
-        why = None
+        miss = None
         if isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups > 1:
             per_in, per_out = m.in_channels // m.groups, m.out_channels // m.groups
             kind = type(m).__name__
             if per_in > 1:
-                why = (
-                    f"a {kind} with {per_in} inputs per group (a memory filters each channel alone)"
-                )
+                miss = f"a {kind} with {per_in} inputs per group", "a memory filters each channel"
             elif any(s != 1 for s in m.stride):
-                why = f"a grouped {kind} with stride {tuple(m.stride)} (a memory keeps the frame rate)"
+                miss = f"a grouped {kind} with stride {tuple(m.stride)}", "a memory keeps the rate"
             elif m.padding_mode != "zeros":
-                why = f"a grouped {kind} with padding_mode={m.padding_mode!r} (memories pad zeros)"
+                miss = f"a grouped {kind} with padding_mode={m.padding_mode!r}", "memories pad 0"
             elif per_out > 1 and not channel_multiplier(m):
-                why = f"a {kind} with {per_out} outputs per group and kernel {tuple(m.kernel_size)}"
+                miss = (
+                    f"a {kind} with {per_out} outputs per group",
+                    f"kernel {tuple(m.kernel_size)} is not long on one axis only",
+                )
         elif op_kind(gm, n) == "pad" and not pad_is_zero(n, m):
-            why = "a padding that is not zero (a memory pads with zeros)"
-        if why:
-            notes.append(f"{why} at {user_line(n)}")
+            miss = "a padding that is not zero", "a memory pads with zeros"
+        if miss:
+            notes.append(f"{miss[0]} at {user_line(n)} ({miss[1]})")
     return notes
 
 
