@@ -77,7 +77,7 @@ def _boundary(nodes: list[fx.Node], main: set[fx.Node]) -> tuple[list[fx.Node], 
 
 def _scoped_blocks(
     graph: fx.Graph, memories: list[fx.Node], main: set[fx.Node]
-) -> list[Block] | None:
+) -> list[Block | None] | None:
     stacks = [scopes(m) for m in memories]
     blocks = []
     for j, (mem, stack) in enumerate(zip(memories, stacks, strict=True)):
@@ -87,9 +87,8 @@ def _scoped_blocks(
             return None
         nodes = [n for n in graph.nodes if scope in scopes(n) and n in main]
         ins, outs = _boundary(nodes, main)
-        if len(ins) != 1 or len(outs) != 1:
-            return None
-        blocks.append(Block(j, ins[0], outs[0], nodes, mem, scope))
+        ok = len(ins) == 1 and len(outs) == 1
+        blocks.append(Block(j, ins[0], outs[0], nodes, mem, scope) if ok else None)
     return blocks
 
 
@@ -150,12 +149,12 @@ def _cut_blocks(graph: fx.Graph, memories: list[fx.Node], main: set[fx.Node]) ->
     return blocks
 
 
-def _thinnable(blocks: list[Block] | None) -> list[Block] | None:
-    """Drop leading and trailing blocks that change the shape (they stay in the prefix or the
-    suffix); None when one in the middle does."""
+def _thinnable(blocks: list[Block | None] | None) -> list[Block] | None:
+    """Drop leading and trailing blocks that change the shape or have no single-tensor boundary
+    (None): they stay in the prefix or the suffix. None when one in the middle does."""
     if not blocks:
         return None
-    same = [node_shape(b.input) == node_shape(b.output) for b in blocks]
+    same = [b is not None and node_shape(b.input) == node_shape(b.output) for b in blocks]
     if not any(same):
         return None
     first = same.index(True)
@@ -175,9 +174,10 @@ def _sides(block: Block, main: set[fx.Node]) -> list[fx.Node]:
 def find_blocks(gm: fx.GraphModule, memories: list[fx.Node]) -> list[Block]:
     """The thinnable backbone blocks around ``memories`` (memory nodes, in graph order)."""
     main = main_path(gm.graph, memories)
-    blocks = _thinnable(_scoped_blocks(gm.graph, memories, main)) or _thinnable(
-        _cut_blocks(gm.graph, memories, main)
-    )
+    blocks = _thinnable(_scoped_blocks(gm.graph, memories, main)) or []
+    if len(blocks) < len(memories):  # the graph's cut points may hold more of them
+        cut = _thinnable(_cut_blocks(gm.graph, memories, main)) or []
+        blocks = cut if len(cut) > len(blocks) else blocks
     if not blocks:
         names = ", ".join(str(m.target) for m in memories)
         raise ConversionError(

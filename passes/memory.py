@@ -280,7 +280,8 @@ def _region_name(
 ) -> tuple[str, list[str]]:
     """Name a region after the module whose whole forward it is (ops it also computes for another
     consumer aside), else after its only conv, else after its common module scope."""
-    scope = common_scope(nodes)
+    # The scope of its layers (a leading transpose may come from the caller's code).
+    scope = common_scope([n for n in nodes if n.op == "call_module"] or nodes)
     if scope and scope[-1] not in taken:
         owned = {n for n in gm.graph.nodes if scope[-1] in scopes(n) and n.op != "get_attr"}
         if all(n.op in ("call_function", "call_method") for n in owned - set(nodes)):

@@ -146,10 +146,16 @@ def test_compiles_to_the_student_at_every_option(name):
     for thin in student.thin_options:
         with torch.no_grad():
             want = _leaves(student(xs, thin=thin))[0]
-        got = torch.as_tensor(binarize.compile(student, thin=thin)(xs))
+        compiled = binarize.compile(student, thin=thin)
+        got = torch.as_tensor(compiled(xs))
         scale = float(want.abs().max()) or 1.0
         assert got.shape == want.shape
         assert float((got - want).abs().max()) / scale < 1e-5, thin
+        if case.task is not None:  # per-frame models also stream, frame by frame
+            stream = compiled.stream()
+            for start in range(0, xs.shape[1], 3):
+                stream.push(xs[:1, start : start + 3])
+            torch.testing.assert_close(stream.finish(), got[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", CASES)
