@@ -38,6 +38,7 @@ from binarize.nn.layers import (
     BinaryLinear,
     ChannelAffine,
     ChannelRepeat,
+    Delay,
     ExactBatchNorm1d,
     ExactBatchNorm2d,
     Memory,
@@ -156,6 +157,8 @@ class _Lowerer:
             return self.memory(name, m, vid, x)
         if isinstance(m, ChannelRepeat):
             return self.channel_repeat(name, m, vid, x, out_shape)
+        if isinstance(m, Delay):  # an FP memory with one unit tap
+            return self.memory(name, m.as_memory(x.shape[m.channel_axis]), vid, x)
         if isinstance(m, ExactBatchNorm1d | ExactBatchNorm2d):
             scale, shift = m.folded()
             return self.emit(
