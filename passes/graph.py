@@ -108,7 +108,7 @@ def user_line(node: fx.Node) -> str:
     (recorded by the tracer), or the node's name when unknown."""
     lines = (node.stack_trace or "").strip().splitlines()
     torch_dir = os.path.dirname(torch.__file__)
-    for i in range(0, len(lines) - 1, 2):
+    for i in range(len(lines) - 2, -1, -1):  # innermost user frame: the last outside torch
         head = lines[i].strip()
         if head.startswith("File ") and torch_dir not in head:
             parts = head.split('"')

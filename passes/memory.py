@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx, nn
 
-from binarize.nn.layers import ChannelRepeat, Memory
+from binarize.nn.layers import ChannelRepeat, Delay, Memory
 
 from .graph import (
     ancestors,
@@ -53,9 +53,9 @@ from .trace import node_shape
 
 @dataclass
 class MemoryRegion:
-    """A memory block found in the graph and the canonical module that computes it: ``memory``
+    """A memory block found in the graph and the canonical modules that compute it: ``memory``
     applied to ``source`` (channels repeated ``repeats`` times first when the block multiplies
-    them) equals ``output``."""
+    them), plus ``delay(source)`` when its residual lags, equals ``output``."""
 
     name: str
     source: fx.Node
@@ -64,9 +64,10 @@ class MemoryRegion:
     memory: Memory
     scope: list[str] = field(default_factory=list)
     repeats: int = 1
+    delay: Delay | None = None  # an FP residual that lags: output = memory(x) + delay(x)
 
-    def modules(self) -> list[nn.Module]:
-        """The canonical modules, in order: ``[ChannelRepeat, Memory]`` or ``[Memory]``."""
+    def chain(self) -> list[nn.Module]:
+        """The canonical modules applied in turn: ``[ChannelRepeat, Memory]`` or ``[Memory]``."""
         if self.repeats > 1:
             return [ChannelRepeat(self.repeats, self.memory.channel_axis), self.memory]
         return [self.memory]
@@ -170,26 +171,31 @@ def _parameters_zeroed(fn: fx.GraphModule) -> Iterator[None]:
                 p.copy_(value)
 
 
-def _residual(fn: fx.GraphModule, probe: Tensor, t0: int, ca: int) -> int:
-    """How many times the region adds its input unchanged: its response with every parameter
-    zeroed, when that is an integer multiple of the impulse (else 0: all of it is filter)."""
+def _residual(fn: fx.GraphModule, probe: Tensor, t0: int, ca: int) -> tuple[int, int]:
+    """``(r, lag)``: the region adds its input ``r`` times unchanged, ``lag`` frames late (0: in
+    step; wekws' memory output lags its input). Read as its response with every parameter zeroed
+    when that is an integer multiple of one shifted impulse; else ``(0, 0)``: all of it is filter."""
     if not list(fn.parameters()):
-        return 0
+        return 0, 0
     try:
         with _parameters_zeroed(fn), torch.no_grad():
             resp = _from_probe(fn.forward(probe), ca)[0]
     except Exception:  # the region cannot run with zero weights: treat all of it as filter
-        return 0
-    r = float(resp[:, t0].mean())
+        return 0, 0
+    at = resp.abs().sum(dim=0).nonzero().flatten().tolist()
+    if len(at) != 1:
+        return 0, 0
+    r = float(resp[0, at[0]])
     want = torch.zeros_like(resp)
-    want[:, t0] = round(r)
-    return round(r) if r == round(r) and torch.equal(resp, want) else 0
+    want[:, at[0]] = round(r)
+    return (round(r), at[0] - t0) if r == round(r) and torch.equal(resp, want) else (0, 0)
 
 
 def _fit_memory(
     region_fn: fx.GraphModule, x_shape: tuple[int, ...], repeats: int, axis: int | None
-) -> Memory | None:
-    """Read the filter of ``region_fn`` by impulse probing and return a verified Memory."""
+) -> tuple[Memory, Delay | None] | None:
+    """Read the filter of ``region_fn`` by impulse probing: a verified Memory, and the Delay of a
+    residual that lags (or None)."""
     if len(x_shape) != 3:
         return None
     for ca, ta in ((1, 2), (2, 1)):
@@ -228,15 +234,17 @@ def _fit_memory(
             taps = torch.zeros(out_channels, left + right + 1, dtype=torch.float64)
             for j in range(-right * dilation, left * dilation + 1, dilation):
                 taps[:, left - j // dilation] = resp[:, t0 + j] * present[:, t0 + j]
-            residual = _residual(region_fn, probe, t0, ca) if repeats == 1 else 0
-            taps[:, left] -= residual
+            residual, lag = _residual(region_fn, probe, t0, ca) if repeats == 1 else (0, 0)
+            if lag % dilation:
+                residual = lag = 0  # off the tap grid: it stays among the taps
+            taps[:, left - lag // dilation] -= residual
             mem = Memory(
                 out_channels,
                 left,
                 right,
                 dilation,
                 bias=bool(bias.abs().max() > 0),
-                residual=residual,
+                residual=residual if lag == 0 else 0,
                 channel_axis=ca,
                 time_axis=ta,
                 tap_mask=taps != 0,
@@ -245,18 +253,32 @@ def _fit_memory(
                 mem.weight.copy_(taps.float())
                 if mem.bias is not None:
                     mem.bias.copy_(bias[:, 0])
-            if _verify(region_fn, mem, repeats, x_shape):
-                return mem
+            delay = Delay(lag, residual, ca, ta) if residual and lag else None
+            if _verify(region_fn, _Canonical(repeats, mem, delay), x_shape):
+                return mem, delay
     return None
 
 
-def _verify(region_fn: fx.GraphModule, mem: Memory, repeats: int, x_shape: tuple[int, ...]) -> bool:
+class _Canonical(nn.Module):
+    """What a region becomes: ``[ChannelRepeat ->] Memory [+ Delay]``."""
+
+    def __init__(self, repeats: int, memory: Memory, delay: Delay | None) -> None:
+        super().__init__()
+        self.repeat = ChannelRepeat(repeats, memory.channel_axis)
+        self.memory, self.delay = memory, delay
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.memory(self.repeat(x))
+        return y if self.delay is None else y + self.delay(x)
+
+
+def _verify(region_fn: fx.GraphModule, canonical: _Canonical, x_shape: tuple[int, ...]) -> bool:
     """The canonical module equals the region on random input at the example length and, where
     the region runs at another length, there too (lengths from sizes are recomputed)."""
-    canonical = nn.Sequential(ChannelRepeat(repeats, mem.channel_axis), mem).eval()
+    canonical.eval()
     gen = torch.Generator().manual_seed(0)
     other = list(x_shape)
-    other[mem.time_axis] += 5
+    other[canonical.memory.time_axis] += 5
     for i, shape in enumerate((x_shape, tuple(other))):
         x = torch.randn(shape, generator=gen)
         try:
@@ -359,15 +381,16 @@ def find_memories(gm: fx.GraphModule) -> MemorySearch:
                     fn = extract(gm, [start], y, ["x"])
                 except ValueError:
                     continue
-                mem = _fit_memory(fn, shape, repeats, axis)
-                if mem is None:
+                fit = _fit_memory(fn, shape, repeats, axis)
+                if fit is None:
                     continue
+                mem, delay = fit
                 region_nodes = [
                     n for n in ancestors([y], {start}) if n is not start and n.op != "get_attr"
                 ]
                 name, scope = _region_name(gm, region_nodes, taken, len(regions))
                 taken.add(name)
-                found = MemoryRegion(name, start, y, region_nodes, mem, scope, repeats)
+                found = MemoryRegion(name, start, y, region_nodes, mem, scope, repeats, delay)
                 break
             if found is not None:
                 break

@@ -39,7 +39,8 @@ def test_trace_drops_fixed_arguments_attribute_stores_and_dead_code():
     assert len([n for n in wk.graph.nodes if n.op == "placeholder"]) == 1
     assert all(n.users or n.op == "output" for n in wk.graph.nodes)  # dead code removed
     conv = next(n for n in wk.graph.nodes if n.target == "fsmn.0.1.conv_left")
-    assert "public_fsmn_models.py" in passes.graph.user_line(conv)
+    assert passes.graph.user_line(conv).startswith("wekws_fsmn.py:")
+    assert "self.conv_left" in passes.graph.user_line(conv)
 
 
 def test_find_memories_changes_nothing_and_reads_the_filter():
@@ -50,8 +51,9 @@ def test_find_memories_changes_nothing_and_reads_the_filter():
     assert [r.name for r in found.regions] == [f"fsmn.{j}.1" for j in range(4)]
     mem = found.regions[0].memory
     # wekws pads the whole context on the left: lorder 4, rorder 2 give a causal filter over the
-    # 5 past frames (the output lags the input by rorder frames, its residual among the taps)
+    # 5 past frames; the output lags the input by rorder frames, its residual too (an FP Delay)
     assert (mem.left, mem.right, mem.residual, mem.channel_axis) == (5, 0, 0, 2)
+    assert (found.regions[0].delay.lag, found.regions[0].delay.scale) == (2, 1)
 
 
 def test_canonicalize_replaces_each_region_by_its_memory():

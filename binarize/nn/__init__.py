@@ -20,6 +20,7 @@ from .layers import (
     BinaryLinear,
     ChannelAffine,
     ChannelRepeat,
+    Delay,
     Memory,
     ThinSwitch,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "BinaryLinear",
     "ChannelAffine",
     "ChannelRepeat",
+    "Delay",
     "Memory",
     "ThinSwitch",
     "available_binarizers",
