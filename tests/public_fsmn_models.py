@@ -1,6 +1,7 @@
 """FSMN models as the public projects write them, re-written here from their published sources
 (forwards kept to the same operations, in the same style: tuples threaded through modules, tensor
-default arguments, caches, attribute stores, module padding). Tiny sizes. None imports binarize.
+default arguments, caches, attribute stores, module padding). Tiny sizes. None imports binarize;
+they reuse tests/fsmn_models.py's D-FSMN front end and cFSMN where the projects' models agree.
 
 - ``WekwsFSMN``: wenet-e2e/wekws ``wekws/model/fsmn.py``, kept in ``examples/wekws_fsmn.py`` (the
   wekws recipe example trains it).
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from fsmn_models import CFSMN, DFSMN
 from torch import nn
 
-from examples.wekws_fsmn import WekwsFSMN
+from examples.wekws_fsmn import WekwsFSMN, WkFSMNBlock
 
 __all__ = ["VFSMN", "BiDfsmn", "FsmnVAD", "PadDFSMN", "SondFSMN", "WekwsFSMN", "WindowCFSMN"]
 
@@ -82,36 +84,15 @@ class BiDfsmnLayerBN(nn.Module):
         return out
 
 
-class BiDfsmn(nn.Module):
-    """DfsmnModel: (B, 1, n_mels, T) -> two strided 5x5 convs -> fc1 -> layers -> flat head."""
+class BiDfsmn(DFSMN):
+    """DfsmnModel: (B, 1, n_mels, T) -> two strided 5x5 convs -> fc1 -> layers -> flat head (the
+    front end and head of tests/fsmn_models.py's D-FSMN; the reference's layers and forward)."""
 
-    def __init__(
-        self,
-        num_classes=5,
-        n_mels=16,
-        frames=16,
-        num_layer=4,
-        frontend=4,
-        hidden=32,
-        memory=16,
-        with_bn=True,
-        dropout=0.2,
-    ):
-        super().__init__()
-        self.front_end = nn.Sequential(
-            nn.Conv2d(1, frontend, 5, stride=2, padding=2),
-            nn.BatchNorm2d(frontend),
-            nn.ReLU(),
-            nn.Conv2d(frontend, 2 * frontend, 5, stride=2, padding=2),
-            nn.BatchNorm2d(2 * frontend),
-            nn.ReLU(),
-        )
-        self.fc1 = nn.Sequential(nn.Linear(2 * frontend * n_mels // 4, memory), nn.ReLU())
+    def __init__(self, num_classes=5, n_mels=16, frames=16, num_layer=4, frontend=4, hidden=32,
+                 memory=16, with_bn=True, dropout=0.2):  # fmt: skip
+        super().__init__(n_mels, frames, 1, frontend, hidden, memory, num_classes, dropout=dropout)
         layer = BiDfsmnLayerBN if with_bn else BiDfsmnLayer
         self.backbone = nn.Sequential(*[layer(hidden, memory) for _ in range(num_layer)])
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(memory * frames // 4, num_classes)
-        )
 
     def forward(self, x):
         batch = x.shape[0]
@@ -298,31 +279,12 @@ class WindowMemory(nn.Module):
         return m
 
 
-class WindowCFSMNLayer(nn.Module):
-    def __init__(self, dim, hidden, left, right):
-        super().__init__()
-        self.expand = nn.Linear(dim, hidden)
-        self.project = nn.Linear(hidden, dim, bias=False)
-        self.memory = WindowMemory(dim, left, right)
-
-    def forward(self, m_prev):
-        return self.memory(self.project(F.relu(self.expand(m_prev)))) + m_prev
-
-
-class WindowCFSMN(nn.Module):
-    def __init__(self, features=12, dim=16, hidden=24, layers=4, left=3, right=1, classes=5):
-        super().__init__()
-        self.inp = nn.Linear(features, dim)
-        self.layers = nn.ModuleList(
-            WindowCFSMNLayer(dim, hidden, left, right) for _ in range(layers)
-        )
-        self.head = nn.Linear(dim, classes)
-
-    def forward(self, x):
-        m = self.inp(x)
-        for layer in self.layers:
-            m = layer(m)
-        return self.head(m.mean(dim=1))
+def WindowCFSMN(features=12, dim=16, hidden=24, layers=4, left=3, right=1, classes=5):
+    """tests/fsmn_models.py's cFSMN with each memory written as windows of one padded tensor."""
+    model = CFSMN(features, dim, hidden, layers, left, right, classes)
+    for layer in model.layers:
+        layer.memory = WindowMemory(dim, left, right)
+    return model
 
 
 # -- FunASR FSMN-VAD ------------------------------------------------------------------------------
@@ -335,19 +297,10 @@ class VadLinear(nn.Module):
         return self.linear(x)
 
 
-class VadFSMNBlock(nn.Module):
-    """Left conv over the left-padded input (or the cache), right conv over the right-padded input
+class VadFSMNBlock(WkFSMNBlock):
+    """FunASR's memory: the same convs as wekws' (``examples/wekws_fsmn.py``), applied as a left
+    conv over the left-padded input (or the cache) and a right conv over the right-padded input
     shifted by the stride; returns ``(output, cache)``."""
-
-    def __init__(self, dim, lorder, rorder, lstride=1, rstride=1):
-        super().__init__()
-        self.lorder, self.rorder, self.lstride, self.rstride = lorder, rorder, lstride, rstride
-        self.conv_left = nn.Conv2d(
-            dim, dim, [lorder, 1], dilation=[lstride, 1], groups=dim, bias=False
-        )
-        self.conv_right = nn.Conv2d(
-            dim, dim, [rorder, 1], dilation=[rstride, 1], groups=dim, bias=False
-        )
 
     def forward(self, x, cache=None):
         x_per = torch.unsqueeze(x, 1).permute(0, 3, 2, 1)
