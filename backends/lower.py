@@ -22,6 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from binarize.passes.graph import is_fc_module
+from binarize.passes.ops import (
+    ALIAS_FUNCTIONS,
+    ALIAS_METHODS,
+    IDENTITY_MODULES,
+    PERMUTE_FUNCTIONS,
+    PERMUTE_METHODS,
+    RUNTIME_ACTIVATIONS,
+)
 from torch import Tensor, fx, nn
 
 from binarize.errors import LoweringError
@@ -31,6 +39,8 @@ from binarize.nn.layers import (
     BinaryConv2d,
     BinaryLinear,
     ChannelAffine,
+    ChannelRepeat,
+    Delay,
     ExactBatchNorm1d,
     ExactBatchNorm2d,
     Memory,
@@ -109,18 +119,11 @@ def tensor_key(array: np.ndarray) -> str:
 
 
 # module or function -> (op kind, attributes)
-_ACTIVATIONS: dict[Any, tuple[str, dict[str, float]]] = {
-    nn.ReLU: ("relu", {}),
-    nn.ReLU6: ("hardtanh", {"min": 0.0, "max": 6.0}),
-    nn.Tanh: ("tanh", {}),
-    nn.Sigmoid: ("sigmoid", {}),
-    F.relu: ("relu", {}),
-    torch.relu: ("relu", {}),
-    torch.tanh: ("tanh", {}),
-    torch.sigmoid: ("sigmoid", {}),
-}
-_IDENTITY_MODULES = (nn.Dropout, nn.Identity)
-_LAYOUT = {"view", "reshape", "flatten", "unsqueeze", "squeeze", "contiguous", "unflatten"}
+_ACTIVATIONS = RUNTIME_ACTIVATIONS
+_IDENTITY_MODULES = IDENTITY_MODULES
+_LAYOUT = ALIAS_METHODS
+_SOFTMAX = (F.softmax, torch.softmax, F.log_softmax, torch.log_softmax)
+_SOFTMAX_METHODS = ("softmax", "log_softmax")
 
 
 class _Lowerer:
@@ -165,6 +168,10 @@ class _Lowerer:
             return self.binary_conv2d(name, m, vid, out_shape)
         if isinstance(m, Memory):
             return self.memory(name, m, vid, x)
+        if isinstance(m, ChannelRepeat):
+            return self.channel_repeat(name, m, vid, x, out_shape)
+        if isinstance(m, Delay):  # an FP memory with one unit tap
+            return self.memory(name, m.as_memory(x.shape[m.channel_axis]), vid, x)
         if isinstance(m, ExactBatchNorm1d | ExactBatchNorm2d):
             scale, shift = m.folded()
             return self.emit(
@@ -206,6 +213,9 @@ class _Lowerer:
             return vid
         if isinstance(m, nn.Flatten):
             return self.alias(vid, out_shape)
+        if isinstance(m, nn.Softmax | nn.LogSoftmax):
+            kind = "softmax" if isinstance(m, nn.Softmax) else "log_softmax"
+            return self.softmax(name, kind, m.dim, vid, x, out_shape)
         if isinstance(m, nn.Linear):
             return self.linear(name, m.weight, m.bias, vid, x.dim() - 1, out_shape)
         if isinstance(m, nn.Conv1d | nn.Conv2d):
@@ -228,6 +238,14 @@ class _Lowerer:
             "it. Keep the deployed model to FC projections, memory blocks, convolutions, BatchNorm, "
             "PReLU/ReLU-style activations and residual adds."
         )
+
+    def softmax(self, name: str, kind: str, dim: int | None, vid: int, x: Tensor, shape) -> int:
+        if dim is None:
+            raise LoweringError(f"{name}: a softmax needs an explicit dim")
+        axis = dim % x.dim()
+        if axis == 0:
+            raise LoweringError(f"{name}: a softmax over the batch axis is not supported")
+        return self.emit(kind, [vid], shape, name, {"axis": axis})
 
     def prelu(self, name: str, slope: Tensor, vid: int, shape, axis: int) -> int:
         return self.emit(
@@ -414,6 +432,26 @@ class _Lowerer:
         }
         return self.emit("binary_memory", [vid], shape, name, attrs, params)
 
+    def channel_repeat(self, name: str, m: ChannelRepeat, vid: int, x: Tensor, out_shape) -> int:
+        """Each channel ``repeats`` times, as an exact 0/1 FP product: a grouped 1x1 conv2d on
+        (B, C, T) input, a linear on channel-last input (``x * 1 + 0`` is ``x`` in float32)."""
+        channels = x.shape[m.channel_axis]
+        out = channels * m.repeats
+        if m.channel_axis % x.dim() == 1 and x.dim() == 3:
+            v2 = self.alias(vid, (channels, 1, x.shape[2]))
+            attrs = {"kernel": [1, 1], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]}
+            y2 = self.emit(
+                "conv2d",
+                [v2],
+                (out, 1, x.shape[2]),
+                name,
+                {**attrs, "groups": channels},
+                {"weight": np.ones((out, 1, 1, 1), np.float32), "bias": np.zeros(out, np.float32)},
+            )
+            return self.alias(y2, out_shape)
+        weight = torch.eye(channels).repeat_interleave(m.repeats, dim=0)
+        return self.linear(name, weight, None, vid, m.channel_axis % x.dim(), out_shape)
+
     # -- function / method lowering -----------------------------------------------------------------
     def alias(self, vid: int, shape: tuple[int, ...]) -> int:
         if math.prod(self.p.values[vid]) != math.prod(shape):
@@ -437,17 +475,9 @@ class _Lowerer:
         ]
         name = node.name
         out_shape = tuple(y.shape[1:]) if isinstance(y, Tensor) else None
-        if (node.op == "call_method" and target in _LAYOUT) or target in (
-            torch.flatten,
-            torch.reshape,
-            torch.squeeze,
-            torch.unsqueeze,
-        ):
+        if (node.op == "call_method" and target in _LAYOUT) or target in ALIAS_FUNCTIONS:
             return self.alias(tensor_ins[0], out_shape)
-        if (node.op == "call_method" and target in ("transpose", "permute")) or target in (
-            torch.transpose,
-            torch.permute,
-        ):
+        if (node.op == "call_method" and target in PERMUTE_METHODS) or target in PERMUTE_FUNCTIONS:
             perm = _permutation(args, node, args[0].dim())
             if perm[0] != 0:
                 raise LoweringError(
@@ -475,6 +505,10 @@ class _Lowerer:
             return self.emit(
                 "scalar", tensor_ins, out_shape, name, {"mul": float(scalar), "add": 0.0}
             )
+        if target in _SOFTMAX or (node.op == "call_method" and target in _SOFTMAX_METHODS):
+            dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
+            kind = "log_softmax" if "log" in getattr(target, "__name__", str(target)) else "softmax"
+            return self.softmax(name, kind, dim, tensor_ins[0], args[0], out_shape)
         if target in _ACTIVATIONS:
             kind, extra = _ACTIVATIONS[target]
             return self.emit(kind, tensor_ins, out_shape, name, dict(extra))
@@ -575,7 +609,11 @@ def lower(student: BinarizedModel, thin: int = 0, time_axis: int = -1) -> Progra
         carried = list(zip(res[1:], rid[1:], strict=True)) if student.num_carried else []
         for j in student.option_blocks[thin]:
             h, hid = _run_graph(low, student.blocks[j], [(h, hid), (thin, None), *carried], thin)
+            if student.side_shapes[j]:  # values for extra outputs (a cache): not compiled
+                h, hid = h[0], hid[0]
         out, oid = _run_graph(low, student.suffix, [(h, hid), *carried], thin)
+        if student.assemble is not None:  # the program computes the logits only
+            out, oid = out[0], oid[0]
     finally:
         student.train(was_training)
     if not isinstance(out, Tensor):

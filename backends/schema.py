@@ -227,6 +227,22 @@ OPS: tuple[OpSchema, ...] = (
     _unary("scalar", "`x * mul + add`", Attr("mul", "float"), Attr("add", "float")),
     OpSchema("add", 2, (), (), ("same(in0, in1)", "same(in0, out)"), "elementwise `x0 + x1`"),
     OpSchema(
+        "softmax",
+        1,
+        (_AXIS,),
+        (),
+        ("axis < rank", "same(in0, out)"),
+        "`exp(x - max) / sum exp(x - max)` along `axis` (sum in double)",
+    ),
+    OpSchema(
+        "log_softmax",
+        1,
+        (_AXIS,),
+        (),
+        ("axis < rank", "same(in0, out)"),
+        "`(x - max) - log(sum exp(x - max))` along `axis` (sum in double)",
+    ),
+    OpSchema(
         "permute",
         1,
         (_ints("perm", 0, 0),),

@@ -2,7 +2,10 @@
 the C++ table ``runtime/schema_table.h``. tests/test_schema.py checks both are up to date.
 
     python -m binarize.backends.schema_docs --markdown    # the README table
-    python -m binarize.backends.schema_docs --cpp > backends/runtime/schema_table.h
+    python -m binarize.backends.schema_docs --cpp > t.h && mv t.h backends/runtime/schema_table.h
+
+(through a temporary file: importing binarize rebuilds the editable native module, which reads the
+header).
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
+import traceback
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from binarize import passes
 from binarize.errors import ConversionError, TeacherMismatchError
+from binarize.passes.graph import flatten_nodes
 
 from .config import BinarizeConfig
 from .model import BinarizedModel, LayerInfo, logits_of
@@ -83,9 +86,44 @@ def convert(
     if example.shape[0] == 0:
         raise ValueError("example_input must hold at least one sample")
 
+    try:
+        return _convert(model, teacher, config, example)
+    except ConversionError:
+        raise
+    except (SyntaxError, NameError, AttributeError, TypeError, RuntimeError, ValueError) as exc:
+        # A graph binarize built from the user's code failed: say whose code and what to try.
+        raise ConversionError(
+            f"binarize could not rebuild {type(model).__name__}.forward as a student: "
+            f"{type(exc).__name__}: {exc}\n  in: {_where(exc)}\n  Keep the forward to tensor "
+            "operations on the input (sizes from x.shape are fine); give BinarizeConfig("
+            "leaf_modules=[...]) for a submodule binarize should not look into, or "
+            "concrete_args={'arg': value} for an extra argument; please report the model if it "
+            "still fails."
+        ) from exc
+
+
+def _where(exc: BaseException) -> str:
+    """Where a conversion error came from: the line of generated code, else the innermost frame
+    of the user's code (outside torch and binarize)."""
+    if isinstance(exc, SyntaxError) and exc.text:
+        return f"generated code line {exc.lineno}: {exc.text.strip()!r}"
+    skip = (
+        os.path.dirname(torch.__file__),
+        os.path.dirname(passes.__file__),
+        os.path.dirname(__file__),
+    )
+    for fr in reversed(traceback.extract_tb(exc.__traceback__)):
+        if "<eval_with_key>" in fr.filename or not fr.filename.startswith(skip):
+            return f"{fr.filename}:{fr.lineno} ({fr.name}): {(fr.line or '').strip()!r}"
+    return "(no frame outside torch and binarize)"
+
+
+def _convert(
+    model: nn.Module, teacher: nn.Module | None, config: BinarizeConfig, example: Tensor
+) -> BinarizedModel:
     # The student: analyse a private copy, swap in binary layers, make it thinnable, split it.
     source = copy.deepcopy(model)
-    structure = passes.analyze(source, example, config.leaf_modules, config.concrete_args)
+    structure = passes.student_structure(source, example, config.leaf_modules, config.concrete_args)
     plans = passes.plan_layers(structure, config)
     passes.apply_plan(structure.gm, plans, config)
     passes.bypass_relus(structure, plans)
@@ -112,13 +150,13 @@ def convert(
     pairing = list(range(num_blocks))
     if teacher is not None:
         frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
-        t_structure = passes.analyze(
-            frozen, example, config.leaf_modules, config.concrete_args, canonicalize=False
+        t_structure = passes.teacher_structure(
+            frozen, example, config.leaf_modules, config.concrete_args
         )
         if config.fid:
             pairing = _pair_blocks(structure, t_structure)
         teacher_features = passes.expose_outputs(
-            t_structure.gm, [b.output for b in t_structure.blocks]
+            t_structure.gm, [b.output for b in t_structure.blocks], _logits_node(t_structure)
         ).eval()
 
     layers = [LayerInfo(p.name, p.kind, p.binarizer, p.reason) for p in plans]
@@ -135,11 +173,20 @@ def convert(
         layers,
         example,
         _param_bytes(model),
+        parts.side_shapes,
+        parts.assemble,
     )
     if teacher_features is not None:
         _check_logits(student, teacher_features, example)
-    student.train(model.training)
-    return student
+    return student.train()  # ready to train, as torch.ao's prepare_qat
+
+
+def _logits_node(structure: passes.FSMNStructure) -> fx.Node:
+    """The model's prediction: its first output that depends on the last memory block."""
+    graph = structure.gm.graph
+    main = passes.main_path(graph, structure.memory_nodes)
+    leaves = flatten_nodes(next(n for n in graph.nodes if n.op == "output").args[0])
+    return next((n for n in leaves if n in main), leaves[0])
 
 
 @torch.no_grad()
@@ -147,7 +194,7 @@ def _check_logits(student: BinarizedModel, teacher: nn.Module, example: Tensor) 
     was = student.training
     student.eval()
     try:
-        s = logits_of(student(example))
+        s = logits_of(student._run(example, 0, collect=False, logits_only=True)[0])
         t = logits_of(teacher(example)[0])
     finally:
         student.train(was)

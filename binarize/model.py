@@ -16,7 +16,7 @@ from .nn.binarizers.base import Binarizer
 from .nn.layers import collect_aux_losses
 from .summary import summarize
 
-TaskLoss = Callable[[Tensor, Tensor], Tensor]
+TaskLoss = Callable[[Tensor, Any], Tensor]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ class BinarizedModel(nn.Module):
         layers: list[LayerInfo],
         example_input: Tensor,
         fp_param_bytes: int,
+        side_shapes: list[list[tuple[int, ...]]] | None = None,
+        assemble: fx.GraphModule | None = None,
     ) -> None:
         super().__init__()
         self.prefix = prefix
@@ -84,6 +86,10 @@ class BinarizedModel(nn.Module):
         self.layers = layers
         self.example_shape = tuple(example_input.shape)
         self.fp_param_bytes = fp_param_bytes
+        # Extra outputs off the main path (a streaming cache): the values each block hands them
+        # (zeros when the block is skipped), and the graph that builds the model's output.
+        self.side_shapes = side_shapes or [[] for _ in blocks]
+        self.assemble = assemble
         object.__setattr__(self, "_teacher", teacher)  # frozen, kept out of the module tree
 
     # -- structure ---------------------------------------------------------------------------------
@@ -133,17 +139,33 @@ class BinarizedModel(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point input, got {x.dtype}")
 
-    def _run(self, x: Tensor, thin: int, collect: bool) -> tuple[Any, dict[int, Tensor]]:
+    def _run(
+        self, x: Tensor, thin: int, collect: bool, logits_only: bool = False
+    ) -> tuple[Any, dict[int, Tensor]]:
+        """The output at option ``thin`` (only the logits with ``logits_only``) and, with
+        ``collect``, the outputs of the blocks that ran."""
         self._check_input(x)
         try:
             res = self.prefix(x)
             h, carried = (res[0], tuple(res[1:])) if self.num_carried else (res, ())
             feats: dict[int, Tensor] = {}
+            sides: dict[int, tuple] = {}
             for j in self.option_blocks[thin]:
                 h = self.blocks[j](h, thin, *carried)
+                if self.side_shapes[j]:
+                    h, sides[j] = h[0], tuple(h[1:])
                 if collect:
                     feats[j] = h
-            return self.suffix(h, *carried), feats
+            out = self.suffix(h, *carried)
+            if self.assemble is None:
+                return out, feats
+            if logits_only:
+                return out[0], feats
+            zeros = [
+                sides.get(j) or tuple(x.new_zeros((x.shape[0], *s)) for s in shapes)
+                for j, shapes in enumerate(self.side_shapes)
+            ]
+            return self.assemble(*out, *carried, *(v for z in zeros for v in z)), feats
         except RuntimeError as exc:
             if tuple(x.shape[1:]) != self.example_shape[1:]:
                 raise ValueError(
@@ -180,7 +202,7 @@ class BinarizedModel(nn.Module):
     def loss(
         self,
         x: Tensor,
-        target: Tensor,
+        target: Any,
         task_loss: TaskLoss | None = None,
         return_parts: bool = False,
     ) -> Tensor | tuple[Tensor, dict[str, float]]:
@@ -188,10 +210,32 @@ class BinarizedModel(nn.Module):
 
             sum_k w_k * (task(logits_k, target) + alpha * (FID_k + MSE(logits_k, teacher_logits)))
 
-        plus any auxiliary loss of the binarizer (RAD). ``task`` is cross-entropy unless
-        ``task_loss(logits, target)`` is given. The teacher runs once, frozen, without gradients.
-        With ``return_parts`` also returns the per-term values (floats) for logging.
+        plus any auxiliary loss of the binarizer (RAD). ``task`` is cross-entropy over class
+        indices unless the pipeline's own loss is given as ``task_loss(logits, target)`` (``target``
+        is then passed through as is: per-frame labels, CTC targets with lengths, ...); ``logits``
+        is the model's prediction (its first output that depends on the last memory block, e.g.
+        ``(B, T, K)`` per-frame logits). The teacher runs once, frozen, without gradients. With
+        ``return_parts`` also returns the per-term values (floats) for logging.
+
+        Training needs ``student.train()`` (the mode ``convert`` returns it in): in eval mode the
+        student runs the exact, gradient-free deployment path, so this raises unless gradients are
+        off (a validation loss under ``torch.no_grad()``).
+
+        Example::
+
+            ctc = torch.nn.CTCLoss()
+            def task(logits, y):                         # wekws-style CTC over (B, T, K)
+                labels, in_lens, lab_lens = y
+                return ctc(logits.log_softmax(-1).transpose(0, 1), labels, in_lens, lab_lens)
+            loss = student.loss(feats, (labels, in_lens, lab_lens), task_loss=task)
         """
+        if not self.training and torch.is_grad_enabled():
+            raise RuntimeError(
+                "student.loss() was called in eval mode: evaluation runs the exact deployment path, "
+                "which has no gradients, so backward() would train nothing. Call student.train() "
+                "before training (convert() returns the student in training mode), or compute a "
+                "validation loss under torch.no_grad()."
+            )
         cfg = self.config
         t_logits = t_feats = None
         if self._teacher is not None and (cfg.fid or cfg.logit_distill):
@@ -202,7 +246,9 @@ class BinarizedModel(nn.Module):
         parts: dict[str, float] = {}
         for k, weight in zip(self.thin_options, self.option_weights, strict=True):
             with collect_aux_losses() as aux:
-                out, feats = self._run(x, k, collect=t_feats is not None and cfg.fid)
+                out, feats = self._run(
+                    x, k, collect=t_feats is not None and cfg.fid, logits_only=True
+                )
             logits = logits_of(out)
             if task_loss is None:
                 self._check_target(logits, target)

@@ -1,21 +1,31 @@
-"""torch.fx passes that find the FSMN structure of a model and rewrite it into a BiFSMNv2 student:
-trace, find memory blocks and backbone blocks, swap in binary layers, make the depth thinnable,
-expose block outputs for distillation."""
+"""torch.fx passes that find the FSMN structure of a model and rewrite it into a BiFSMNv2 student.
 
-from .blocks import Block, find_blocks
+The stages, in order (passes/README.md draws them): trace -> find memories -> canonicalise ->
+find blocks -> plan -> rewrite -> thin -> split. ``ops`` is the one table of which torch ops count
+as layout, add or activation."""
+
+from .blocks import Block, find_blocks, main_path
+from .canonicalize import canonicalize_memories
 from .features import expose_outputs
-from .memory import MemoryRegion, canonicalize_memories, find_memories
-from .rewrite import LayerPlan, apply_plan, bypass_relus, make_eval_exact, plan_layers
-from .structure import FSMNStructure, analyze
-from .thinnable import Parts, blocks_of_option, insert_switches, max_thin_options, split
+from .memory import MemoryRegion, MemorySearch, find_memories
+from .ops import ACTIVATIONS, RUNTIME_ACTIVATIONS, op_kind
+from .plan import LayerPlan, plan_layers
+from .relus import bypass_relus
+from .rewrite import apply_plan, make_eval_exact
+from .split import Parts, split
+from .structure import FSMNStructure, analyze, student_structure, teacher_structure
+from .thinnable import blocks_of_option, insert_switches, max_thin_options
 from .trace import BinarizeTracer, infer_example_input, propagate_shapes, trace
 
 __all__ = [
+    "ACTIVATIONS",
+    "RUNTIME_ACTIVATIONS",
     "BinarizeTracer",
     "Block",
     "FSMNStructure",
     "LayerPlan",
     "MemoryRegion",
+    "MemorySearch",
     "Parts",
     "analyze",
     "apply_plan",
@@ -27,10 +37,14 @@ __all__ = [
     "find_memories",
     "infer_example_input",
     "insert_switches",
+    "main_path",
     "make_eval_exact",
     "max_thin_options",
+    "op_kind",
     "plan_layers",
     "propagate_shapes",
     "split",
+    "student_structure",
+    "teacher_structure",
     "trace",
 ]

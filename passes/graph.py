@@ -1,44 +1,18 @@
-"""Small torch.fx graph utilities shared by the passes: node kinds, scopes, subgraph extraction."""
+"""Small torch.fx graph utilities shared by the passes: layer kinds, the linear time-invariant op
+kinds the memory search follows, the user's line of a node, scopes, subgraph extraction."""
 
 from __future__ import annotations
 
 import inspect
-import operator
+import os
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from binarize.nn.layers import BinaryLinear, Memory
 
-# -- node kinds --------------------------------------------------------------------------------
-_LAYOUT_METHODS = {
-    "permute",
-    "transpose",
-    "unsqueeze",
-    "squeeze",
-    "contiguous",
-    "view",
-    "reshape",
-    "flatten",
-    "unflatten",
-    "float",
-    "type_as",
-}
-_LAYOUT_FUNCTIONS = {
-    torch.permute,
-    torch.transpose,
-    torch.unsqueeze,
-    torch.squeeze,
-    torch.reshape,
-    torch.flatten,
-    torch.unflatten,
-}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_SUB_FUNCTIONS = {operator.sub, operator.isub, torch.sub}
-_MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul, operator.truediv, torch.div}
-_PAD_FUNCTIONS = {F.pad, torch.constant_pad_nd}
+from .ops import LAYOUT, op_kind, pad_is_zero
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -71,51 +45,53 @@ def is_depthwise_temporal(m: nn.Module | None) -> bool:
     return _is_depthwise(m) and any(k > 1 for k in m.kernel_size)
 
 
+def channel_multiplier(m: nn.Module | None) -> int:
+    """``m`` for a stride-1 temporal conv with ``groups == in_channels`` and ``m`` outputs per group
+    (``Conv1d(F, m * F, k, groups=F)``: a memory per output channel group), else 0."""
+    if not isinstance(m, nn.Conv1d | nn.Conv2d) or m.padding_mode != "zeros":
+        return 0
+    if not (m.groups == m.in_channels > 1 and m.out_channels % m.groups == 0):
+        return 0
+    if m.out_channels == m.in_channels or any(s != 1 for s in m.stride):
+        return 0
+    if sum(k > 1 for k in m.kernel_size) != 1:
+        return 0
+    return m.out_channels // m.groups
+
+
 def is_weight_layer(m: nn.Module | None) -> bool:
     """Layers that carry a weight matrix or filter (for the first/last-layer rule)."""
     return isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | Memory | BinaryLinear)
 
 
+def is_shape_value(node: fx.Node) -> bool:
+    """A node whose traced value is a size, not a tensor (``x.size(2)``, ``x.shape[0] + 1``): a
+    constant for one input shape, recomputed from the shape when the graph runs."""
+    kind = node.meta.get("type")
+    return node.op in ("call_function", "call_method") and kind in (int, float, bool, torch.Size)
+
+
 def lti_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    """The kind of a linear, time-invariant, per-channel op: 'layout', 'temporal', 'scale', 'add',
-    'sub', or None for anything else (which ends a memory region)."""
-    if node.op == "call_method":
-        if node.target in _LAYOUT_METHODS:
-            return "layout"
-        if node.target in ("add", "add_"):
-            return "add"
-        if node.target in ("sub", "sub_"):
-            return "sub"
-        if node.target in ("mul", "mul_", "div", "div_", "neg"):
-            return "scale"
-        if node.target == "narrow":
-            return "temporal"
-        return None
-    if node.op == "call_function":
-        t = node.target
-        if t in _LAYOUT_FUNCTIONS:
-            return "layout"
-        if t in _ADD_FUNCTIONS:
-            return "add"
-        if t in _SUB_FUNCTIONS:
-            return "sub"
-        if t in _MUL_FUNCTIONS or t in (operator.neg, torch.neg):
-            return "scale"
-        if t in _PAD_FUNCTIONS:
-            mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
-            value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else 0.0)
-            return "temporal" if mode == "constant" and not value else None
-        if t is operator.getitem and _is_tensor_node(node.args[0]):
-            return "temporal"
-        if t is torch.narrow:
-            return "temporal"
-        return None
+    """The kind of a linear, time-invariant, per-channel op: 'layout', 'temporal' (shifts, pads,
+    crops, temporal filters), 'scale', 'add', 'sub', or None for anything else (which ends a
+    memory region)."""
     if node.op == "call_module":
         m = module_of(gm, node)
         if _is_depthwise(m):
             return "temporal" if is_depthwise_temporal(m) else "scale"
-        if isinstance(m, nn.Identity):
-            return "layout"
+        if channel_multiplier(m):
+            return "temporal"
+    kind = op_kind(gm, node)
+    if kind in LAYOUT:
+        return "layout"
+    if kind == "identity":  # nn.Identity; dropout ends a region (random while training)
+        return "layout" if isinstance(module_of(gm, node), nn.Identity) else None
+    if kind == "pad":
+        return "temporal" if pad_is_zero(node, module_of(gm, node)) else None
+    if kind == "slice":
+        return "temporal" if _is_tensor_node(node.args[0]) else None
+    if kind in ("add", "sub", "scale"):
+        return kind
     return None
 
 
@@ -125,6 +101,23 @@ def _is_tensor_node(arg: object) -> bool:
         and "tensor_meta" in arg.meta
         and hasattr(arg.meta["tensor_meta"], "shape")
     )
+
+
+def user_line(node: fx.Node) -> str:
+    """Where the user's code made ``node``: ``'file.py:12 in forward: "y = self.conv(x)"'``
+    (recorded by the tracer), or the node's name when unknown."""
+    lines = (node.stack_trace or "").strip().splitlines()
+    torch_dir = os.path.dirname(torch.__file__)
+    for i in range(len(lines) - 2, -1, -1):  # innermost user frame: the last outside torch
+        head = lines[i].strip()
+        if head.startswith("File ") and torch_dir not in head:
+            parts = head.split('"')
+            where = parts[1] if len(parts) > 2 else head
+            lineno = head.split("line ")[-1].split(",")[0]
+            func = head.split(" in ")[-1]
+            code = lines[i + 1].strip()
+            return f'{os.path.basename(where)}:{lineno} in {func}: "{code}"'
+    return f"node {node.name!r}"
 
 
 # -- scopes ------------------------------------------------------------------------------------
@@ -188,16 +181,21 @@ def extract(
     name: str = "Subgraph",
 ) -> fx.GraphModule:
     """A GraphModule computing ``output`` (a node or a nested structure of nodes) from ``inputs``
-    (as placeholders named ``input_names``, keeping their defaults), sharing ``gm``'s modules.
+    (as placeholders named ``input_names``, keeping the defaults of trailing ones), sharing
+    ``gm``'s modules.
     Raises ValueError naming the input it would also need when ``output`` depends on any other
     placeholder."""
     needed = ancestors(flatten_nodes(output), set(inputs))
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
-    for node, input_name in zip(inputs, input_names, strict=True):
-        default = (
-            node.args[0] if node.op == "placeholder" and node.args else inspect.Signature.empty
-        )
+    defaults = [
+        node.args[0] if node.op == "placeholder" and node.args else inspect.Signature.empty
+        for node in inputs
+    ]
+    for i in range(len(defaults) - 2, -1, -1):  # Python: no default before an argument without one
+        if defaults[i + 1] is inspect.Signature.empty:
+            defaults[i] = inspect.Signature.empty
+    for node, input_name, default in zip(inputs, input_names, defaults, strict=True):
         ph = graph.placeholder(input_name, default_value=default)
         ph.meta = dict(node.meta)
         env[node] = ph

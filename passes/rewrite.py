@@ -1,93 +1,33 @@
-"""Decide which layers become binary and swap them in place in the traced student."""
+"""Stage 6, rewrite: swap in the planned binary layers (same names) and the BatchNorms whose
+evaluation the runtime reproduces exactly. The GraphModule is changed in place.
+
+Before::
+
+    x -> fc_trans.0 (Conv1d 1x1) -> fc_trans.1 (BatchNorm1d) -> ...
+
+After::
+
+    x -> fc_trans.0 (BinaryLinear, LPB) -> fc_trans.1 (ExactBatchNorm1d) -> ...
+
+Example::
+
+    apply_plan(gm, plans, config)
+    make_eval_exact(gm)
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
-from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from binarize.config import FP, BinarizeConfig
+from binarize.config import BinarizeConfig
 from binarize.errors import ConversionError
 from binarize.nn.binarizers import get_binarizer
 from binarize.nn.layers import BinaryConv2d, BinaryLinear, Memory, exact_batchnorm
 
-from .graph import is_fc_module, module_of
-from .structure import FSMNStructure
-
-
-@dataclass
-class LayerPlan:
-    """What happens to one weight layer of the model."""
-
-    name: str
-    node: fx.Node
-    kind: str  # "fc", "memory", "conv2d" (k x k, binarizable on request) or "other"
-    binarizer: str | None  # None: stays full precision
-    reason: str
-
-
-def _describe(m: nn.Module) -> str:
-    if isinstance(m, nn.Conv1d | nn.Conv2d):
-        return f"{type(m).__name__} with kernel {tuple(m.kernel_size)}, groups {m.groups}"
-    return type(m).__name__
-
-
-def plan_layers(structure: FSMNStructure, config: BinarizeConfig) -> list[LayerPlan]:
-    """One :class:`LayerPlan` per weight layer, in graph order, following ``config``."""
-    gm = structure.gm
-    memories = set(structure.memory_nodes)
-    plans: list[LayerPlan] = []
-    weight_nodes = structure.weight_nodes
-    for i, node in enumerate(weight_nodes):
-        m = module_of(gm, node)
-        name = str(node.target)
-        if node in memories:
-            kind = "memory"
-        elif is_fc_module(m):
-            kind = "fc"
-        elif isinstance(m, nn.Conv2d) and m.groups == 1 and not isinstance(m.padding, str):
-            kind = "conv2d"
-        else:
-            kind = "other"
-        conv_fp = kind == "conv2d" and not config.binarize_convs
-        if kind == "other" or conv_fp:
-            plan = LayerPlan(
-                name, node, kind, None, f"not an FC projection or memory ({_describe(m)})"
-            )
-        elif kind == "memory" and not config.binarize_memory:
-            plan = LayerPlan(name, node, kind, None, "binarize_memory=False")
-        elif config.keep_first_last_fp and i == 0:
-            plan = LayerPlan(name, node, kind, None, "first layer")
-        elif config.keep_first_last_fp and i == len(weight_nodes) - 1:
-            plan = LayerPlan(name, node, kind, None, "last layer")
-        else:
-            plan = LayerPlan(name, node, kind, config.binarizer, "FSMN " + kind)
-        plans.append(plan)
-
-    names = [p.name for p in plans]
-    rules = [(pattern, FP) for pattern in config.keep_fp] + list(config.overrides.items())
-    for pattern, choice in rules:
-        hits = [p for p in plans if fnmatch.fnmatchcase(p.name, pattern)]
-        if not hits:
-            raise ConversionError(
-                f"config names layer {pattern!r}, which matches no weight layer of the model; "
-                f"its layers are: {', '.join(names)}"
-            )
-        for p in hits:
-            if choice == FP:
-                p.binarizer, p.reason = None, f"config: {pattern!r} kept FP"
-            elif p.kind == "other":
-                raise ConversionError(
-                    f"config asks to binarize {p.name!r} ({p.reason}); only FC projections "
-                    "(Linear, 1x1 convs), FSMN memory blocks and groups-1 Conv2d layers can be binary"
-                )
-            else:
-                p.binarizer, p.reason = choice, f"config: {pattern!r} -> {choice}"
-    return plans
+from .graph import module_of
+from .plan import LayerPlan
 
 
 def apply_plan(gm: fx.GraphModule, plans: list[LayerPlan], config: BinarizeConfig) -> None:
@@ -117,70 +57,6 @@ def apply_plan(gm: fx.GraphModule, plans: list[LayerPlan], config: BinarizeConfi
             new = BinaryLinear.from_module(module, binarizer)
         gm.add_submodule(plan.name, new.to(next(module.parameters()).device))
     gm.recompile()
-
-
-# Ops that pass values through unchanged (at eval) on their way from a ReLU to a layer.
-_PASS_METHODS = {"flatten", "transpose", "permute", "reshape", "view", "contiguous"}
-_PASS_FUNCTIONS = {torch.flatten, torch.transpose, torch.permute, torch.reshape, F.dropout}
-
-
-def _passes_values(gm: fx.GraphModule, n: fx.Node) -> bool:
-    if n.op == "call_method":
-        return n.target in _PASS_METHODS
-    if n.op == "call_function":
-        return n.target in _PASS_FUNCTIONS
-    return isinstance(module_of(gm, n), nn.Dropout | nn.Identity)
-
-
-def _is_relu(gm: fx.GraphModule, n: fx.Node) -> bool:
-    if n.op == "call_method":
-        return n.target == "relu"
-    if n.op == "call_function":
-        return n.target in (F.relu, torch.relu)
-    return isinstance(module_of(gm, n), nn.ReLU)
-
-
-def _value_users(n: fx.Node) -> int:
-    """Users of ``n`` that read its values (shape queries do not: a ReLU keeps the shape)."""
-    shape_only = {"size", "dim"}
-    return sum(
-        1
-        for u in n.users
-        if not (u.op == "call_method" and u.target in shape_only)
-        and not (u.op == "call_function" and u.target is getattr and u.args[1] in ("shape", "ndim"))
-    )
-
-
-def bypass_relus(structure: FSMNStructure, plans: list[LayerPlan]) -> list[str]:
-    """For layers binarized by a method with ``zero_centred_input`` (BNN, XNOR, Bi-Real, IR-Net,
-    RAD, BiFSMN), remove a ReLU whose only consumer is that layer (through dropout and layout
-    ops), as those methods' networks place sign() right after BatchNorm. A ReLU whose output is
-    used elsewhere too (a residual) is kept. Returns the names of the layers whose input changed."""
-    gm = structure.gm
-    boundaries = {n for b in structure.blocks for n in (b.input, b.output)}
-    changed = []
-    for plan in plans:
-        if plan.binarizer is None or not get_binarizer(plan.binarizer).zero_centred_input:
-            continue
-        n = plan.node.args[0] if plan.node.args else None
-        while isinstance(n, fx.Node) and _value_users(n) == 1 and _passes_values(gm, n):
-            n = n.args[0]
-        if (
-            isinstance(n, fx.Node)
-            and _value_users(n) == 1
-            and _is_relu(gm, n)
-            and n not in boundaries
-        ):
-            n.replace_all_uses_with(n.args[0])
-            gm.graph.erase_node(n)
-            for b in structure.blocks:
-                if n in b.nodes:
-                    b.nodes.remove(n)
-            changed.append(plan.name)
-    if changed:
-        gm.delete_all_unused_submodules()
-        gm.recompile()
-    return changed
 
 
 def make_eval_exact(gm: fx.GraphModule) -> None:

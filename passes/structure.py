@@ -1,4 +1,12 @@
-"""Analyse a model's graph into its FSMN structure: FC projections, memory blocks, backbone blocks."""
+"""The FSMN structure of a traced model, and the first stages run in order for a student (trace ->
+find memories -> canonicalise -> find blocks) or a teacher (the same without canonicalising: its
+graph stays as traced).
+
+Example::
+
+    s = student_structure(copy.deepcopy(model), torch.zeros(1, 1, 32, 32))
+    [b.scope for b in s.blocks]        # ['backbone.0', ..., 'backbone.7']
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,9 @@ from torch import Tensor, fx, nn
 from binarize.errors import NoFSMNStructureError
 
 from .blocks import Block, find_blocks
+from .canonicalize import canonicalize_memories
 from .graph import is_fc_module, is_weight_layer, module_of
-from .memory import MemoryRegion, canonicalize_memories, find_memories
+from .memory import MemoryRegion, MemorySearch, find_memories
 from .trace import propagate_shapes, trace
 
 
@@ -33,47 +42,60 @@ class FSMNStructure:
         return [str(n.target) for n in self.weight_nodes]
 
 
-def _no_fsmn_error(model: nn.Module, notes: list[str]) -> NoFSMNStructureError:
-    detail = f" ({'; '.join(notes)})" if notes else ""
-    return NoFSMNStructureError(
-        f"{type(model).__name__} has no FSMN memory block{detail}: binarize looks for a per-channel "
-        "filter over time (a depthwise Conv1d, or a Conv2d with a (k, 1) kernel, usually after "
-        "F.pad; or a sum of time-shifted copies scaled per channel). Nothing was modified."
+def analyze(gm: fx.GraphModule, search: MemorySearch, memory_nodes: list[fx.Node]) -> FSMNStructure:
+    """The weight layers and blocks of ``gm`` around ``memory_nodes`` (nothing is changed)."""
+    nodes = list(gm.graph.nodes)
+    calls = [n for n in nodes if n.op == "call_module"]
+    fc_nodes = [n for n in calls if is_fc_module(module_of(gm, n))]
+    weight_nodes = [n for n in calls if is_weight_layer(module_of(gm, n))]
+    weight_nodes = sorted(set(weight_nodes) | set(memory_nodes), key=nodes.index)
+    blocks = find_blocks(gm, memory_nodes)
+    return FSMNStructure(
+        gm, search.regions, memory_nodes, fc_nodes, weight_nodes, blocks, search.notes
     )
 
 
-def analyze(
+def _search(
+    model: nn.Module,
+    example: Tensor,
+    leaf_modules: Sequence[type | str],
+    concrete_args: dict[str, Any] | None,
+) -> tuple[fx.GraphModule, MemorySearch]:
+    gm = trace(model, leaf_modules, concrete_args)
+    propagate_shapes(gm, example)
+    search = find_memories(gm)
+    if not search.regions:
+        detail = f" ({'; '.join(search.notes)})" if search.notes else ""
+        raise NoFSMNStructureError(
+            f"{type(model).__name__} has no FSMN memory block{detail}: binarize looks for a "
+            "per-channel filter over time (a depthwise Conv1d, or a Conv2d with a (k, 1) kernel, "
+            "usually after F.pad; or a sum of time-shifted copies scaled per channel). Nothing was "
+            "modified."
+        )
+    return gm, search
+
+
+def student_structure(
     model: nn.Module,
     example: Tensor,
     leaf_modules: Sequence[type | str] = (),
     concrete_args: dict[str, Any] | None = None,
-    canonicalize: bool = True,
 ) -> FSMNStructure:
-    """Trace ``model`` and find its FSMN structure.
-
-    With ``canonicalize`` (the student) each memory region is replaced by one ``Memory`` module,
-    installed in ``model`` itself (pass a copy). Without it (the teacher) the graph is left as
-    traced and the memory regions' output nodes stand for the memories.
-
-    Example::
-
-        s = analyze(copy.deepcopy(model), torch.zeros(1, 1, 32, 32))
-        [b.scope for b in s.blocks]        # ['backbone.0', ..., 'backbone.7']
-    """
-    gm = trace(model, leaf_modules, concrete_args)
+    """Trace ``model`` (pass a copy: its memories are replaced), find its memories, replace each by
+    one canonical ``Memory``, and find the blocks."""
+    gm, search = _search(model, example, leaf_modules, concrete_args)
+    memory_nodes = canonicalize_memories(gm, search.regions)
     propagate_shapes(gm, example)
-    regions, notes = find_memories(gm)
-    if not regions:
-        raise _no_fsmn_error(model, notes)
-    if canonicalize:
-        memory_nodes = canonicalize_memories(gm, regions)
-        propagate_shapes(gm, example)
-    else:
-        memory_nodes = [r.output for r in regions]
-    nodes = list(gm.graph.nodes)
-    fc_nodes = [n for n in nodes if n.op == "call_module" and is_fc_module(module_of(gm, n))]
-    weight_nodes = [n for n in nodes if n.op == "call_module" and is_weight_layer(module_of(gm, n))]
-    if not canonicalize:
-        weight_nodes = sorted(set(weight_nodes) | set(memory_nodes), key=nodes.index)
-    blocks = find_blocks(gm, memory_nodes)
-    return FSMNStructure(gm, regions, memory_nodes, fc_nodes, weight_nodes, blocks, notes)
+    return analyze(gm, search, memory_nodes)
+
+
+def teacher_structure(
+    model: nn.Module,
+    example: Tensor,
+    leaf_modules: Sequence[type | str] = (),
+    concrete_args: dict[str, Any] | None = None,
+) -> FSMNStructure:
+    """Trace ``model`` and find its memories and blocks; the graph stays as traced (each region's
+    output node stands for its memory)."""
+    gm, search = _search(model, example, leaf_modules, concrete_args)
+    return analyze(gm, search, [r.output for r in search.regions])

@@ -1,44 +1,34 @@
-"""DTA's thinnable depth: per-option output norms in every block, and the split of the student's
-graph into a prefix, the blocks and a suffix so any subset of blocks can run."""
+"""Stage 7, thin: DTA's thinnable depth. Every block gets a per-option output norm (a
+``ThinSwitch``) and the graph a ``thin`` input saying which depth option runs.
+
+Before (one D-FSMN block)::
+
+    x -> ... -> fc_trans.4 -> bn0 -> act0 -> add(m, .) -> y
+
+After::
+
+    x -> ... -> fc_trans.4 -> thin_norm(., thin) -> add(m, .) -> y
+                              (bn0 + act0, one copy per depth option the block runs at)
+
+Example::
+
+    thin = insert_switches(gm, blocks, num_options=3)     # the new ``thin`` placeholder
+    blocks_of_option(8, 2)                                # [3, 7]
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from binarize.errors import ConversionError
 from binarize.nn.layers import BinaryLinear, ChannelAffine, ThinSwitch
 
 from .blocks import Block
-from .graph import ancestors, extract, flatten_nodes, is_fc_module, module_of
+from .graph import is_fc_module, module_of
+from .ops import ACTIVATION_MODULES, ACTIVATIONS
 from .trace import node_shape
 
-_ACTIVATION_MODULES = (
-    nn.PReLU,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.Hardtanh,
-    nn.SiLU,
-    nn.GELU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.ELU,
-)
-_ACTIVATION_FUNCTIONS = {
-    F.relu: nn.ReLU,
-    torch.relu: nn.ReLU,
-    F.relu6: nn.ReLU6,
-    F.silu: nn.SiLU,
-    F.gelu: nn.GELU,
-    torch.tanh: nn.Tanh,
-    torch.sigmoid: nn.Sigmoid,
-    F.elu: nn.ELU,
-}
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -64,10 +54,10 @@ def _single_user(node: fx.Node) -> fx.Node | None:
 def _activation_template(gm: fx.GraphModule, node: fx.Node | None) -> nn.Module | None:
     if node is None:
         return None
-    if node.op == "call_module" and isinstance(module_of(gm, node), _ACTIVATION_MODULES):
+    if node.op == "call_module" and isinstance(module_of(gm, node), ACTIVATION_MODULES):
         return module_of(gm, node)
-    if node.op == "call_function" and node.target in _ACTIVATION_FUNCTIONS and len(node.args) == 1:
-        return _ACTIVATION_FUNCTIONS[node.target]()
+    if node.op == "call_function" and node.target in ACTIVATIONS and len(node.args) == 1:
+        return ACTIVATIONS[node.target].module()
     return None
 
 
@@ -114,8 +104,11 @@ def insert_switches(gm: fx.GraphModule, blocks: list[Block], num_options: int) -
         switch.meta = dict(last.meta)
         last.replace_all_uses_with(switch, delete_user_cb=lambda u, s=switch: u is not s)
         block.nodes.append(switch)
-        if block.output is last:
-            block.output = switch
+        for b in blocks:  # the block's output may be the next block's input too
+            if b.output is last:
+                b.output = switch
+            if b.input is last:
+                b.input = switch
         if len(runs_at) > 1:
             _switch_inner_norms(gm, block, thin, runs_at, exclude=set(replaced))
     gm.graph.eliminate_dead_code()
@@ -139,55 +132,3 @@ def _switch_inner_norms(
             continue
         gm.add_submodule(str(node.target), ThinSwitch(m, runs_at))
         node.args = (*node.args, thin)
-
-
-@dataclass
-class Parts:
-    """The student split for thinning: ``prefix(*inputs) -> (h, *carried)``,
-    ``blocks[j](h, thin, *carried) -> h``, ``suffix(h, *carried) -> output``."""
-
-    prefix: fx.GraphModule
-    blocks: list[fx.GraphModule]
-    suffix: fx.GraphModule
-    num_carried: int
-
-
-def split(gm: fx.GraphModule, blocks: list[Block], thin: fx.Node) -> Parts:
-    """Cut ``gm`` at the block boundaries. Values computed before the first block that later parts
-    still need (input sizes, a skip from the front end) are carried along explicitly."""
-    inputs = [n for n in gm.graph.nodes if n.op == "placeholder" and n is not thin]
-    output = next(n for n in gm.graph.nodes if n.op == "output").args[0]
-    h0 = blocks[0].input
-    prefix_set = set(ancestors([h0], set()))
-    in_blocks = {n: b.index for b in blocks for n in b.nodes}
-    carried: list[fx.Node] = []
-
-    def gather(targets: list[fx.Node], start: fx.Node, allowed: set[fx.Node], what: str) -> None:
-        for n in ancestors(targets, {start, thin} | prefix_set):
-            if n in prefix_set:
-                if n is not start and n not in carried:
-                    carried.append(n)
-            elif n not in allowed and n not in (start, thin) and n.op != "get_attr":
-                owner = f"block {in_blocks[n]}" if n in in_blocks else "outside every block"
-                raise ConversionError(
-                    f"{what} uses {n.name!r} ({owner}) besides its input, so blocks cannot be "
-                    "skipped one by one: FSMN blocks must pass one tensor from one to the next"
-                )
-
-    for b in blocks:
-        gather([b.output], b.input, set(b.nodes), f"block {b.index}")
-    after_last = {n for n in gm.graph.nodes if n not in prefix_set and n not in in_blocks}
-    gather(flatten_nodes(output), blocks[-1].output, after_last, "the model head")
-
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    carried.sort(key=order.__getitem__)
-    cnames = [f"carried_{i}" for i in range(len(carried))]
-    prefix = extract(
-        gm, inputs, (h0, *carried) if carried else h0, [n.name for n in inputs], "Prefix"
-    )
-    block_gms = [
-        extract(gm, [b.input, thin, *carried], b.output, ["x", "thin", *cnames], f"Block{b.index}")
-        for b in blocks
-    ]
-    suffix = extract(gm, [blocks[-1].output, *carried], output, ["x", *cnames], "Suffix")
-    return Parts(prefix, block_gms, suffix, len(carried))

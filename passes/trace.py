@@ -1,4 +1,9 @@
-"""Symbolic tracing with torch.fx, shape propagation and example-input inference."""
+"""Stage 1, trace: the model's forward as a torch.fx graph, its shapes on the example input, and
+example-input inference.
+
+``trace`` returns a GraphModule that shares the model copy's submodules, with the user's line on
+every node (for messages), the arguments fixed by ``concrete_args`` removed, and dead code removed
+(values the forward computes but never returns do not count as structure)."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import inspect
 import itertools
 import os
 import traceback
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,6 +30,7 @@ class BinarizeTracer(fx.Tracer):
 
     def __init__(self, leaf_modules: Iterable[type | str] = ()) -> None:
         super().__init__()
+        self.record_stack_traces = True  # node.stack_trace: the user's line, for messages
         leaves = list(leaf_modules)
         # binarize's own layers are always leaves: their forwards branch on training mode.
         self._leaf_types = (
@@ -86,8 +93,11 @@ def trace(
     """
     args = default_concrete_args(model) if concrete_args is None else dict(concrete_args)
     tracer = BinarizeTracer(leaf_modules)
+    attrs = _plain_attributes(model)
     try:
-        graph = tracer.trace(model, concrete_args=args or None)
+        with warnings.catch_warnings():  # fx warns that it cannot assert a tensor concrete arg
+            warnings.filterwarnings("ignore", message="Was not able to add assertion")
+            graph = tracer.trace(model, concrete_args=args or None)
     except Exception as exc:  # any failure inside user code while tracing
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__}.forward: {type(exc).__name__}: {exc}\n"
@@ -97,7 +107,43 @@ def trace(
             "opaque (it then stays full precision), or concrete_args={'arg': value} to fix an "
             "argument that drives the branching."
         ) from exc
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    finally:
+        _restore_attributes(model, attrs)  # forwards that store outputs on self (layer_output)
+    _drop_fixed_arguments(graph)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def _plain_attributes(model: nn.Module) -> dict[int, dict[str, Any]]:
+    return {id(m): dict(vars(m)) for m in model.modules()}
+
+
+def _restore_attributes(model: nn.Module, before: dict[int, dict[str, Any]]) -> None:
+    """Undo attribute stores the forward made while tracing (``self.out = x`` keeps an fx Proxy,
+    which would break copying the student)."""
+    for m in model.modules():
+        old = before.get(id(m), {})
+        for key, value in list(vars(m).items()):
+            if isinstance(value, fx.Proxy):
+                if key in old:
+                    setattr(m, key, old[key])
+                else:
+                    delattr(m, key)
+
+
+def _drop_fixed_arguments(graph: fx.Graph) -> None:
+    """Remove the placeholders of arguments traced at a fixed value (a cache at its default): the
+    graph does not read them, and a tensor default cannot be written into generated code."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for node in placeholders[1:]:
+        if not node.users:
+            defaults = [a for a in node.args if isinstance(a, fx.Node)]
+            graph.erase_node(node)
+            for d in defaults:
+                if not d.users:
+                    graph.erase_node(d)
 
 
 def propagate_shapes(gm: fx.GraphModule, *inputs: Tensor) -> None:

@@ -151,3 +151,43 @@ def test_non_module_arguments():
         binarize.convert("model", None)
     with pytest.raises(TypeError, match="teacher must be"):
         binarize.convert(tiny(), object(), example_input=X)
+
+
+class GroupedMemory(nn.Module):
+    """A 'memory' that mixes two channels per group: not a per-channel filter."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 16)
+        self.layers = nn.ModuleList(nn.Conv1d(16, 16, 5, padding=2, groups=8) for _ in range(2))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.fc(x).transpose(1, 2)
+        for conv in self.layers:
+            h = h + conv(h)
+        return self.head(h.mean(2))
+
+
+def test_a_near_miss_is_named_with_its_line():
+    with pytest.raises(binarize.NoFSMNStructureError) as info:
+        binarize.convert(GroupedMemory(), None, example_input=torch.randn(2, 10, 12))
+    text = str(info.value)
+    assert "a Conv1d with 2 inputs per group at test_convert_errors.py:" in text
+    assert "h = h + conv(h)" in text
+
+
+def test_an_internal_failure_becomes_a_conversion_error(monkeypatch):
+    def broken(*args, **kwargs):
+        exec(
+            compile(
+                "def forward(self, x, thin=0, carried_0):\n    pass\n", "<eval_with_key>.1", "exec"
+            )
+        )
+
+    monkeypatch.setattr(binarize.passes, "split", broken)
+    with pytest.raises(binarize.ConversionError) as info:
+        binarize.convert(tiny(), None, example_input=X)
+    text = str(info.value)
+    assert "DFSMN.forward" in text and "SyntaxError" in text and "leaf_modules" in text
+    assert "generated code line 1" in text

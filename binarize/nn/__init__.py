@@ -15,13 +15,23 @@ from .binarizers import (
     get_binarizer,
     register_binarizer,
 )
-from .layers import BinaryConv2d, BinaryLinear, ChannelAffine, Memory, ThinSwitch
+from .layers import (
+    BinaryConv2d,
+    BinaryLinear,
+    ChannelAffine,
+    ChannelRepeat,
+    Delay,
+    Memory,
+    ThinSwitch,
+)
 
 __all__ = [
     "Binarizer",
     "BinaryConv2d",
     "BinaryLinear",
     "ChannelAffine",
+    "ChannelRepeat",
+    "Delay",
     "Memory",
     "ThinSwitch",
     "available_binarizers",

@@ -383,6 +383,71 @@ def exact_batchnorm(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Module:
     return out.train(bn.training).to(next(iter(bn.state_dict().values())).device)
 
 
+class ChannelRepeat(nn.Module):
+    """Each channel ``repeats`` times in a row: ``y[:, c * repeats + g] = x[:, c]`` on
+    ``channel_axis``. A memory with a channel multiplier (``Conv1d(F, m * F, k, groups=F)``, as in
+    BiFSMNv2's vFSMN) is this followed by a ``Memory`` over ``m * F`` channels.
+
+    Example::
+
+        ChannelRepeat(2)(torch.tensor([[[1.0], [2.0]]]))   # [[[1.], [1.], [2.], [2.]]]
+    """
+
+    def __init__(self, repeats: int, channel_axis: int = 1) -> None:
+        super().__init__()
+        self.repeats, self.channel_axis = repeats, channel_axis
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.repeat_interleave(self.repeats, dim=self.channel_axis)
+
+    def extra_repr(self) -> str:
+        return f"repeats={self.repeats}, channel_axis={self.channel_axis}"
+
+
+class Delay(nn.Module):
+    """The input ``lag`` frames later, times ``scale``, zero filled: ``y[:, t] = scale * x[:, t -
+    lag]`` on ``time_axis`` (a negative lag reads ahead). The full-precision residual of a memory
+    whose output lags its input (wekws pads the whole context on the left): ``Memory(x) + Delay(x)``.
+
+    Example::
+
+        Delay(2, time_axis=1)(torch.arange(1.0, 5.0).view(1, 4, 1)).flatten()   # [0, 0, 1, 2]
+    """
+
+    def __init__(self, lag: int, scale: int = 1, channel_axis: int = 2, time_axis: int = 1) -> None:
+        super().__init__()
+        self.lag, self.scale = lag, scale
+        self.channel_axis, self.time_axis = channel_axis, time_axis
+
+    def forward(self, x: Tensor) -> Tensor:
+        steps = x.shape[self.time_axis]
+        pad = [0, 0] * (x.dim() - 1 - self.time_axis % x.dim())
+        pad += [max(self.lag, 0), max(-self.lag, 0)]
+        shifted = F.pad(x, pad).narrow(self.time_axis, max(-self.lag, 0), steps)
+        return shifted if self.scale == 1 else shifted * float(self.scale)
+
+    def as_memory(self, channels: int) -> Memory:
+        """The same function as an FP ``Memory`` with one unit tap (how the runtime runs it)."""
+        left, right = max(self.lag, 0), max(-self.lag, 0)
+        mem = Memory(
+            channels,
+            left,
+            right,
+            bias=False,
+            channel_axis=self.channel_axis,
+            time_axis=self.time_axis,
+        )
+        with torch.no_grad():
+            mem.weight.zero_()
+            mem.weight[:, 0 if self.lag >= 0 else left + right] = float(self.scale)
+        return mem.eval()
+
+    def extra_repr(self) -> str:
+        return (
+            f"lag={self.lag}, scale={self.scale}, axes=(c={self.channel_axis}, t={self.time_axis})"
+        )
+
+
 class ChannelAffine(nn.Module):
     """``y = x * scale + bias`` per channel (``channel_axis``), initialised to the identity."""
 

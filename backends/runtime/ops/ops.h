@@ -18,6 +18,7 @@ std::unique_ptr<Op> make_memory(const OpSpec&, const std::vector<Dims>&, const D
 std::unique_ptr<Op> make_binary_memory(const OpSpec&, const std::vector<Dims>&, const Dims&, const Kernels&);
 std::unique_ptr<Op> make_permute(const OpSpec&, const std::vector<Dims>&, const Dims&, const Kernels&);
 std::unique_ptr<Op> make_mean(const OpSpec&, const std::vector<Dims>&, const Dims&, const Kernels&);
+std::unique_ptr<Op> make_softmax(const OpSpec&, const std::vector<Dims>&, const Dims&, const Kernels&);
 
 // The conv ops' shared time behaviour: time on H (axis 2) or W (axis 3), zero padding applied by
 // the stream's window.

@@ -26,7 +26,8 @@ const Entry kRegistry[] = {
     {"leaky_relu", elementwise},     {"tanh", elementwise},
     {"sigmoid", elementwise},        {"scalar", elementwise},
     {"add", elementwise},            {"permute", make_permute},
-    {"mean", make_mean},
+    {"mean", make_mean},             {"softmax", make_softmax},
+    {"log_softmax", make_softmax},
 };
 
 }  // namespace
