@@ -27,7 +27,8 @@ def test_readme_op_table_is_the_generated_one():
 def test_cpp_table_is_the_generated_one():
     path = ROOT / "backends" / "runtime" / "schema_table.h"
     assert path.read_text() == schema_docs.cpp_table(), (
-        "regenerate it: python -m binarize.backends.schema_docs --cpp > t.h && mv t.h backends/runtime/schema_table.h"
+        "regenerate it: python -m binarize.backends.schema_docs --cpp > t.h"
+        " && mv t.h backends/runtime/schema_table.h"
     )
 
 
