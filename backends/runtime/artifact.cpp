@@ -4,8 +4,7 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <iterator>
+#include <cstdio>
 
 #include "safetensors.h"
 #include "schema.h"
@@ -480,9 +479,13 @@ Artifact read_artifact(const uint8_t* data, size_t size) {
 }
 
 Artifact read_artifact_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) fail("cannot open the artifact " + path);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes;
+  uint8_t buf[1 << 16];
+  size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.insert(bytes.end(), buf, buf + got);
+  std::fclose(f);
   return read_artifact(bytes.data(), bytes.size());
 }
 

@@ -101,10 +101,9 @@ class Fused : public Op {
     in.insert(in.end(), chain_->in.begin() + 1, chain_->in.end());
     out = chain_->out;
   }
+  void prepare() override { layer_->prepare(); }
   void run(const Args& a) const override {
-    Args la = a;
-    la.out = a.out;
-    layer_->run(la);
+    layer_->run(a);
     chain_->apply_in_place(a.out, a.in + layer_->in.size(), *a.out_dims);
   }
   TimeMap time_map(const std::vector<int>& t) const override {

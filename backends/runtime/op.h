@@ -76,6 +76,9 @@ class Op {
   int out = -1;
 
   virtual ~Op() = default;
+  // Precomputes what run() needs (interleaved weights, conv geometry): once, after the fusion
+  // rules (which may change the op's weights).
+  virtual void prepare() {}
   virtual void run(const Args& a) const = 0;
   // t: the time axis of each input (-1: none); the default keeps an axis all inputs share.
   virtual TimeMap time_map(const std::vector<int>& t) const;

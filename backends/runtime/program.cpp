@@ -44,6 +44,7 @@ Program::Program(const LoadedProgram& p, const std::string& impl, unsigned rules
   Graph g{ops_, dims1, alias_, alias_[output_]};
   apply_rules(g, rules);
   for (const auto& op : ops_) {
+    op->prepare();
     std::vector<Dims> x;
     for (int v : op->in) x.push_back(dims1[v]);
     in_dims_.push_back(x);

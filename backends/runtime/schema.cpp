@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <mutex>
 
 #include "schema_table.h"
 
@@ -72,6 +73,16 @@ std::vector<std::string> tokenize(const std::string& s) {
   return out;
 }
 
+// The schema's expressions are few: each is tokenized once.
+const std::vector<std::string>& tokens(const std::string& text) {
+  static std::mutex mu;
+  static std::map<std::string, std::vector<std::string>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(text);
+  if (it == cache.end()) it = cache.emplace(text, tokenize(text)).first;
+  return it->second;  // std::map never moves its nodes
+}
+
 Value num(int64_t v) {
   Value r;
   r.i = v;
@@ -94,7 +105,7 @@ int64_t checked(bool overflow, int64_t v, const std::string& expr) {
 
 class Parser {
  public:
-  Parser(const std::string& text, const Env& env) : text_(text), toks_(tokenize(text)), env_(env) {}
+  Parser(const std::string& text, const Env& env) : text_(text), toks_(tokens(text)), env_(env) {}
 
   Value run() {
     Value v = or_();
@@ -104,7 +115,7 @@ class Parser {
 
  private:
   const std::string& text_;
-  std::vector<std::string> toks_;
+  const std::vector<std::string>& toks_;
   const Env& env_;
   size_t i_ = 0;
 

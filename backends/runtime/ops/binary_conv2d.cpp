@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "binarizing.h"
@@ -41,7 +42,9 @@ class BinaryConv2d : public Op, public Binarizing {
 
   size_t taps() const { return kernel[0] * kernel[1]; }
 
-  void prepare(bool with_t2w) {
+  // Per (out channel, tap) sums of the weights as the GEMM sees them, and (with_t2w: from the
+  // model's signs, before any flip) of sign * t2.
+  void sums(bool with_t2w) {
     const size_t T = taps(), words = row_words(T * C);
     wsum.assign(O * T, 0);
     if (with_t2w) t2w.assign(O * T, 0.0);
@@ -53,6 +56,11 @@ class BinaryConv2d : public Op, public Binarizing {
           wsum[o * T + t] += sgn;
           if (with_t2w) t2w[o * T + t] += sgn * static_cast<double>(t2[c]);
         }
+  }
+
+  void prepare() override {
+    const size_t T = taps();
+    sums(false);
     whole = geometry(H, W, pad[0], pad[1], -1, Window{});
     std::lock_guard<std::mutex> lock(mu);
     windows.clear();
@@ -78,14 +86,18 @@ class BinaryConv2d : public Op, public Binarizing {
             if (ok) g.src[(oh * Wo + ow) * T + i * kernel[1] + j] = static_cast<int32_t>(ih * w + iw);
           }
     // positions with the same valid taps share their corrections
-    std::vector<std::vector<bool>> seen;
+    std::vector<std::string> seen;
+    std::map<std::string, int32_t> index;
     std::vector<int32_t> pattern(HoWo);
-    std::vector<bool> valid(T);
+    std::string valid(T, '0');
     for (size_t p = 0; p < HoWo; ++p) {
-      for (size_t t = 0; t < T; ++t) valid[t] = g.src[p * T + t] >= 0;
-      auto it = std::find(seen.begin(), seen.end(), valid);
-      pattern[p] = static_cast<int32_t>(it - seen.begin());
-      if (it == seen.end()) seen.push_back(valid);
+      for (size_t t = 0; t < T; ++t) valid[t] = g.src[p * T + t] >= 0 ? '1' : '0';
+      auto it = index.find(valid);
+      if (it == index.end()) {
+        it = index.emplace(valid, static_cast<int32_t>(seen.size())).first;
+        seen.push_back(valid);
+      }
+      pattern[p] = it->second;
     }
     std::vector<float> fix(seen.size() * O), off(seen.size() * O);
     for (size_t q = 0; q < seen.size(); ++q)
@@ -93,7 +105,7 @@ class BinaryConv2d : public Op, public Binarizing {
         int32_t f = 0;
         double d = 0.0;
         for (size_t t = 0; t < T; ++t) {
-          if (seen[q][t])
+          if (seen[q][t] == '1')
             d += t2w[o * T + t];
           else
             f += wsum[o * T + t];
@@ -193,7 +205,7 @@ class BinaryConv2d : public Op, public Binarizing {
       for (size_t tap = 0; tap < T; ++tap)
         for (size_t c = 0; c < C; ++c)
           if (flip[c]) wbits[o * words + (tap * C + c) / 64] ^= uint64_t{1} << ((tap * C + c) % 64);
-    prepare(false);  // the t2 offsets keep the model's signs
+    // prepare() recomputes the weight sums from the flipped bits; the t2 offsets keep the model's signs
   }
 };
 
@@ -213,7 +225,7 @@ std::unique_ptr<Op> make_binary_conv2d(const OpSpec& s, const std::vector<Dims>&
   op->t0 = f32(s, "t0"), op->t2 = f32(s, "t2"), op->sw = f32(s, "sw"), op->bias = f32(s, "bias");
   op->wbits = s.u64.at("wbits");
   op->wants_w16 = k.wants_w16;
-  op->prepare(true);
+  op->sums(true);
   return op;
 }
 

@@ -20,7 +20,7 @@ class BinaryLinear : public Op, public Binarizing {
   std::vector<uint32_t> w16;  // wbits as interleave_rows16, for the tables that want it
   bool wants_w16 = false;
 
-  void prepare() {
+  void prepare() override {
     if (wants_w16) w16 = interleave_rows16(wbits.data(), N, K);
   }
 
@@ -68,7 +68,6 @@ class BinaryLinear : public Op, public Binarizing {
     for (size_t n = 0; n < N; ++n)
       for (size_t c = 0; c < K; ++c)
         if (flip[c]) wbits[n * words + c / 64] ^= uint64_t{1} << (c % 64);
-    prepare();
   }
 };
 
@@ -85,7 +84,6 @@ std::unique_ptr<Op> make_binary_linear(const OpSpec& s, const std::vector<Dims>&
   op->t0 = f32(s, "t0"), op->t1 = f32(s, "t1"), op->sw = f32(s, "sw"), op->bias = f32(s, "bias");
   op->wbits = s.u64.at("wbits");
   op->wants_w16 = k.wants_w16;
-  op->prepare();
   return op;
 }
 
