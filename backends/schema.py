@@ -123,6 +123,8 @@ def _unary(kind: str, doc: str, *attrs: Attr) -> OpSchema:
     return OpSchema(kind, 1, attrs, (), ("same(in0, out)",), doc)
 
 
+# The artifact stores an op's kind as its index here: append new kinds at the end, never reorder
+# (tests/test_schema.py pins the order).
 OPS: tuple[OpSchema, ...] = (
     OpSchema(
         "linear",
@@ -227,22 +229,6 @@ OPS: tuple[OpSchema, ...] = (
     _unary("scalar", "`x * mul + add`", Attr("mul", "float"), Attr("add", "float")),
     OpSchema("add", 2, (), (), ("same(in0, in1)", "same(in0, out)"), "elementwise `x0 + x1`"),
     OpSchema(
-        "softmax",
-        1,
-        (_AXIS,),
-        (),
-        ("axis < rank", "same(in0, out)"),
-        "`exp(x - max) / sum exp(x - max)` along `axis` (sum in double)",
-    ),
-    OpSchema(
-        "log_softmax",
-        1,
-        (_AXIS,),
-        (),
-        ("axis < rank", "same(in0, out)"),
-        "`(x - max) - log(sum exp(x - max))` along `axis` (sum in double)",
-    ),
-    OpSchema(
         "permute",
         1,
         (_ints("perm", 0, 0),),
@@ -257,6 +243,22 @@ OPS: tuple[OpSchema, ...] = (
         (),
         ("len(dims) >= 1", "all_between(dims, 1, rank)", "reduced(in0, out, dims, keepdim)"),
         "mean over `dims` (not the batch)",
+    ),
+    OpSchema(
+        "softmax",
+        1,
+        (_AXIS,),
+        (),
+        ("axis < rank", "same(in0, out)"),
+        "`exp(x - max) / sum exp(x - max)` along `axis` (sum in double)",
+    ),
+    OpSchema(
+        "log_softmax",
+        1,
+        (_AXIS,),
+        (),
+        ("axis < rank", "same(in0, out)"),
+        "`(x - max) - log(sum exp(x - max))` along `axis` (sum in double)",
     ),
 )
 SCHEMA: dict[str, OpSchema] = {op.kind: op for op in OPS}

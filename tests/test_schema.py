@@ -24,6 +24,14 @@ def test_readme_op_table_is_the_generated_one():
     )
 
 
+def test_kind_order_is_append_only():
+    """Artifacts store an op's kind by its index in the schema: kinds are only ever appended."""
+    first = ["linear", "conv2d", "binary_linear", "binary_conv2d", "memory", "binary_memory",
+             "affine", "prelu", "channel_add", "channel_sub", "relu", "hardtanh", "leaky_relu",
+             "tanh", "sigmoid", "scalar", "add", "permute", "mean", "softmax", "log_softmax"]  # fmt: skip
+    assert [op.kind for op in schema.OPS[: len(first)]] == first
+
+
 def test_cpp_table_is_the_generated_one():
     path = ROOT / "backends" / "runtime" / "schema_table.h"
     assert path.read_text() == schema_docs.cpp_table(), (

@@ -197,20 +197,6 @@ inline const char* const add_checks[] = {
     "same(in0, in1)",
     "same(in0, out)",
 };
-inline const AttrDef softmax_attrs[] = {
-    {"axis", AttrType::int_, 1, 2147483647, "", 0},
-};
-inline const char* const softmax_checks[] = {
-    "axis < rank",
-    "same(in0, out)",
-};
-inline const AttrDef log_softmax_attrs[] = {
-    {"axis", AttrType::int_, 1, 2147483647, "", 0},
-};
-inline const char* const log_softmax_checks[] = {
-    "axis < rank",
-    "same(in0, out)",
-};
 inline const AttrDef permute_attrs[] = {
     {"perm", AttrType::ints, 0, 2147483647, "", 0},
 };
@@ -228,6 +214,20 @@ inline const char* const mean_checks[] = {
     "len(dims) >= 1",
     "all_between(dims, 1, rank)",
     "reduced(in0, out, dims, keepdim)",
+};
+inline const AttrDef softmax_attrs[] = {
+    {"axis", AttrType::int_, 1, 2147483647, "", 0},
+};
+inline const char* const softmax_checks[] = {
+    "axis < rank",
+    "same(in0, out)",
+};
+inline const AttrDef log_softmax_attrs[] = {
+    {"axis", AttrType::int_, 1, 2147483647, "", 0},
+};
+inline const char* const log_softmax_checks[] = {
+    "axis < rank",
+    "same(in0, out)",
 };
 
 inline const OpDef kOps[] = {
@@ -248,10 +248,10 @@ inline const OpDef kOps[] = {
     {"sigmoid", 1, nullptr, 0, nullptr, 0, sigmoid_checks, 1},
     {"scalar", 1, scalar_attrs, 2, nullptr, 0, scalar_checks, 1},
     {"add", 2, nullptr, 0, nullptr, 0, add_checks, 2},
-    {"softmax", 1, softmax_attrs, 1, nullptr, 0, softmax_checks, 2},
-    {"log_softmax", 1, log_softmax_attrs, 1, nullptr, 0, log_softmax_checks, 2},
     {"permute", 1, permute_attrs, 1, nullptr, 0, permute_checks, 4},
     {"mean", 1, mean_attrs, 2, nullptr, 0, mean_checks, 3},
+    {"softmax", 1, softmax_attrs, 1, nullptr, 0, softmax_checks, 2},
+    {"log_softmax", 1, log_softmax_attrs, 1, nullptr, 0, log_softmax_checks, 2},
 };
 inline constexpr int kNumOps = 21;
 
