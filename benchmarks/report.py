@@ -365,6 +365,11 @@ def markdown(res: dict) -> str:
             rows,
         )
 
+    if res.get("deploy"):
+        from . import deploy
+
+        L += deploy.markdown(res["deploy"])
+
     arm = res.get("arm")
     if arm:
         L += ["## 5. ARMv8 (executed aarch64 instructions under qemu-user, per utterance)", ""]

@@ -119,6 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["arm"] = arm.run(models, smoke=args.smoke, log=log)
         except Exception as exc:
             res["arm"] = {"error": f"{type(exc).__name__}: {exc}"[:800]}
+    if not args.skip_arm:
+        log("Deploy: the aarch64 CLI end to end (qemu instruction counts) ...")
+        from . import deploy
+
+        try:
+            res["deploy"] = deploy.run(models, smoke=args.smoke, log=log)
+        except Exception as exc:
+            res["deploy"] = {"error": f"{type(exc).__name__}: {exc}"[:800]}
     if not args.skip_lce and (not args.smoke or args.lce):
         log("Larq Compute Engine ...")
         from . import lce

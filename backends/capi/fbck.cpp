@@ -145,6 +145,16 @@ int fbck_stream_finish(fbck_stream* s, float* logits) {
       -1);
 }
 
+int fbck_stream_reset(fbck_stream* s) {
+  return guarded(
+      [&]() -> int {
+        need(s, "stream");
+        s->stream->reset();
+        return 0;
+      },
+      -1);
+}
+
 void fbck_stream_free(fbck_stream* s) { delete s; }
 
 const char* fbck_last_error(void) { return g_error.c_str(); }

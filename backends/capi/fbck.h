@@ -48,6 +48,8 @@ int fbck_run(const fbck_model* model, const float* features, size_t n_frames, in
 fbck_stream* fbck_stream_new(const fbck_model* model, int thin);
 int fbck_stream_push(fbck_stream* stream, const float* frames, size_t n_frames);
 int fbck_stream_finish(fbck_stream* stream, float* logits);
+/* Starts the next utterance on the same stream (no allocation). */
+int fbck_stream_reset(fbck_stream* stream);
 void fbck_stream_free(fbck_stream* stream);
 
 /* The last error of this thread ("" if none). */

@@ -119,24 +119,26 @@ int main(int argc, char** argv) {
   }
   std::vector<float> logits(out), chunk;
   int status = 0;
+  // one stream for every utterance, reset in between (as an always-on spotter runs)
+  fbck_stream* s = stream ? fbck_stream_new(m, static_cast<int>(thin)) : nullptr;
+  if (stream && !s) status = -1;
   for (size_t u = 0; u < x.size() / in && status == 0; ++u) {
     const float* utt = x.data() + u * in;
     if (stream) {
       // a chunk of n frames: (outer, n, inner) around the time axis
-      fbck_stream* s = fbck_stream_new(m, static_cast<int>(thin));
       size_t dims[8], outer = 1, inner = 1;
       const size_t rank = fbck_input_dims(m, dims, 8);
       const int t_axis = fbck_time_axis(m);
       for (int i = 0; i < (int)rank && i < 8; ++i) (i < t_axis ? outer : inner) *= (i == t_axis ? 1 : dims[i]);
-      for (size_t t = 0; s && t < frames && status == 0; t += stream) {
+      status = fbck_stream_reset(s);
+      for (size_t t = 0; t < frames && status == 0; t += stream) {
         const size_t n = t + stream <= frames ? stream : frames - t;
         chunk.resize(outer * n * inner);
         for (size_t o = 0; o < outer; ++o)
           std::memcpy(&chunk[o * n * inner], utt + (o * frames + t) * inner, n * inner * sizeof(float));
         status = fbck_stream_push(s, chunk.data(), n);
       }
-      if (!s || (status == 0 && fbck_stream_finish(s, logits.data()) != 0)) status = -1;
-      fbck_stream_free(s);
+      if (status == 0) status = fbck_stream_finish(s, logits.data());
     } else {
       status = fbck_run(m, utt, frames, static_cast<int>(thin), logits.data());
     }
@@ -145,6 +147,7 @@ int main(int argc, char** argv) {
       std::printf("\n");
     }
   }
+  fbck_stream_free(s);
   if (status != 0) std::fprintf(stderr, "fbck_run: %s\n", fbck_last_error());
   fbck_free(m);
   return status == 0 ? 0 : 1;

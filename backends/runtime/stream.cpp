@@ -9,24 +9,63 @@
 namespace fbck::rt {
 namespace {
 
-// Copy frames [a, b) of `src` (dims d, time axis t) into dst (b - a frames), zeros outside [0, T).
+// A stream's windows are often a few floats per row (time innermost): a plain loop beats memcpy's
+// call there.
+inline void copy(float* dst, const float* src, size_t n) {
+  if (n > 16) {
+    std::memcpy(dst, src, sizeof(float) * n);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+// Copy frames [a, b) of `src` (dims d, time axis t) into dst (b - a frames), zeros outside [0, T):
+// per outer row one zero run, one copy of the real frames (contiguous), one zero run.
 void gather(const float* src, const Dims& d, int t, ptrdiff_t a, ptrdiff_t b, float* dst) {
   const size_t outer = prod(d, 0, t), T = d[t], inner = prod(d, t + 1), w = b - a;
-  for (size_t o = 0; o < outer; ++o)
-    for (ptrdiff_t f = a; f < b; ++f) {
-      float* to = dst + (o * w + (f - a)) * inner;
-      if (f < 0 || f >= (ptrdiff_t)T)
-        std::fill(to, to + inner, 0.0f);
-      else
-        std::memcpy(to, src + (o * T + f) * inner, sizeof(float) * inner);
+  const ptrdiff_t lo = std::max<ptrdiff_t>(a, 0), hi = std::min<ptrdiff_t>(b, (ptrdiff_t)T);
+  const size_t before = (lo - a) * inner, real = hi > lo ? (hi - lo) * inner : 0, row = w * inner;
+  if (inner == 1 && a >= lo && b <= hi) {  // time innermost, all real frames
+    for (size_t o = 0; o < outer; ++o)
+      for (size_t f = 0; f < w; ++f) dst[o * w + f] = src[o * T + a + f];
+    return;
+  }
+  if (inner == 1) {  // time innermost: a few floats per row, copied in place
+    for (size_t o = 0; o < outer; ++o) {
+      const float* from = src + o * T;
+      float* to = dst + o * w;
+      for (ptrdiff_t f = a; f < b; ++f) to[f - a] = (f >= lo && f < hi) ? from[f] : 0.0f;
     }
+    return;
+  }
+  if (before == 0 && real == row) {  // all real frames: one copy per row
+    for (size_t o = 0; o < outer; ++o) copy(dst + o * row, src + (o * T + lo) * inner, row);
+    return;
+  }
+  for (size_t o = 0; o < outer; ++o) {
+    float* to = dst + o * row;
+    std::fill(to, to + before, 0.0f);
+    copy(to + before, src + (o * T + lo) * inner, real);
+    std::fill(to + before + real, to + row, 0.0f);
+  }
 }
 
 // Copy window frames [from, from + n) of `src` (dims wd: the window) to frames [at, at + n) of dst.
 void scatter(const float* src, const Dims& wd, int t, size_t from, size_t n, float* dst, size_t T, size_t at) {
   const size_t outer = prod(wd, 0, t), w = wd[t], inner = prod(wd, t + 1);
+  if (inner == 1) {
+    if (n == 1) {  // the common case: one new frame per row
+      const float* s = src + from;
+      float* d = dst + at;
+      for (size_t o = 0; o < outer; ++o) d[o * T] = s[o * w];
+      return;
+    }
+    for (size_t o = 0; o < outer; ++o)
+      for (size_t f = 0; f < n; ++f) dst[o * T + at + f] = src[o * w + from + f];
+    return;
+  }
   for (size_t o = 0; o < outer; ++o)
-    std::memcpy(dst + (o * T + at) * inner, src + (o * w + from) * inner, sizeof(float) * n * inner);
+    copy(dst + (o * T + at) * inner, src + (o * w + from) * inner, n * inner);
 }
 
 }  // namespace
@@ -41,6 +80,17 @@ Stream::Stream(const Program& p) : p_(p) {
   in_win_.resize(p.ops_.size());
   for (size_t i = 0; i < p.ops_.size(); ++i) in_win_[i].resize(p.ops_[i]->in.size());
   out_win_.resize(p.ops_.size());
+}
+
+void Stream::reset() {
+  // every value's frames are written before they are read (advance() follows what is available),
+  // so only the bookkeeping restarts; the output is cleared as a fresh stream's is
+  std::fill(avail_.begin(), avail_.end(), 0);
+  std::fill(done_.begin(), done_.end(), 0);
+  auto& out = bufs_[p_.alias_[p_.output_]];
+  std::fill(out.begin(), out.end(), 0.0f);
+  frames_in_ = 0;
+  finished_ = false;
 }
 
 size_t Stream::push(const float* frames, size_t n) {
@@ -72,7 +122,40 @@ void Stream::finish() {
   advance();
 }
 
+// How many output frames op i can produce from `have` input frames.
+size_t Stream::ready_frames(size_t i, size_t have) const {
+  const TimeMap& m = p_.time_maps_[i];
+  const size_t T_in = p_.in_dims_[i][0][p_.time_axis_[p_.ops_[i]->in[0]]], T_out = p_.out_dims_[i][m.out_axis];
+  if (finished_ || have == T_in) return T_out;
+  const ptrdiff_t num = (ptrdiff_t)have - 1 - m.hi;
+  return num < 0 ? 0 : std::min(T_out, (size_t)(num / (ptrdiff_t)m.stride) + 1);
+}
+
+// Whether running the ops now would give a value that leaves the streamed part of the program (the
+// output, or the input of an op that waits for the whole utterance) a new frame. If not, the frames
+// wait: a strided front end then runs once per hop of the network instead of once per frame, and
+// no output frame comes later than it could.
+bool Stream::worth_running() const {
+  if (finished_) return true;
+  thread_local std::vector<size_t> sim;
+  sim = avail_;
+  bool gains = false;
+  for (size_t i = 0; i < p_.ops_.size(); ++i) {
+    const Op& op = *p_.ops_[i];
+    if (p_.time_maps_[i].out_axis < 0) {
+      for (int v : op.in) gains = gains || sim[p_.alias_[v]] > avail_[p_.alias_[v]];
+      continue;
+    }
+    size_t have = SIZE_MAX;
+    for (int v : op.in) have = std::min(have, sim[p_.alias_[v]]);
+    sim[op.out] = std::max(sim[op.out], ready_frames(i, have));
+  }
+  const int out = p_.alias_[p_.output_];
+  return gains || sim[out] > avail_[out];
+}
+
 void Stream::advance() {
+  if (!worth_running()) return;
   for (size_t i = 0; i < p_.ops_.size(); ++i) {
     if (p_.time_maps_[i].out_axis < 0)
       run_terminal(i);
@@ -106,13 +189,7 @@ void Stream::run_window(size_t i) {
   const size_t T_in = xd[t_in], T_out = od[t_out];
   size_t have = SIZE_MAX;
   for (int v : op.in) have = std::min(have, avail_[p_.alias_[v]]);
-  size_t ready;
-  if (finished_ || have == T_in) {
-    ready = T_out;
-  } else {
-    const ptrdiff_t num = (ptrdiff_t)have - 1 - m.hi;
-    ready = num < 0 ? 0 : std::min(T_out, (size_t)(num / (ptrdiff_t)m.stride) + 1);
-  }
+  const size_t ready = ready_frames(i, have);
   if (ready <= done_[i]) return;
   const size_t a = done_[i], b = ready;
   // the input window, zero-filled outside the utterance (or clipped for ops that pad themselves)

@@ -20,6 +20,8 @@ class Stream {
   size_t push(const float* frames, size_t n);
   // Ends the utterance (all frames must have been pushed); computes everything left.
   void finish();
+  // Starts the next utterance, keeping every buffer (an always-on spotter allocates once).
+  void reset();
   size_t frames_in() const { return frames_in_; }
   size_t output_frames() const { return avail_[p_.alias_[p_.output_]]; }
   bool finished() const { return finished_; }
@@ -36,6 +38,8 @@ class Stream {
   size_t frames_in_ = 0;
   bool finished_ = false;
   void advance();
+  bool worth_running() const;
+  size_t ready_frames(size_t i, size_t have) const;
   void run_terminal(size_t i);
   void run_window(size_t i);
 };

@@ -304,7 +304,7 @@ TimeMap Chain::time_map(const std::vector<int>& t) const {
 }
 
 void Chain::exec(const float* x, const float* const* others, float* y, size_t B, const Dims& shape,
-                 bool wide) const {
+                 const std::vector<std::unique_ptr<Elementwise>>* wide) const {
   // split() of the batched shape, without building it
   Split sp{B, 1, prod(shape, 1)};
   if (axis_ >= 1) sp = {B * prod(shape, 1, axis_), shape[axis_], prod(shape, axis_ + 1)};
@@ -313,7 +313,7 @@ void Chain::exec(const float* x, const float* const* others, float* y, size_t B,
   auto span = [&](bool per_elem, size_t base, size_t c, size_t n) {
     size_t extra = 0;
     for (size_t i = 0; i < members_.size(); ++i) {
-      const Elementwise& m = wide ? *wide_[i] : *members_[i];
+      const Elementwise& m = wide ? *(*wide)[i] : *members_[i];
       const float* src = i == 0 ? x + base : y + base;
       const float* other = m.in.size() > 1 ? others[extra++] + base : nullptr;
       m.apply(src, other, y + base, c, n, per_elem);
@@ -336,10 +336,25 @@ void Chain::apply_in_place(float* y, const float* const* others, const Dims& d) 
 
 void Chain::run(const Args& a) const { run_on(a.in[0], a.in + 1, a.out, a.in_dims[0]); }
 
+const std::vector<std::unique_ptr<Elementwise>>* Chain::wide_for(const Dims& d) const {
+  if (d.size() == shape_.size() && std::equal(d.begin() + 1, d.end(), shape_.begin() + 1))
+    return wide_.empty() ? nullptr : &wide_;
+  if (axis_ < 1) return nullptr;
+  // a stream's window: the same shape but along time
+  const size_t inner = prod(d, axis_ + 1);
+  if (inner <= 1 || inner >= kWideBelow) return nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = window_wide_.find(inner);
+  if (it == window_wide_.end()) {
+    std::vector<std::unique_ptr<Elementwise>> w;
+    for (const auto& m : members_) w.push_back(m->widened(inner));
+    it = window_wide_.emplace(inner, std::move(w)).first;
+  }
+  return &it->second;  // std::map never moves its nodes
+}
+
 void Chain::run_on(const float* x, const float* const* others, float* y, const Dims& d) const {
-  // a stream's window has another shape: it runs without the wide constants
-  const bool same = d.size() == shape_.size() && std::equal(d.begin() + 1, d.end(), shape_.begin() + 1);
-  exec(x, others, y, d[0], d, same && !wide_.empty());
+  exec(x, others, y, d[0], d, wide_for(d));
 }
 
 }  // namespace fbck::rt

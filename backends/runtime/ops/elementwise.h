@@ -2,7 +2,9 @@
 // that runs several of them as one loop (built by the fusion rules, fusion.cpp).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "../op.h"
@@ -28,10 +30,15 @@ class Chain : public Op {
  private:
   std::vector<std::unique_ptr<Elementwise>> members_;
   std::vector<std::unique_ptr<Elementwise>> wide_;  // per-element constants, when channels are short
+  // the same for a stream's windows, by their inner size (built on first use)
+  mutable std::mutex mu_;
+  mutable std::map<size_t, std::vector<std::unique_ptr<Elementwise>>> window_wide_;
+  const std::vector<std::unique_ptr<Elementwise>>* wide_for(const Dims& d) const;
   int axis_ = -1;
   Dims shape_;  // batch 1
   void run_on(const float* x, const float* const* others, float* y, const Dims& d) const;
-  void exec(const float* x, const float* const* others, float* y, size_t B, const Dims& shape, bool wide) const;
+  void exec(const float* x, const float* const* others, float* y, size_t B, const Dims& shape,
+            const std::vector<std::unique_ptr<Elementwise>>* wide) const;
 };
 
 }  // namespace fbck::rt
