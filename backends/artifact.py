@@ -32,7 +32,7 @@ import safetensors.numpy
 
 from binarize.errors import ArtifactError
 
-from .compress import DEFAULT, FORMATS, prepare
+from .compress import DEFAULT, FORMATS, prepare, sign_free
 from .lower import Op, Program, tensor_key
 from .schema import KIND_INDEX, OPS, SCHEMA, SchemaError, validate_op
 
@@ -202,16 +202,53 @@ def _decode(c: _Const, pools: dict[str, np.ndarray]) -> np.ndarray:
 
 # -- writing -------------------------------------------------------------------------------------
 def _constant_table(programs: list[Program], choose):
-    """Unique constants in first-use order with their codecs."""
-    order: dict[str, tuple[str, np.ndarray]] = {}
+    """Unique constants in first-use order with their codecs (and the first op kind and role
+    that use each). A constant shared by several ops takes the most precise codec any of them
+    asks for."""
+    order: dict[str, tuple[str, np.ndarray, str, str]] = {}
+    rank = {"f32": 0, "f16": 1, "q8": 2}
     for p in programs:
-        for op in p.ops:
+        free = sign_free(p)
+        for i, op in enumerate(p.ops):
             for role in (c.role for c in SCHEMA[op.kind].consts):
                 key = op.params[role]
-                if key not in order:
-                    arr = p.tensors[key]
-                    order[key] = (choose(role, op.kind, arr), arr)
+                arr = p.tensors[key]
+                codec = choose(role, op.kind, arr, i in free)
+                if key not in order or rank.get(codec, 0) < rank.get(order[key][0], 0):
+                    order[key] = (codec, arr, op.kind, role)
     return order
+
+
+def size_breakdown(programs: Program | list[Program], storage: str = DEFAULT_STORAGE) -> dict:
+    """Where the artifact's bytes go: per (op kind, role, codec) the stored constant bytes
+    (values and int8 scales), the op records and the safetensors header.
+
+    Example::
+
+        size_breakdown(list(compiled.programs.values()))["parts"][0]
+        # {'kind': 'binary_linear', 'role': 'wbits', 'codec': 'bits', 'bytes': 69632, 'count': 17}
+    """
+    programs = [programs] if isinstance(programs, Program) else list(programs)
+    data = serialize(programs, storage)
+    prepared, fmt = prepare(programs, storage)
+    parts: dict[tuple[str, str, str], list[int]] = {}
+    for codec, arr, kind, role in _constant_table(prepared, fmt.codec).values():
+        values, scales = _encode(codec, arr)
+        n = values.nbytes + (scales.nbytes if scales is not None else 0)
+        entry = parts.setdefault((kind, role, codec), [0, 0])
+        entry[0] += n
+        entry[1] += 1
+    header_len = int.from_bytes(data[:8], "little")
+    records = safetensors.numpy.load(data)["program"].size
+    return {
+        "bytes": len(data),
+        "parts": [
+            {"kind": k, "role": r, "codec": c, "bytes": b, "count": n}
+            for (k, r, c), (b, n) in sorted(parts.items(), key=lambda kv: -kv[1][0])
+        ],
+        "program_records": int(records),
+        "container_header": 8 + header_len,
+    }
 
 
 def _write_op(w: _Writer, op: Op, index: dict[str, int], prev_name: str) -> None:
@@ -261,7 +298,7 @@ def serialize(programs: Program | list[Program], storage: str = DEFAULT_STORAGE)
     w = _Writer()
     w.uint(len(table))
     index = {}
-    for i, (key, (codec, arr)) in enumerate(table.items()):
+    for i, (key, (codec, arr, _, _)) in enumerate(table.items()):
         index[key] = i
         values, scales = _encode(codec, arr)
         pool = CODEC_POOL[codec]
@@ -577,5 +614,6 @@ __all__ = [
     "safetensors",
     "save",
     "serialize",
+    "size_breakdown",
     "validate_program",
 ]

@@ -1,22 +1,30 @@
 """Storage formats of the artifact: how the full-precision constants are stored on disk.
 
-A format is an optional program rewrite plus a codec per constant (``artifact.CODECS``):
+A format is an optional program rewrite plus a codec per constant (``artifact.CODECS``).
 
+Why most constants stay float32: in a 1-bit network almost every full-precision constant sits
+upstream of a sign decision, and a sign is a discontinuity: rounding any constant before a
+binarizer (a threshold, a BatchNorm, an epilogue scale, the front conv) moves some activations
+across their thresholds, each flipped bit moves the next layer's integer dot products, and the
+flips cascade. Measured on a distilled demo student (benchmarks/storage.py): float16 epilogue
+vectors change ~12% of the test predictions, float16 thresholds ~1%, an int8 front conv ~24%,
+while folding BatchNorm into the epilogues changes <= 0.3% and an int8 classifier <= 0.8%.
+So the default stores in fewer bits only what no sign decision depends on.
+
+- ``compact`` (the default): each eval BatchNorm / affine that follows a layer with a per-channel
+  epilogue is folded into it (``z * sw + bias`` then ``* scale + shift`` becomes
+  ``z * (sw * scale) + (bias * scale + shift)``; FP convs and linears scale their weight rows),
+  so one pair of vectors remains where there were two and a depth option's own BatchNorm becomes
+  its own copy of the layer's epilogue (the 1-bit weights stay shared); the weights of FP layers
+  no binary layer depends on (the classifier) in float16; binary memory taps in 2 bits (exact);
+  every other constant float32.
+- ``compact-q8``: ``compact`` with the classifier in int8, one float32 scale per output channel
+  (the classifier's logits move by more; fine on a model with clear margins).
+- ``compact-f16``: ``compact-q8`` with every other full-precision constant in float16 (what it
+  takes to come near 20x; its effect on the predictions is in the benchmark).
+- ``float16``: every full-precision constant in half precision.
 - ``float32``: every constant as lowered; the loaded model equals ``binarize.compile(student)``
   bit for bit.
-- ``float16``: every full-precision constant in half precision.
-- ``compact`` (the default): each eval BatchNorm / affine that follows a layer with a
-  per-channel epilogue is folded into it (``z * sw + bias`` then ``* scale + shift`` becomes
-  ``z * (sw * scale) + (bias * scale + shift)``; FP convs and linears scale their weight rows), so
-  one pair of vectors remains where there were two, and a depth option's own BatchNorm becomes
-  its own copy of the layer's epilogue while the 1-bit weights stay shared; FP weights (the front
-  conv, the classifier) in int8 with one float32 scale per output channel; binary memory taps in
-  2 bits; thresholds, offsets and epilogue vectors in float16.
-- ``compact-t32``: ``compact`` with every threshold that decides a sign (t0, t1) kept in float32.
-
-Folding changes the float rounding of the folded layers (a few ulps), and the 16- and 8-bit codes
-round the constants: the benchmark (benchmarks/storage.py) reports per format and depth option the
-share of test predictions that differ from the ``float32`` artifact and the accuracy.
 
 Example::
 
@@ -43,7 +51,6 @@ _EPILOGUE_AXIS: dict[str, Callable[[Op], int]] = {
     "binary_memory": lambda op: op.attrs["channel_axis"],
     "memory": lambda op: op.attrs["channel_axis"],
 }
-THRESHOLDS = ("t0", "t1")
 
 
 def _uses(p: Program) -> dict[int, int]:
@@ -126,7 +133,8 @@ def fold_affines(program: Program) -> Program:
 class StorageFormat:
     name: str
     fold: bool
-    codec: Callable[[str, str, np.ndarray], str]  # (role, op kind, array) -> codec name
+    # (role, op kind, array, whether no binary op depends on the op) -> codec name
+    codec: Callable[[str, str, np.ndarray, bool], str]
     doc: str
 
 
@@ -134,11 +142,11 @@ def _logical(a: np.ndarray) -> str:
     return {"float32": "f32", "uint64": "bits", "int8": "i8"}[str(a.dtype)]
 
 
-def _exact(role: str, kind: str, a: np.ndarray) -> str:
+def _exact(role: str, kind: str, a: np.ndarray, free: bool) -> str:
     return _logical(a)
 
 
-def _half(role: str, kind: str, a: np.ndarray) -> str:
+def _half(role: str, kind: str, a: np.ndarray, free: bool) -> str:
     return {"f32": "f16", "bits": "bits", "i8": "tern"}[_logical(a)]  # as float16 rounds it
 
 
@@ -149,16 +157,33 @@ def _half_or_float(a: np.ndarray) -> str:
     return "f16" if float(np.abs(a).max(initial=0.0)) < HALF_MAX else "f32"
 
 
-def _compact(thresholds: str) -> Callable[[str, str, np.ndarray], str]:
-    def codec(role: str, kind: str, a: np.ndarray) -> str:
+BINARY_KINDS = ("binary_linear", "binary_conv2d", "binary_memory")
+
+
+def sign_free(program: Program) -> set[int]:
+    """Indices of the ops no binary op depends on (their outputs reach only full-precision ops)."""
+    feeds: set[int] = set()  # storage values some binary op depends on
+    free = set()
+    for i in range(len(program.ops) - 1, -1, -1):
+        op = program.ops[i]
+        out = program.aliases.get(op.output, op.output)
+        if op.kind in BINARY_KINDS or out in feeds:
+            feeds.update(program.aliases.get(v, v) for v in op.inputs)
+        else:
+            free.add(i)
+    return free
+
+
+def _compact(classifier: str, rest: str) -> Callable[[str, str, np.ndarray, bool], str]:
+    """Codecs: ``classifier`` for the weights of FP layers no binary op depends on, ``rest`` for
+    every other full-precision constant; 1-bit weights as bits, binary taps in 2 bits."""
+
+    def codec(role: str, kind: str, a: np.ndarray, free: bool) -> str:
         logical = _logical(a)
         if logical != "f32":
             return {"bits": "bits", "i8": "tern"}[logical]
-        if role == "weight":  # FP linear / conv weights: int8, a float32 scale per output channel
-            return "q8"
-        if role in THRESHOLDS and kind.startswith("binary_") and thresholds == "f32":
-            return "f32"
-        return _half_or_float(a)
+        choice = classifier if role == "weight" and free else rest
+        return _half_or_float(a) if choice == "f16" else choice
 
     return codec
 
@@ -166,20 +191,27 @@ def _compact(thresholds: str) -> Callable[[str, str, np.ndarray], str]:
 FORMATS: dict[str, StorageFormat] = {
     f.name: f
     for f in (
-        StorageFormat("float32", False, _exact, "every constant as lowered (bit-exact)"),
-        StorageFormat("float16", False, _half, "every full-precision constant in float16"),
         StorageFormat(
             "compact",
             True,
-            _compact("f16"),
-            "BatchNorm folded into epilogues; FP weights int8 per channel; the rest float16",
+            _compact("f16", "f32"),
+            "BatchNorm folded into the epilogues; the classifier float16; binary taps 2-bit; "
+            "every other constant float32",
         ),
         StorageFormat(
-            "compact-t32",
+            "compact-q8",
             True,
-            _compact("f32"),
-            "compact, with the sign-deciding thresholds t0, t1 in float32",
+            _compact("q8", "f32"),
+            "compact, with the classifier int8 (a float32 scale per output channel)",
         ),
+        StorageFormat(
+            "compact-f16",
+            True,
+            _compact("q8", "f16"),
+            "compact-q8, with every other full-precision constant in float16",
+        ),
+        StorageFormat("float16", False, _half, "every full-precision constant in float16"),
+        StorageFormat("float32", False, _exact, "every constant as lowered (bit-exact)"),
     )
 }
 DEFAULT = "compact"

@@ -31,14 +31,6 @@ def _acc(acc: dict, row) -> str:
     return f"{v:.2%} ({(v - acc['teacher']) * 100:+.2f} pt)"
 
 
-def _stored(dtype: str) -> str:
-    return {
-        "uint64": "1 bit (uint64 words)",
-        "float32": "float32 or float16 (fp_dtype)",
-        "int8": "int8",
-    }.get(dtype, dtype)
-
-
 def thinnest_ok(acc: dict, options: list[int], tol_pt: float = 1.5) -> int | None:
     if not acc:
         return None
@@ -125,23 +117,18 @@ def targets(res: dict) -> list[list[str]]:
             ]
         )
     st = res["storage"]
-    best = None
-    for a in st["artifacts"]:
-        if a["options"] != "all" or a.get("variant"):
-            continue
-        eff = st["fp16_effect"]
-        lossless = a["fp_dtype"] == "float32" or all(
-            e.get("acc_fp16", 0) >= e.get("acc_fp32", 1) and e["argmax_agreement"] >= 0.999
-            for e in eff.values()
-        )
-        if lossless and (best is None or a["bytes"] < best["bytes"]):
-            best = a
+    d = st["formats"][st["default"]]
+    worst = max(e["changed"] for e in d["effect"].values())
     rows.append(
         [
-            "Storage, all-options artifact vs FP32 state_dict, no measurable accuracy loss",
-            ">= 25x",
-            f"{best['ratio']:.1f}x ({best['fp_dtype']} FP parts)",
-            "met" if best["ratio"] >= 25 else "missed",
+            "Storage vs FP32 state_dict (default format, <= 0.5% of predictions changed): full "
+            "depth alone / all options in one artifact",
+            ">= 20x / >= 15x",
+            f"{d['per_option_ratio'][0]:.1f}x / {d['all_options_ratio']:.1f}x "
+            f"(`{st['default']}`, {100 * worst:.2f}% changed at worst)",
+            "met"
+            if d["per_option_ratio"][0] >= 20 and d["all_options_ratio"] >= 15 and worst <= 0.005
+            else "missed",
         ]
     )
     kr = res.get("kernels", {})
@@ -276,57 +263,9 @@ def markdown(res: dict) -> str:
         ]
         L += md_table(["option", *groups, "total"], rows)
 
-    st = res["storage"]
-    L += [
-        "## 3. Storage",
-        "",
-        f"FP32 teacher state_dict: {st['teacher_state_dict_bytes']:,} bytes "
-        f"({st['teacher_param_bytes']:,} of parameters). Artifact = the file "
-        "`CompiledModel.save` writes (safetensors + JSON programs).",
-        "",
-    ]
-    rows = [
-        [
-            a.get("variant") or "main",
-            a["options"],
-            a["fp_dtype"],
-            f"{a['bytes']:,}",
-            fmt_x(a["ratio"]),
-        ]
-        for a in st["artifacts"]
-    ]
-    L += md_table(["student", "options in artifact", "FP parts stored as", "bytes", "ratio"], rows)
-    rows = [
-        [b["kind"], b["role"], _stored(b["dtype"]), f"{b['bytes_fp32']:,}", f"{b['bytes_fp16']:,}"]
-        for b in st["breakdown"]
-    ]
-    rows.append(
-        [
-            "header",
-            "programs + container header (and padding)",
-            "bytes",
-            f"{st['header_bytes']:,}",
-            "",
-        ]
-    )
-    L += ["What the all-options artifact holds (tensors shared across options stored once):", ""]
-    L += md_table(["op kind", "tensor", "stored as", "bytes (fp32)", "bytes (fp16)"], rows)
-    rows = []
-    for k, e in st["fp16_effect"].items():
-        rows.append(
-            [
-                k,
-                e["clips"],
-                f"{e['max_abs_logit_diff']:.3g}",
-                f"{e['argmax_agreement']:.2%}",
-                f"{e['acc_fp32']:.2%}" if "acc_fp32" in e else UNTRAINED,
-                f"{e['acc_fp16']:.2%}" if "acc_fp16" in e else UNTRAINED,
-            ]
-        )
-    L += ["Accuracy effect of storing the FP parts in float16 (reloaded artifacts, compiled):", ""]
-    L += md_table(
-        ["option", "clips", "max |logit diff|", "same prediction", "acc (fp32)", "acc (fp16)"], rows
-    )
+    from . import storage
+
+    L += storage.markdown(res["storage"], trained=res.get("models_trained", False))
 
     kr = res.get("kernels")
     if kr:
@@ -534,18 +473,17 @@ def plot(res: dict, path: Path) -> None:
 
     ax = axes[0][1]
     st = res["storage"]
-    arts = st["artifacts"]
-    labels = ["FP32 state_dict"] + [
-        f"{'bc ' if a.get('variant') else ''}{a['options']} {a['fp_dtype'][5:]}" for a in arts
-    ]
-    sizes = [st["teacher_state_dict_bytes"]] + [a["bytes"] for a in arts]
+    arts = [(f"{fmt}, all", d["all_options_bytes"]) for fmt, d in st["formats"].items()]
+    arts += [(f"{fmt}, option 0", d["per_option_bytes"][0]) for fmt, d in st["formats"].items()]
+    labels = ["FP32 state_dict"] + [a[0] for a in arts]
+    sizes = [st["teacher_state_dict_bytes"]] + [a[1] for a in arts]
     ax.bar(
         range(len(sizes)), [s / 1024 for s in sizes], color=["tab:red"] + ["tab:blue"] * len(arts)
     )
     ax.set_xticks(range(len(sizes)), labels, rotation=60, fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("KiB")
-    ax.set_title("Storage (options in artifact, FP bits)")
+    ax.set_title("Storage (format, depth options in the artifact)")
 
     ax = axes[1][0]
     kr = res.get("kernels")

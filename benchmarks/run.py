@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_conv_variant(models)
     res["models"] = f"{models.source}; main student: {conv_label(models.binarize_convs)}"
     res["models_info"] = models.info
+    res["models_trained"] = models.trained
     log(f"  {models.source}")
 
     log("end to end ...")

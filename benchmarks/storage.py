@@ -1,118 +1,146 @@
-"""Storage: the FP32 teacher's state_dict against the deployed artifact (one with every depth
-option, one per option), what each part of the artifact is stored in, and the measured accuracy
-effect of storing the full-precision parts in float16."""
+"""Storage: the FP32 teacher's state_dict against the deployed artifact, for every storage format
+(`binarize.backends.compress`): the all-options artifact and each depth option alone, the byte
+breakdown of the default format, and what each format does to the model: per depth option, the
+share of test predictions that differ from the float32 (exact) artifact, and the accuracy. The
+formats are measured on the reloaded files, through the same C++ loader the device runs."""
 
 from __future__ import annotations
 
-import collections
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from binarize.backends import artifact
 
 import binarize
 
-FP_DTYPES = ("float32", "float16")
+FORMATS = tuple(artifact.STORAGE)  # default first in reports
+DEFAULT = artifact.DEFAULT_STORAGE
 
 
 def state_dict_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def breakdown(compiled) -> list[dict[str, object]]:
-    """Bytes of the artifact's tensors (stored once across options) by op kind, role and dtype."""
-    seen: set[str] = set()
-    parts: collections.Counter = collections.Counter()
-    for p in compiled.programs.values():
-        for op in p.ops:
-            for role, key in op.params.items():
-                if key in seen:
-                    continue
-                seen.add(key)
-                arr = p.tensors[key]
-                parts[(op.kind, role, str(arr.dtype))] += arr.nbytes
-    return [
-        {
-            "kind": k,
-            "role": r,
-            "dtype": d,
-            "bytes_fp32": b,
-            "bytes_fp16": b // 2 if d == "float32" else b,
-        }
-        for (k, r, d), b in sorted(parts.items(), key=lambda kv: -kv[1])
-    ]
-
-
-def _eval(compiled, x: torch.Tensor, thin: int) -> np.ndarray:
-    return np.asarray(compiled(x.numpy(), thin=thin))
+def _predict(model, x: np.ndarray, thin: int) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(model(x[i : i + 256], thin=thin)).argmax(-1) for i in range(0, len(x), 256)]
+    )
 
 
 def run(models, impl: str = "auto", log=print) -> dict[str, object]:
     teacher, student = models.teacher, models.student
     fp_bytes = state_dict_bytes(teacher)
-    param_bytes = sum(p.numel() * 4 for p in teacher.parameters())
     every = binarize.compile(student, thin="all", impl=impl)
+    programs = list(every.programs.values())
     out: dict[str, object] = {
         "teacher_state_dict_bytes": fp_bytes,
-        "teacher_param_bytes": param_bytes,
-        "artifacts": [],
+        "teacher_param_bytes": sum(p.numel() * 4 for p in teacher.parameters()),
+        "default": DEFAULT,
+        "formats": {},
     }
+    x, y = models.test.tensors if models.test is not None else (models.xb, None)
+    x = x.numpy()
+    labels = y.numpy() if y is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         loaded = {}
-        for dtype in FP_DTYPES:
-            path = Path(tmp) / f"all-{dtype}.bnn"
-            size = every.save(path, storage=dtype)
-            assert size == os.path.getsize(path) == every.size_bytes(dtype)
-            loaded[dtype] = binarize.load(path)
-            out["artifacts"].append(
-                {"options": "all", "fp_dtype": dtype, "bytes": size, "ratio": fp_bytes / size}
-            )
-        for k in student.thin_options:
-            one = binarize.compile(student, thin=k, impl=impl)
-            for dtype in FP_DTYPES:
-                size = one.size_bytes(dtype)
-                out["artifacts"].append(
-                    {"options": k, "fp_dtype": dtype, "bytes": size, "ratio": fp_bytes / size}
-                )
-        for label, v in models.variants.items():
-            vc = binarize.compile(v, thin="all", impl=impl)
-            for dtype in FP_DTYPES:
-                size = vc.size_bytes(dtype)
-                out["artifacts"].append(
-                    {
-                        "options": "all",
-                        "fp_dtype": dtype,
-                        "bytes": size,
-                        "ratio": fp_bytes / size,
-                        "variant": label,
-                    }
-                )
-        out["header_bytes"] = every.size_bytes("float32") - sum(
-            b["bytes_fp32"] for b in breakdown(every)
-        )
-        out["breakdown"] = breakdown(every)
-
-        # accuracy effect of the FP storage precision, measured on the reloaded artifacts
-        x, y = models.test.tensors if models.test is not None else (models.xb, None)
-        effect = {}
-        for k in student.thin_options:
-            lf = _eval(loaded["float32"], x, k)
-            lh = _eval(loaded["float16"], x, k)
-            e = {
-                "max_abs_logit_diff": float(np.abs(lf - lh).max()),
-                "argmax_agreement": float((lf.argmax(-1) == lh.argmax(-1)).mean()),
-                "clips": len(x),
+        for fmt in FORMATS:
+            path = Path(tmp) / f"all-{fmt}.bnn"
+            size = every.save(path, storage=fmt)
+            assert size == os.path.getsize(path) == every.size_bytes(fmt)
+            loaded[fmt] = binarize.load(path)
+            per_option = {
+                k: artifact.artifact_size([every.programs[k]], fmt) for k in every.thin_options
             }
-            if y is not None:
-                yy = y.numpy()
-                e["acc_fp32"] = float((lf.argmax(-1) == yy).mean())
-                e["acc_fp16"] = float((lh.argmax(-1) == yy).mean())
-            effect[k] = e
-        out["fp16_effect"] = effect
+            out["formats"][fmt] = {
+                "doc": artifact.STORAGE[fmt].doc,
+                "all_options_bytes": size,
+                "all_options_ratio": fp_bytes / size,
+                "per_option_bytes": per_option,
+                "per_option_ratio": {k: fp_bytes / b for k, b in per_option.items()},
+            }
+        exact = {k: _predict(loaded["float32"], x, k) for k in every.thin_options}
+        for fmt in FORMATS:
+            effect = {}
+            for k in every.thin_options:
+                pred = exact[k] if fmt == "float32" else _predict(loaded[fmt], x, k)
+                e = {"changed": float((pred != exact[k]).mean()), "clips": len(x)}
+                if labels is not None:
+                    e["accuracy"] = float((pred == labels).mean())
+                effect[k] = e
+            out["formats"][fmt]["effect"] = effect
+    out["breakdown_all_options"] = artifact.size_breakdown(programs, DEFAULT)
+    out["breakdown_full_depth"] = artifact.size_breakdown([every.programs[0]], DEFAULT)
+    for label, v in models.variants.items():
+        vc = binarize.compile(v, thin="all", impl=impl)
+        out.setdefault("variants", {})[label] = {
+            fmt: {"all_options_bytes": vc.size_bytes(fmt), "ratio": fp_bytes / vc.size_bytes(fmt)}
+            for fmt in FORMATS
+        }
+    d = out["formats"][DEFAULT]
+    worst = max(e["changed"] for e in d["effect"].values())
     log(
-        f"  teacher state_dict {fp_bytes:,} B; all-options artifact "
-        f"{out['artifacts'][0]['bytes']:,} B (fp32), {out['artifacts'][1]['bytes']:,} B (fp16)"
+        f"  teacher state_dict {fp_bytes:,} B; {DEFAULT} artifact: all options "
+        f"{d['all_options_bytes']:,} B ({d['all_options_ratio']:.1f}x), full depth "
+        f"{d['per_option_bytes'][0]:,} B ({d['per_option_ratio'][0]:.1f}x); predictions changed "
+        f"<= {100 * worst:.2f}%"
     )
     return out
+
+
+def markdown(s: dict, trained: bool) -> list[str]:
+    """The bench.md section."""
+    fp = s["teacher_state_dict_bytes"]
+    opts = list(next(iter(s["formats"].values()))["per_option_bytes"])
+    head = (
+        ["storage", "all options", "ratio"]
+        + [f"option {k} alone (ratio)" for k in opts]
+        + [f"option {k}: predictions changed / accuracy" for k in opts]
+    )
+    rows = [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for fmt, d in s["formats"].items():
+        eff = d["effect"]
+        cells = [
+            f"`{fmt}`" + (" (default)" if fmt == s["default"] else ""),
+            f"{d['all_options_bytes']:,} B",
+            f"**{d['all_options_ratio']:.1f}x**",
+            *(f"{d['per_option_bytes'][k]:,} B ({d['per_option_ratio'][k]:.1f}x)" for k in opts),
+            *(
+                f"{100 * eff[k]['changed']:.2f}%"
+                + (f" / {100 * eff[k]['accuracy']:.2f}%" if "accuracy" in eff[k] else "")
+                for k in opts
+            ),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    b = s["breakdown_full_depth"]
+    parts = [
+        "| op kind | role | stored as | bytes | tensors |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {p['kind']} | {p['role']} | {p['codec']} | {p['bytes']:,} | {p['count']} |"
+            for p in b["parts"]
+        ),
+        f"| op records | | varints | {b['program_records']:,} | |",
+        f"| safetensors header | | JSON | {b['container_header']:,} | |",
+        f"| **total** | | | **{b['bytes']:,}** | |",
+    ]
+    note = "" if trained else " (untrained models: run make demo first; the shares mean little)"
+    return [
+        "## 3. Storage",
+        "",
+        f"Against the FP32 teacher's state_dict ({fp:,} B). Predictions changed: the share of test "
+        "clips whose prediction differs from the float32 (exact) artifact's, reloaded through "
+        f"the C++ loader{note}. Formats: backends/README.md (Storage formats).",
+        "",
+        *rows,
+        "",
+        f"Where the bytes of the default (`{s['default']}`) artifact go, full depth alone:",
+        "",
+        *parts,
+        "",
+    ]

@@ -53,17 +53,27 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert any("PyTorch eager" in n for n in names)
     assert any("torch.compile" in n for n in names)
     main = [r for r in rows if r["group"] == "compiled" and not r["variant"]]
-    assert len(main) == len(data["storage"]["fp16_effect"]) >= 1
+    storage = data["storage"]
+    assert len(main) == len(storage["formats"][storage["default"]]["effect"]) >= 1
     roof = data["roofline"]["options"]
     assert roof
     for r in roof.values():
         assert r["roofline_us"] > 0 and r["measured_us"] > 0
         assert r["fraction"] == pytest.approx(r["roofline_us"] / r["measured_us"])
-    artifacts = data["storage"]["artifacts"]
-    assert artifacts[0]["options"] == "all"
-    fp_bytes = data["storage"]["teacher_state_dict_bytes"]
-    for a in artifacts:
-        assert a["bytes"] > 0 and a["ratio"] == fp_bytes / a["bytes"]
+    fp_bytes = storage["teacher_state_dict_bytes"]
+    for fmt in storage["formats"].values():
+        assert fmt["all_options_ratio"] == fp_bytes / fmt["all_options_bytes"]
+        for k, b in fmt["per_option_bytes"].items():
+            assert 0 < b < fmt["all_options_bytes"] or len(fmt["per_option_bytes"]) == 1
+            assert 0 <= fmt["effect"][k]["changed"] <= 1
+    assert storage["formats"]["float32"]["effect"]["0"]["changed"] == 0  # the exact artifact
+    breakdown = storage["breakdown_full_depth"]
+    assert (
+        breakdown["bytes"]
+        == sum(p["bytes"] for p in breakdown["parts"])
+        + breakdown["program_records"]
+        + breakdown["container_header"]
+    )
     assert (
         "avx2" in data["kernels"]["rows"][0]["results"]
         or "ref" in data["kernels"]["rows"][0]["results"]
@@ -74,4 +84,11 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert arm["per_option"]
     for row in arm["per_option"].values():
         assert row["instructions"] > 0 and row["ratio_vs_full_teacher"] > 1
+    # the standalone CLI, cross-built and counted end to end
+    deploy = data["deploy"]
+    assert "error" not in deploy, deploy.get("error")
+    assert deploy["target"] == "aarch64-linux-gnu"
+    for k, n in deploy["instructions_per_utterance"].items():
+        assert n > 0 and deploy["stream_instructions_per_frame"][k] > 0
+    assert "## Deploy: ARMv8 end to end" in md
     assert data["lce"] == {"error": "skipped (--skip-lce, --smoke)"}
