@@ -7,13 +7,16 @@
 #include <limits>
 
 #include "ops/binarizing.h"
+#include "ops/binary_linear.h"
 #include "ops/elementwise.h"
 
 namespace fbck::rt {
 
 const std::vector<std::pair<std::string, unsigned>>& rule_names() {
-  static const std::vector<std::pair<std::string, unsigned>> names = {
-      {"fold_thresholds", kFoldThresholds}, {"fuse_chains", kFuseChains}, {"fuse_epilogues", kFuseEpilogues}};
+  static const std::vector<std::pair<std::string, unsigned>> names = {{"fold_thresholds", kFoldThresholds},
+                                                                       {"emit_bits", kEmitBits},
+                                                                       {"fuse_chains", kFuseChains},
+                                                                       {"fuse_epilogues", kFuseEpilogues}};
   return names;
 }
 
@@ -120,6 +123,42 @@ class Fused : public Op {
   std::unique_ptr<Chain> chain_;
 };
 
+// A binary linear that emits the next one's input bits straight from its epilogue: the value
+// between them is never stored as floats.
+class BitsPair : public Op {
+ public:
+  BitsPair(std::unique_ptr<BinaryLinear> first, std::unique_ptr<BinaryLinear> second)
+      : first_(std::move(first)), second_(std::move(second)) {
+    kind = second_->kind;
+    name = first_->name + " -> " + second_->name;
+    in = first_->in;
+    out = second_->out;
+  }
+  void prepare() override {
+    first_->prepare();
+    second_->prepare();
+  }
+  void run(const Args& a) const override {
+    // the value between the two: the first's output dims (its channel axis holds N)
+    thread_local Dims mid;
+    thread_local std::vector<uint64_t> bits;
+    mid = a.in_dims[0];
+    mid[first_->axis] = first_->N;
+    const Split sp = split(mid, first_->axis);
+    bits.assign(sp.outer * sp.inner * row_words(first_->N), 0);
+    first_->compute(*a.k, a.in[0], nullptr, a.in_dims[0], nullptr, second_->t0.data(), bits.data());
+    second_->compute(*a.k, nullptr, bits.data(), mid, a.out, nullptr, nullptr);
+  }
+  TimeMap time_map(const std::vector<int>& t) const override {
+    TimeMap m = first_->time_map(t);
+    if (m.out_axis >= 0) m = second_->time_map({m.out_axis});
+    return m;
+  }
+
+ private:
+  std::unique_ptr<BinaryLinear> first_, second_;
+};
+
 bool is_layer(const Op& op) {
   static const char* const kinds[] = {"binary_linear", "binary_conv2d", "binary_memory", "memory", "linear", "conv2d"};
   for (const char* k : kinds)
@@ -164,6 +203,21 @@ void fold_thresholds(Graph& g) {
     q->rethreshold(t, flip);
     Q.in[0] = v;
     for (int p : found) g.ops[p].reset();
+  }
+  drop_null(g.ops);
+}
+
+void emit_bits(Graph& g) {
+  const std::vector<int> readers = g.readers();
+  for (size_t qi = 0; qi < g.ops.size(); ++qi) {
+    auto* second = dynamic_cast<BinaryLinear*>(g.ops[qi].get());
+    if (!second || !second->sign_only() || !private_value(g, readers, second->in[0])) continue;
+    const int p = producer(g, second->in[0], qi);
+    auto* first = p >= 0 ? dynamic_cast<BinaryLinear*>(g.ops[p].get()) : nullptr;
+    if (!first || first->axis != second->axis || first->N != second->K) continue;
+    std::unique_ptr<BinaryLinear> a(static_cast<BinaryLinear*>(g.ops[p].release()));
+    std::unique_ptr<BinaryLinear> b(static_cast<BinaryLinear*>(g.ops[qi].release()));
+    g.ops[qi] = std::make_unique<BitsPair>(std::move(a), std::move(b));
   }
   drop_null(g.ops);
 }
@@ -213,6 +267,7 @@ void fuse_epilogues(Graph& g) {
 
 void apply_rules(Graph& g, unsigned rules) {
   if (rules & kFoldThresholds) fold_thresholds(g);
+  if (rules & kEmitBits) emit_bits(g);
   if (rules & kFuseChains) fuse_chains(g);
   if (rules & kFuseEpilogues) fuse_epilogues(g);
 }

@@ -7,6 +7,10 @@
 //   thresholds on the chain's input: sign(f(x) - t0) == sign(x - t') for the float t' found by
 //   bisection over the floats, with the comparison turned around (and the channel's weights
 //   flipped) where f decreases (a negative BatchNorm scale).
+// - emit_bits: a binary linear whose output only feeds a one-plane binary linear (after
+//   fold_thresholds took the BatchNorm and activation between them into the thresholds) emits that
+//   layer's input bits straight from its epilogue (the kernels' thresholded output,
+//   bit = !((y - t0[n]) >= 0), the packing's own test): no float round trip.
 // - fuse_chains: consecutive elementwise ops over one shape run as one loop (ops/elementwise.h).
 // - fuse_epilogues: a chain right after a layer (its BatchNorm, activation and residual add) runs
 //   on that layer's output while it is in cache, in the same pass: memory + activation + residual,
@@ -25,9 +29,10 @@ enum Rule : unsigned {
   kFoldThresholds = 1u << 0,
   kFuseChains = 1u << 1,
   kFuseEpilogues = 1u << 2,
-  kAllRules = kFoldThresholds | kFuseChains | kFuseEpilogues,
+  kEmitBits = 1u << 3,
+  kAllRules = kFoldThresholds | kFuseChains | kFuseEpilogues | kEmitBits,
 };
-// "fold_thresholds", "fuse_chains", "fuse_epilogues"
+// "fold_thresholds", "emit_bits", "fuse_chains", "fuse_epilogues"
 const std::vector<std::pair<std::string, unsigned>>& rule_names();
 
 // What the rules need to know about the program around the ops.
@@ -41,6 +46,7 @@ struct Graph {
 };
 
 void fold_thresholds(Graph& g);
+void emit_bits(Graph& g);
 void fuse_chains(Graph& g);
 void fuse_epilogues(Graph& g);
 
