@@ -105,6 +105,32 @@ def targets(res: dict) -> list[list[str]]:
                         "met" if r >= 15 else "missed",
                     ]
                 )
+    dep = res.get("deploy", {})
+    if "instructions_per_utterance" in dep:
+        per = {int(k): v for k, v in dep["instructions_per_utterance"].items()}
+        teacher = arm.get("teacher_instructions")
+        if teacher:
+            full, thin = per.get(0), per[max(per)]
+            rows.append(
+                [
+                    "ARMv8 end to end (the aarch64 fbck_run CLI under qemu) vs FP32 NEON teacher: "
+                    "full depth / thinnest option",
+                    ">= 6x / >= 20x",
+                    (f"{teacher / full:.2f}x / " if full else "n/a / ") + f"{teacher / thin:.2f}x",
+                    "met" if full and teacher / full >= 6 and teacher / thin >= 20 else "missed",
+                ]
+            )
+        worst = max(dep["stream_vs_whole_per_frame"].values())
+        rows.append(
+            [
+                "ARMv8 streaming: instructions per frame pushed one at a time vs whole utterance / "
+                "frames, every option",
+                "<= 2x",
+                ", ".join(f"{float(v):.2f}x" for v in dep["stream_vs_whole_per_frame"].values()),
+                "met" if worst <= 2 else "missed",
+            ]
+        )
+    if "per_option" in arm:
         big = [x for x in arm["kernels"] if x["kernel"] == "bgemm"]
         big = max(big, key=lambda x: x["P"] * x["N"] * x["K"])
         rows.append(
