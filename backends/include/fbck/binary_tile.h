@@ -1,0 +1,305 @@
+// Internal: the binary linear / binary conv driver over interleaved weights (interleave_rows16),
+// shared by the AVX2, AVX-512 and NEON tables. Each table supplies its XOR-popcount tile `D`:
+//
+//   struct D {
+//     // out[c * 16 + r] = K - 2 * popcount(row r of the tile XOR column c), c < NC (1 or 2);
+//     // wt: the tile's C 32-bit chunks x 16 rows, cols[c]: an activation row as 32-bit chunks.
+//     template <int NC> static void dots16(const uint32_t* wt, size_t C, const uint32_t* const* cols,
+//                                          int32_t K, int32_t* out);
+//   };
+//
+// and its vector traits V (output_transform.h). One 16-row tile of dots lands in lanes (AVX-512:
+// one zmm; AVX2: two ymm; NEON: four q registers) with no horizontal sum, so the epilogue (the
+// layer's own, then the post-ops and bit planes) runs on them directly: row orientation when the
+// output is (P, N), column orientation (positions in lanes, after a small transpose through
+// memory) when it is (outer, N, inner) with inner > 1.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "fbck/bits.h"
+#include "fbck/kernels.h"
+#include "fbck/output_transform.h"
+
+namespace fbck {
+namespace {
+
+// The binary linear's own epilogue (kernels.h, README order).
+template <class V>
+struct LinearFront {
+  const float *s1, *s2, *sw, *bias, *slope;
+  bool dual;
+  Scratch<float> buf;  // sw, bias, slope padded to a multiple of 16 (+16)
+  const float *swp, *biasp, *slopep;
+  LinearFront(const BinaryLinearArgs& g, size_t N)
+      : s1(g.s1), s2(g.s2), sw(g.sw), bias(g.bias), slope(g.slope), dual(g.a2 != nullptr),
+        buf(3 * (N + 32)) {
+    const size_t np = N + 32;
+    float* b = buf.get();
+    for (size_t n = 0; n < np; ++n) {
+      const bool in = n < N;
+      b[n] = (sw && in) ? sw[n] : 1.0f;
+      b[np + n] = (bias && in) ? bias[n] : 0.0f;
+      b[2 * np + n] = (slope && in) ? slope[n] : 1.0f;
+    }
+    swp = b, biasp = b + np, slopep = b + 2 * np;
+  }
+  FBCK_OT_INLINE typename V::F row(size_t p, size_t n0, const int32_t* d1, const int32_t* d2) const {
+    typename V::F z = V::cvt(d1);
+    if (s1) z = V::mul(z, V::set1(s1[p]));
+    if (dual) z = V::add(z, V::mul(V::cvt(d2), V::set1(s2[p])));
+    typename V::F y = sw ? V::mul(z, V::load(swp + n0)) : z;
+    y = V::add(y, V::load(biasp + n0));
+    if (slope) y = V::prelu(y, V::load(slopep + n0));
+    return y;
+  }
+  FBCK_OT_INLINE typename V::F col(size_t n, size_t p0, size_t nl, const int32_t* d1,
+                                   const int32_t* d2) const {
+    auto ld = [&](const float* v) { return nl >= V::L ? V::load(v + p0) : V::load_part(v + p0, nl); };
+    typename V::F z = V::cvt(d1);
+    if (s1) z = V::mul(z, ld(s1));
+    if (dual) z = V::add(z, V::mul(V::cvt(d2), ld(s2)));
+    typename V::F y = sw ? V::mul(z, V::set1(sw[n])) : z;
+    y = V::add(y, V::set1(bias ? bias[n] : 0.0f));
+    if (slope) y = V::prelu(y, V::set1(slope[n]));
+    return y;
+  }
+};
+
+// The binary conv's own epilogue (kernels.h: BinaryConv2dArgs), with the plan's corrections
+// spread per (out channel, output position): fixm/offm [O, HoWo].
+template <class V>
+struct ConvFront {
+  const float *fixm, *offm, *sw, *bias;
+  float s1c;
+  bool scaled;
+  size_t HoWo;
+  FBCK_OT_INLINE typename V::F col(size_t o, size_t p0, size_t nl, const int32_t* d,
+                                   const int32_t*) const {
+    const size_t hw = p0 % HoWo, at = o * HoWo + hw;
+    auto ld = [&](const float* v) { return nl >= V::L ? V::load(v + at) : V::load_part(v + at, nl); };
+    typename V::F z = V::sub(V::cvt(d), ld(fixm));
+    if (scaled) z = V::mul(z, V::set1(s1c));
+    if (offm) z = V::sub(z, ld(offm));
+    typename V::F y = sw ? V::mul(z, V::set1(sw[o])) : z;
+    return V::add(y, V::set1(bias ? bias[o] : 0.0f));
+  }
+};
+
+// Everything the driver needs besides the front.
+struct W16Problem {
+  const uint64_t* a1;
+  const uint64_t* a2;  // null: one plane
+  const uint32_t* w16;
+  size_t outer, inner, N, K;
+  float* y;
+};
+
+// Run a binary layer on interleaved weights: dots, the front epilogue, post-ops, planes.
+// q: the post-ops (may be inactive); lq: a legacy single-plane output (BinaryLinearArgs::ybits),
+// applied to the final y, may be inactive. Column orientation requires a column front (`col`).
+template <class V, class D, class Front, bool HAS_ROW>
+void w16_run(const W16Problem& g, const Front& front, const PostParams& q, const PostParams& lq) {
+  const size_t P = g.outer * g.inner, N = g.N, W = row_words(g.K), C = (g.K + 31) / 32;
+  const size_t tiles = (N + 15) / 16;
+  const int32_t K = static_cast<int32_t>(g.K);
+  const bool dual = g.a2 != nullptr;
+  q.clear_rows(0, P);
+  lq.clear_rows(0, P);
+  auto chunks = [&](const uint64_t* rows, size_t p) {
+    return reinterpret_cast<const uint32_t*>(rows + p * W);
+  };
+  alignas(64) int32_t d[2 * 16];
+  if constexpr (HAS_ROW) {
+    if (g.inner == 1) {
+      // row orientation: per position (pairs of positions share the weight loads with one
+      // plane), tile by tile in increasing n
+      const size_t step = dual ? 1 : 2;
+      for (size_t p = 0; p < P; p += step) {
+        const size_t np = (!dual && p + 1 < P) ? 2 : 1;
+        RowPlanes<V> rp[2] = {RowPlanes<V>(q, p), RowPlanes<V>(q, p + 1)};
+        RowPlanes<V> lp[2] = {RowPlanes<V>(lq, p), RowPlanes<V>(lq, p + 1)};
+        for (size_t t = 0; t < tiles; ++t) {
+          const uint32_t* wt = g.w16 + t * C * 16;
+          if (dual) {
+            const uint32_t* cols[2] = {chunks(g.a1, p), chunks(g.a2, p)};
+            D::template dots16<2>(wt, C, cols, K, d);
+          } else if (np == 2) {
+            const uint32_t* cols[2] = {chunks(g.a1, p), chunks(g.a1, p + 1)};
+            D::template dots16<2>(wt, C, cols, K, d);
+          } else {
+            const uint32_t* cols[1] = {chunks(g.a1, p)};
+            D::template dots16<1>(wt, C, cols, K, d);
+          }
+          for (size_t c = 0; c < np; ++c) {
+            const int32_t* d1 = d + 16 * c;
+            for (size_t v = 0; v < 16; v += V::L) {
+              const size_t n0 = 16 * t + v;
+              if (n0 >= N) break;
+              const size_t nv = N - n0 < V::L ? N - n0 : V::L, at = (p + c) * N + n0;
+              typename V::F yv = front.row(p + c, n0, d1 + v, d + 16 + v);
+              if (q.active()) yv = post_value_row<V>(q, yv, n0, q.p->res ? q.p->res + at : nullptr, nv);
+              if (g.y) (nv == V::L ? V::store(g.y + at, yv) : V::store_part(g.y + at, yv, nv));
+              if (q.planes) rp[c].add(yv, n0, nv);
+              if (lq.planes) lp[c].add(yv, n0, nv);
+            }
+          }
+        }
+        for (size_t c = 0; c < np; ++c) {
+          if (q.planes) rp[c].finish();
+          if (lq.planes) lp[c].finish();
+        }
+      }
+      return;
+    }
+  }
+  // column orientation: blocks of V::L positions of one o, all tiles, then n in order
+  constexpr size_t LB = V::L;
+  const size_t np = tiles * 16;
+  Scratch<int32_t> D1(np * LB), D2(dual ? np * LB : 1);
+  for (size_t o = 0; o < g.outer; ++o)
+    for (size_t i0 = 0; i0 < g.inner; i0 += LB) {
+      const size_t nl = g.inner - i0 < LB ? g.inner - i0 : LB, p0 = o * g.inner + i0;
+      for (size_t t = 0; t < tiles; ++t) {
+        const uint32_t* wt = g.w16 + t * C * 16;
+        size_t l = 0;
+        for (; l < nl; ++l) {
+          const size_t p = p0 + l;
+          if (dual) {
+            const uint32_t* cols[2] = {chunks(g.a1, p), chunks(g.a2, p)};
+            D::template dots16<2>(wt, C, cols, K, d);
+            for (size_t r = 0; r < 16; ++r) D2[(16 * t + r) * LB + l] = d[16 + r];
+          } else if (l + 1 < nl) {
+            const uint32_t* cols[2] = {chunks(g.a1, p), chunks(g.a1, p + 1)};
+            D::template dots16<2>(wt, C, cols, K, d);
+            for (size_t r = 0; r < 16; ++r) D1[(16 * t + r) * LB + l + 1] = d[16 + r];
+          } else {
+            const uint32_t* cols[1] = {chunks(g.a1, p)};
+            D::template dots16<1>(wt, C, cols, K, d);
+          }
+          for (size_t r = 0; r < 16; ++r) D1[(16 * t + r) * LB + l] = d[r];
+          if (!dual && l + 1 < nl) ++l;
+        }
+        for (; l < LB; ++l)  // lanes past the block: defined values, never stored
+          for (size_t r = 0; r < 16; ++r) {
+            D1[(16 * t + r) * LB + l] = 0;
+            if (dual) D2[(16 * t + r) * LB + l] = 0;
+          }
+      }
+      ColPlanes<V> cp(q, p0, nl), lp(lq, p0, nl);
+      for (size_t n = 0; n < N; ++n) {
+        const size_t at = (o * N + n) * g.inner + i0;
+        typename V::F yv = front.col(n, p0, nl, D1.get() + n * LB, dual ? D2.get() + n * LB : nullptr);
+        if (q.active()) yv = post_value_col<V>(q, yv, n, q.p->res ? q.p->res + at : nullptr, nl);
+        if (g.y) (nl == LB ? V::store(g.y + at, yv) : V::store_part(g.y + at, yv, nl));
+        if (q.planes) cp.add(yv, n);
+        if (lq.planes) lp.add(yv, n);
+      }
+      if (q.planes) cp.finish();
+      if (lq.planes) lp.finish();
+    }
+}
+
+// The legacy BinaryLinearArgs::thr/ybits output as a planes-only PostOps.
+inline PostOps legacy_planes(const BinaryLinearArgs& g) {
+  PostOps p;
+  p.planes.t0 = g.thr;
+  p.planes.bits1 = g.ybits;
+  return p;
+}
+
+// binary_linear on g.w16 with the table's tile D.
+template <class V, class D>
+void binary_linear_w16(const BinaryLinearArgs& g) {
+  const LinearFront<V> front(g, g.N);
+  const PostParams q(g.post, g.N);
+  const PostOps legacy = legacy_planes(g);
+  const PostParams lq(g.ybits ? &legacy : nullptr, g.N);
+  w16_run<V, D, LinearFront<V>, true>(W16Problem{g.a1, g.a2, g.w16, g.outer, g.inner, g.N, g.K, g.y},
+                                     front, q, lq);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary conv2d: gather each output position's taps from the packed input rows (bits, no floats)
+// ---------------------------------------------------------------------------------------------
+// Copy nbits bits from src (starting at bit sbit) to dst (starting at bit dbit); dst bits are
+// OR-ed in (dst must be zero there).
+inline void or_bits(uint64_t* dst, size_t dbit, const uint64_t* src, size_t sbit, size_t nbits) {
+  while (nbits > 0) {
+    const size_t so = sbit & 63, take0 = 64 - so;
+    const size_t n = nbits < take0 ? nbits : take0;
+    uint64_t v = src[sbit >> 6] >> so;
+    if (n < 64) v &= (uint64_t{1} << n) - 1;
+    const size_t dofs = dbit & 63;
+    dst[dbit >> 6] |= v << dofs;
+    if (dofs + n > 64) dst[(dbit >> 6) + 1] |= v >> (64 - dofs);
+    sbit += n, dbit += n, nbits -= n;
+  }
+}
+
+// rows [B * Ho * Wo, row_words(K)]: position (b, oh, ow)'s taps, tap-major, 0 bits on padding and
+// outside the valid window. xbits [B * H * W, row_words(C)].
+inline void binary_im2col(const BinaryConv2dPlan& pl, size_t B, const uint64_t* xbits, uint64_t* rows) {
+  const BinaryConv2dGeometry& g = pl.g;
+  const size_t C = g.C, CW = row_words(C), RW = row_words(pl.K);
+  std::memset(rows, 0, B * pl.Ho * pl.Wo * RW * sizeof(uint64_t));
+  const bool bytes = C % 8 == 0;
+  for (size_t b = 0; b < B; ++b)
+    for (size_t oh = 0; oh < pl.Ho; ++oh)
+      for (size_t kh = 0; kh < g.KH; ++kh) {
+        const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * g.stride_h + kh * g.dil_h) - static_cast<ptrdiff_t>(g.pad_h);
+        if (ih < static_cast<ptrdiff_t>(g.h_lo) || ih >= static_cast<ptrdiff_t>(g.h_hi)) continue;
+        const uint64_t* xrow = xbits + (b * g.H + static_cast<size_t>(ih)) * g.W * CW;
+        for (size_t ow = 0; ow < pl.Wo; ++ow) {
+          uint64_t* row = rows + ((b * pl.Ho + oh) * pl.Wo + ow) * RW;
+          for (size_t kw = 0; kw < g.KW; ++kw) {
+            const ptrdiff_t iw = static_cast<ptrdiff_t>(ow * g.stride_w + kw * g.dil_w) - static_cast<ptrdiff_t>(g.pad_w);
+            if (iw < static_cast<ptrdiff_t>(g.w_lo) || iw >= static_cast<ptrdiff_t>(g.w_hi)) continue;
+            const uint64_t* src = xrow + static_cast<size_t>(iw) * CW;
+            const size_t at = (kh * g.KW + kw) * C;
+            if (bytes)  // byte-aligned on both sides (rows are zero there, so a copy is an OR)
+              std::memcpy(reinterpret_cast<unsigned char*>(row) + at / 8, src, C / 8);
+            else
+              or_bits(row, at, src, 0, C);
+          }
+        }
+      }
+}
+
+// The plan's corrections spread per (o, hw) once per call (exact small integers as float).
+struct ConvMaps {
+  Scratch<float> fixm, offm;
+  bool has_off;
+  ConvMaps(const BinaryConv2dPlan& pl)
+      : fixm(pl.g.O * pl.Ho * pl.Wo), offm(pl.off.empty() ? 1 : pl.g.O * pl.Ho * pl.Wo),
+        has_off(!pl.off.empty()) {
+    const size_t O = pl.g.O, HW = pl.Ho * pl.Wo;
+    for (size_t oh = 0; oh < pl.Ho; ++oh)
+      for (size_t ow = 0; ow < pl.Wo; ++ow) {
+        const size_t cls = pl.row_class[oh] * pl.col_classes + pl.col_class[ow], hw = oh * pl.Wo + ow;
+        for (size_t o = 0; o < O; ++o) {
+          fixm[o * HW + hw] = static_cast<float>(pl.fix[cls * O + o]);
+          if (has_off) offm[o * HW + hw] = pl.off[cls * O + o];
+        }
+      }
+  }
+};
+
+template <class V, class D>
+void binary_conv2d_w16(const BinaryConv2dArgs& a, const uint32_t* w16) {
+  const BinaryConv2dPlan& pl = *a.plan;
+  const size_t HW = pl.Ho * pl.Wo, P = a.B * HW, RW = row_words(pl.K);
+  Scratch<uint64_t> rows(P * RW);
+  binary_im2col(pl, a.B, a.xbits, rows.get());
+  const ConvMaps maps(pl);
+  const ConvFront<V> front{maps.fixm.get(), maps.has_off ? maps.offm.get() : nullptr, a.sw, a.bias,
+                           a.s1 ? a.s1[0] : 1.0f, a.s1 != nullptr, HW};
+  const PostParams q(a.post, pl.g.O), lq(nullptr, pl.g.O);
+  w16_run<V, D, ConvFront<V>, false>(W16Problem{rows.get(), nullptr, w16, a.B, HW, pl.g.O, pl.K, a.y},
+                                     front, q, lq);
+}
+
+}  // namespace
+}  // namespace fbck
