@@ -507,6 +507,47 @@ struct NeonDots {
       for (int r = 0; r < 4; ++r)
         vst1q_s32(out + 16 * c + 4 * r, vsubq_s32(kv, vshlq_n_s32(vreinterpretq_s32_u32(acc[c][r]), 1)));
   }
+
+  // Column orientation: 16 rows x 4 columns (positions), transposed in registers so that
+  // out[r * 4 + c] holds row r of column c (lanes = positions, as the column epilogue reads them).
+  static constexpr bool kColT = true;
+  static FBCK_INLINE void dots16x4T(const uint32_t* wt, size_t C, const uint32_t* const* cols,
+                                    int32_t K, int32_t* out) {
+    uint32x4_t acc[4][4];
+    for (int c = 0; c < 4; ++c)
+      for (int r = 0; r < 4; ++r) acc[c][r] = vdupq_n_u32(0);
+    size_t j = 0;
+    while (j < C) {
+      const size_t end = C - j > 4095 ? j + 4095 : C;
+      uint16x8_t h[4][4];
+      for (int c = 0; c < 4; ++c)
+        for (int r = 0; r < 4; ++r) h[c][r] = vdupq_n_u16(0);
+      for (; j < end; ++j) {
+        const uint8x16x4_t w = vld1q_u8_x4(reinterpret_cast<const uint8_t*>(wt + j * 16));
+        for (int c = 0; c < 4; ++c) {
+          const uint8x16_t a = vreinterpretq_u8_u32(vld1q_dup_u32(cols[c] + j));
+          h[c][0] = vpadalq_u8(h[c][0], vcntq_u8(veorq_u8(w.val[0], a)));
+          h[c][1] = vpadalq_u8(h[c][1], vcntq_u8(veorq_u8(w.val[1], a)));
+          h[c][2] = vpadalq_u8(h[c][2], vcntq_u8(veorq_u8(w.val[2], a)));
+          h[c][3] = vpadalq_u8(h[c][3], vcntq_u8(veorq_u8(w.val[3], a)));
+        }
+      }
+      for (int c = 0; c < 4; ++c)
+        for (int r = 0; r < 4; ++r) acc[c][r] = vpadalq_u16(acc[c][r], h[c][r]);
+    }
+    const int32x4_t kv = vdupq_n_s32(K);
+    for (int r = 0; r < 4; ++r) {  // 4 x 4 transpose of (column, row) per row quad
+      const uint32x4_t t0 = vtrn1q_u32(acc[0][r], acc[1][r]), t1 = vtrn2q_u32(acc[0][r], acc[1][r]);
+      const uint32x4_t t2 = vtrn1q_u32(acc[2][r], acc[3][r]), t3 = vtrn2q_u32(acc[2][r], acc[3][r]);
+      const uint32x4_t q[4] = {
+          vreinterpretq_u32_u64(vtrn1q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))),
+          vreinterpretq_u32_u64(vtrn1q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3))),
+          vreinterpretq_u32_u64(vtrn2q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))),
+          vreinterpretq_u32_u64(vtrn2q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3)))};
+      for (int i = 0; i < 4; ++i)
+        vst1q_s32(out + (4 * r + i) * 4, vsubq_s32(kv, vshlq_n_s32(vreinterpretq_s32_u32(q[i]), 1)));
+    }
+  }
 };
 
 void binary_linear(const BinaryLinearArgs& g) {

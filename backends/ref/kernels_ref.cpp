@@ -82,13 +82,13 @@ void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, i
 // The post-ops and planes of one position's outputs y[n] (already the kernel's own value),
 // channels in increasing order (output_transform.h with one lane). yat(n): y's index.
 template <class At>
-static void post_position(const PostParams& q, const PostParams& lq, size_t p, size_t N, float* vals,
+static void post_position(const PostView q, const PostView lq, size_t p, size_t N, float* vals,
                           float* y, At yat) {
   RowPlanes<VScalar> rp(q, p), lp(lq, p);
   for (size_t n = 0; n < N; ++n) {
     float v = vals[n];
     const size_t at = yat(n);
-    if (q.active()) v = post_value_row<VScalar>(q, v, n, q.p->res ? q.p->res + at : nullptr, 1);
+    if (q.active) v = post_value_row<VScalar>(q, v, n, q.res ? q.res + at : nullptr, 1);
     if (y) y[at] = v;
     if (q.planes) rp.add(v, n, 1);
     if (lq.planes) lp.add(v, n, 1);

@@ -27,24 +27,22 @@ namespace fbck {
 namespace {
 
 // The binary linear's own epilogue (kernels.h, README order).
+// (Plain values: w16_run takes the front by value, so it stays in registers.)
 template <class V>
 struct LinearFront {
   const float *s1, *s2, *sw, *bias, *slope;
   bool dual;
-  Scratch<float> buf;  // sw, bias, slope padded to a multiple of 16 (+16)
-  const float *swp, *biasp, *slopep;
-  LinearFront(const BinaryLinearArgs& g, size_t N)
-      : s1(g.s1), s2(g.s2), sw(g.sw), bias(g.bias), slope(g.slope), dual(g.a2 != nullptr),
-        buf(3 * (N + 32)) {
-    const size_t np = N + 32;
-    float* b = buf.get();
+  const float *swp, *biasp, *slopep;  // sw, bias, slope padded with identity values (+32)
+  LinearFront(const BinaryLinearArgs& g, float* buf)
+      : s1(g.s1), s2(g.s2), sw(g.sw), bias(g.bias), slope(g.slope), dual(g.a2 != nullptr) {
+    const size_t np = g.N + 32;
     for (size_t n = 0; n < np; ++n) {
-      const bool in = n < N;
-      b[n] = (sw && in) ? sw[n] : 1.0f;
-      b[np + n] = (bias && in) ? bias[n] : 0.0f;
-      b[2 * np + n] = (slope && in) ? slope[n] : 1.0f;
+      const bool in = n < g.N;
+      buf[n] = (sw && in) ? sw[n] : 1.0f;
+      buf[np + n] = (bias && in) ? bias[n] : 0.0f;
+      buf[2 * np + n] = (slope && in) ? slope[n] : 1.0f;
     }
-    swp = b, biasp = b + np, slopep = b + 2 * np;
+    swp = buf, biasp = buf + np, slopep = buf + 2 * np;
   }
   FBCK_OT_INLINE typename V::F row(size_t p, size_t n0, const int32_t* d1, const int32_t* d2) const {
     typename V::F z = V::cvt(d1);
@@ -88,6 +86,16 @@ struct ConvFront {
   }
 };
 
+// Whether the tile D has the transposed 16 x 4 column kernel (NEON's dots16x4T).
+template <class D, class = void>
+struct HasColT {
+  static constexpr bool value = false;
+};
+template <class D>
+struct HasColT<D, decltype(void(D::kColT))> {
+  static constexpr bool value = D::kColT;
+};
+
 // Everything the driver needs besides the front.
 struct W16Problem {
   const uint64_t* a1;
@@ -97,11 +105,88 @@ struct W16Problem {
   float* y;
 };
 
+// The column epilogue of one block of nl <= V::L positions (p0.., inner index i0 of image o) over
+// all N channels in order: D1/D2 [N][V::L] dots (lanes = positions). Two small functions of their
+// own (the front into a buffer, then the post-ops and stores), so the flags and pointers they test
+// per channel stay in registers.
+template <class V, class Front>
+__attribute__((noinline)) void col_front(const Front front, const int32_t* D1, const int32_t* D2,
+                                         size_t N, size_t p0, size_t nl, float* Y) {
+  constexpr size_t LB = V::L;
+  for (size_t n = 0; n < N; ++n)
+    V::store(Y + n * LB, front.col(n, p0, nl, D1 + n * LB, D2 ? D2 + n * LB : nullptr));
+}
+
+// The binary linear's column front with its flags as template arguments (no tests per channel):
+// sw and bias are the padded vectors (1 and +0 where absent: z * 1 and + 0 as the README's
+// "sw ? z * sw : z" and "+ (bias ? bias : +0)").
+template <class V, bool DUAL, bool S1, bool SLOPE>
+__attribute__((noinline)) void linear_col_front(const int32_t* D1, const int32_t* D2,
+                                                typename V::F s1v, typename V::F s2v,
+                                                const float* sw, const float* bias,
+                                                const float* slope, size_t N, float* Y) {
+  constexpr size_t LB = V::L;
+  for (size_t n = 0; n < N; ++n) {
+    typename V::F z = V::cvt(D1 + n * LB);
+    if (S1) z = V::mul(z, s1v);
+    if (DUAL) z = V::add(z, V::mul(V::cvt(D2 + n * LB), s2v));
+    typename V::F y = V::add(V::mul(z, V::set1(sw[n])), V::set1(bias[n]));
+    if (SLOPE) y = V::prelu(y, V::set1(slope[n]));
+    V::store(Y + n * LB, y);
+  }
+}
+
+template <class V>
+void col_front(const LinearFront<V> f, const int32_t* D1, const int32_t* D2, size_t N, size_t p0,
+               size_t nl, float* Y) {
+  auto ld = [&](const float* v) { return nl >= V::L ? V::load(v + p0) : V::load_part(v + p0, nl); };
+  const typename V::F s1v = f.s1 ? ld(f.s1) : V::set1(1.0f), s2v = f.dual ? ld(f.s2) : V::set1(0.0f);
+  const int k = (f.dual ? 4 : 0) | (f.s1 ? 2 : 0) | (f.slope ? 1 : 0);
+  const float *sw = f.swp, *b = f.biasp, *sl = f.slopep;
+  switch (k) {
+    case 0: return linear_col_front<V, false, false, false>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+    case 1: return linear_col_front<V, false, false, true>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+    case 2: return linear_col_front<V, false, true, false>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+    case 3: return linear_col_front<V, false, true, true>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+    case 4: return linear_col_front<V, true, false, false>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+    case 5: return linear_col_front<V, true, false, true>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+    case 6: return linear_col_front<V, true, true, false>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+    default: return linear_col_front<V, true, true, true>(D1, D2, s1v, s2v, sw, b, sl, N, Y);
+  }
+}
+
+template <class V>
+__attribute__((noinline)) void col_post(const float* Y, const PostView q, const PostView lq, size_t N,
+                                        size_t o, size_t p0, size_t i0, size_t nl, size_t inner,
+                                        float* y) {
+  constexpr size_t LB = V::L;
+  if (!q.active && !lq.planes) {  // plain stores
+    float* yo = y + o * N * inner + i0;
+    if (nl == LB)
+      for (size_t n = 0; n < N; ++n) V::store(yo + n * inner, V::load(Y + n * LB));
+    else
+      for (size_t n = 0; n < N; ++n) V::store_part(yo + n * inner, V::load(Y + n * LB), nl);
+    return;
+  }
+  ColPlanes<V> cp(q, p0, nl), lp(lq, p0, nl);
+  const float* const res = q.active ? q.res : nullptr;
+  for (size_t n = 0; n < N; ++n) {
+    const size_t at = (o * N + n) * inner + i0;
+    typename V::F yv = V::load(Y + n * LB);
+    if (q.active) yv = post_value_col<V>(q, yv, n, res ? res + at : nullptr, nl);
+    if (y) (nl == LB ? V::store(y + at, yv) : V::store_part(y + at, yv, nl));
+    if (q.planes) cp.add(yv, n);
+    if (lq.planes) lp.add(yv, n);
+  }
+  if (q.planes) cp.finish();
+  if (lq.planes) lp.finish();
+}
+
 // Run a binary layer on interleaved weights: dots, the front epilogue, post-ops, planes.
 // q: the post-ops (may be inactive); lq: a legacy single-plane output (BinaryLinearArgs::ybits),
 // applied to the final y, may be inactive. Column orientation requires a column front (`col`).
 template <class V, class D, class Front, bool HAS_ROW>
-void w16_run(const W16Problem& g, const Front& front, const PostParams& q, const PostParams& lq) {
+void w16_run(const W16Problem& g, const Front front, const PostView q, const PostView lq) {
   const size_t P = g.outer * g.inner, N = g.N, W = row_words(g.K), C = (g.K + 31) / 32;
   const size_t tiles = (N + 15) / 16;
   const int32_t K = static_cast<int32_t>(g.K);
@@ -140,7 +225,7 @@ void w16_run(const W16Problem& g, const Front& front, const PostParams& q, const
               if (n0 >= N) break;
               const size_t nv = N - n0 < V::L ? N - n0 : V::L, at = (p + c) * N + n0;
               typename V::F yv = front.row(p + c, n0, d1 + v, d + 16 + v);
-              if (q.active()) yv = post_value_row<V>(q, yv, n0, q.p->res ? q.p->res + at : nullptr, nv);
+              if (q.active) yv = post_value_row<V>(q, yv, n0, q.res ? q.res + at : nullptr, nv);
               if (g.y) (nv == V::L ? V::store(g.y + at, yv) : V::store_part(g.y + at, yv, nv));
               if (q.planes) rp[c].add(yv, n0, nv);
               if (lq.planes) lp[c].add(yv, n0, nv);
@@ -159,10 +244,28 @@ void w16_run(const W16Problem& g, const Front& front, const PostParams& q, const
   constexpr size_t LB = V::L;
   const size_t np = tiles * 16;
   Scratch<int32_t> D1(np * LB), D2(dual ? np * LB : 1);
+  Scratch<float> Y(np * LB);
   for (size_t o = 0; o < g.outer; ++o)
     for (size_t i0 = 0; i0 < g.inner; i0 += LB) {
       const size_t nl = g.inner - i0 < LB ? g.inner - i0 : LB, p0 = o * g.inner + i0;
-      for (size_t t = 0; t < tiles; ++t) {
+      bool done = false;
+      if constexpr (HasColT<D>::value) {
+        if (LB == 4) {  // the tile's own transposed 16 x 4 dots (lanes past the block: repeats)
+          const uint32_t* c1[4], *c2[4];
+          for (size_t l = 0; l < 4; ++l) {
+            const size_t pl = p0 + (l < nl ? l : nl - 1);
+            c1[l] = chunks(g.a1, pl);
+            if (dual) c2[l] = chunks(g.a2, pl);
+          }
+          for (size_t t = 0; t < tiles; ++t) {
+            const uint32_t* wt = g.w16 + t * C * 16;
+            D::dots16x4T(wt, C, c1, K, D1.get() + 16 * t * LB);
+            if (dual) D::dots16x4T(wt, C, c2, K, D2.get() + 16 * t * LB);
+          }
+          done = true;
+        }
+      }
+      for (size_t t = 0; t < tiles && !done; ++t) {
         const uint32_t* wt = g.w16 + t * C * 16;
         size_t l = 0;
         for (; l < nl; ++l) {
@@ -188,17 +291,8 @@ void w16_run(const W16Problem& g, const Front& front, const PostParams& q, const
             if (dual) D2[(16 * t + r) * LB + l] = 0;
           }
       }
-      ColPlanes<V> cp(q, p0, nl), lp(lq, p0, nl);
-      for (size_t n = 0; n < N; ++n) {
-        const size_t at = (o * N + n) * g.inner + i0;
-        typename V::F yv = front.col(n, p0, nl, D1.get() + n * LB, dual ? D2.get() + n * LB : nullptr);
-        if (q.active()) yv = post_value_col<V>(q, yv, n, q.p->res ? q.p->res + at : nullptr, nl);
-        if (g.y) (nl == LB ? V::store(g.y + at, yv) : V::store_part(g.y + at, yv, nl));
-        if (q.planes) cp.add(yv, n);
-        if (lq.planes) lp.add(yv, n);
-      }
-      if (q.planes) cp.finish();
-      if (lq.planes) lp.finish();
+      col_front<V>(front, D1.get(), dual ? D2.get() : nullptr, N, p0, nl, Y.get());
+      col_post<V>(Y.get(), q, lq, N, o, p0, i0, nl, g.inner, g.y);
     }
 }
 
@@ -213,7 +307,8 @@ inline PostOps legacy_planes(const BinaryLinearArgs& g) {
 // binary_linear on g.w16 with the table's tile D.
 template <class V, class D>
 void binary_linear_w16(const BinaryLinearArgs& g) {
-  const LinearFront<V> front(g, g.N);
+  Scratch<float> buf(3 * (g.N + 32));
+  const LinearFront<V> front(g, buf.get());
   const PostParams q(g.post, g.N);
   const PostOps legacy = legacy_planes(g);
   const PostParams lq(g.ybits ? &legacy : nullptr, g.N);

@@ -37,7 +37,8 @@ template <class V>
 void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epilogue& ep,
                const PostOps* post, float* y) {
   constexpr size_t L = V::L;
-  const PostParams q(post, N);
+  const PostParams qp(post, N);
+  const PostView q = qp;
   q.clear_rows(0, outer * inner);
   if (inner == 1) {
     // per-channel epilogue vectors padded with identity values
@@ -61,7 +62,7 @@ void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epi
         if (ep.shift) v = V::add(v, V::load(shift + n0));
         if (ep.relu) v = V::relu(v);
         if (ep.slope) v = V::prelu(v, V::load(slope + n0));
-        if (q.active()) v = post_value_row<V>(q, v, n0, q.p->res ? q.p->res + at : nullptr, nv);
+        if (q.active) v = post_value_row<V>(q, v, n0, q.res ? q.res + at : nullptr, nv);
         if (y) (nv == L ? V::store(y + at, v) : V::store_part(y + at, v, nv));
         if (q.planes) rp.add(v, n0, nv);
       }
@@ -77,7 +78,7 @@ void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epi
         const size_t at = (o * N + n) * inner + i0;
         typename V::F v = nl == L ? V::load(acc + at) : V::load_part(acc + at, nl);
         v = fp_epilogue_v<V>(v, n, ep);
-        if (q.active()) v = post_value_col<V>(q, v, n, q.p->res ? q.p->res + at : nullptr, nl);
+        if (q.active) v = post_value_col<V>(q, v, n, q.res ? q.res + at : nullptr, nl);
         if (y) (nl == L ? V::store(y + at, v) : V::store_part(y + at, v, nl));
         if (q.planes) cp.add(v, n);
       }
@@ -85,15 +86,38 @@ void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epi
     }
 }
 
+// The FP epilogue of one channel with its constants broadcast once (applied to many vectors).
+template <class V>
+struct FpChannel {
+  typename V::F bias, scale, shift, slope;
+  bool hb, hs, hsh, relu, hsl;
+  FBCK_OT_INLINE FpChannel(const Epilogue& ep, size_t c)
+      : bias(V::set1(ep.bias ? ep.bias[c] : 0.0f)), scale(V::set1(ep.scale ? ep.scale[c] : 1.0f)),
+        shift(V::set1(ep.shift ? ep.shift[c] : 0.0f)), slope(V::set1(ep.slope ? ep.slope[c] : 1.0f)),
+        hb(ep.bias), hs(ep.scale), hsh(ep.shift), relu(ep.relu), hsl(ep.slope) {}
+  FBCK_OT_INLINE typename V::F operator()(typename V::F y) const {
+    if (hb) y = V::add(y, bias);
+    if (hs) y = V::mul(y, scale);
+    if (hsh) y = V::add(y, shift);
+    if (relu) y = V::relu(y);
+    if (hsl) y = V::prelu(y, slope);
+    return y;
+  }
+};
+
 // Few input channels and groups == 1: where im2col + GEMM does not pay.
 inline bool use_direct_conv(const Conv2dF32Args& g) { return g.groups == 1 && g.C <= 4 && !g.wp; }
 
 template <class V, int NV>
-void conv_direct_rows(const Conv2dF32Args& g, size_t OH, size_t OW, const float* phases, size_t RW,
-                      const float* w4, const PostParams& q) {
+__attribute__((noinline)) void conv_direct_rows(const Conv2dF32Args& g, size_t OH, size_t OW, const float* phases, size_t RW,
+                      const float* w4, const size_t* kwoff, const PostView q) {
+  const Epilogue ep = g.ep;
+  const size_t B = g.B, C = g.C, H = g.H, KH = g.KH, KW = g.KW, O = g.O;
+  const size_t sh = g.stride_h, dh = g.dil_h, dw = g.dil_w, ph = g.pad_h;
+  float* const yout = g.y;
   constexpr size_t L = V::L;
-  const size_t sw = g.stride_w, O4 = (g.O + 3) / 4, taps = g.C * g.KH * g.KW;
-  for (size_t b = 0; b < g.B; ++b)
+  const size_t sw = g.stride_w, O4 = (O + 3) / 4, taps = C * KH * KW;
+  for (size_t b = 0; b < B; ++b)
     for (size_t oh = 0; oh < OH; ++oh)
       for (size_t ow0 = 0; ow0 < OW; ow0 += NV * L) {
         alignas(ColPlanes<V>) unsigned char cpbuf[NV * sizeof(ColPlanes<V>)];
@@ -104,35 +128,47 @@ void conv_direct_rows(const Conv2dF32Args& g, size_t OH, size_t OW, const float*
         }
         for (size_t o4 = 0; o4 < O4; ++o4) {
           typename V::F acc[4][NV];
-          for (auto& a : acc)
-            for (auto& x : a) x = V::set1(0.0f);
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[j][v] = V::set1(0.0f);
           const float* wb = w4 + o4 * taps * 4;
-          for (size_t c = 0; c < g.C; ++c)
-            for (size_t kh = 0; kh < g.KH; ++kh) {
-              const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * g.stride_h + kh * g.dil_h) - static_cast<ptrdiff_t>(g.pad_h);
-              if (ih < 0 || ih >= static_cast<ptrdiff_t>(g.H)) continue;
-              const float* prow = phases + ((b * g.C + c) * g.H + static_cast<size_t>(ih)) * sw * RW;
-              const float* wk = wb + ((c * g.KH + kh) * g.KW) * 4;
-              for (size_t kw = 0; kw < g.KW; ++kw) {
-                const size_t off = kw * g.dil_w;
-                const float* src = prow + (off % sw) * RW + off / sw + ow0;
-                for (int v = 0; v < NV; ++v) {
-                  typename V::F a4[4] = {acc[0][v], acc[1][v], acc[2][v], acc[3][v]};
-                  V::fma_w4(a4, V::load(src + v * L), wk + kw * 4);
-                  for (int j = 0; j < 4; ++j) acc[j][v] = a4[j];
-                }
+          for (size_t c = 0; c < C; ++c)
+            for (size_t kh = 0; kh < KH; ++kh) {
+              const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * sh + kh * dh) - static_cast<ptrdiff_t>(ph);
+              if (ih < 0 || ih >= static_cast<ptrdiff_t>(H)) continue;
+              const float* prow = phases + ((b * C + c) * H + static_cast<size_t>(ih)) * sw * RW + ow0;
+              const float* wk = wb + ((c * KH + kh) * KW) * 4;
+              for (size_t kw = 0; kw < KW; ++kw) {
+                const float* src = prow + kwoff[kw];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v)
+                  V::fma_w4(acc[0][v], acc[1][v], acc[2][v], acc[3][v], V::load(src + v * L), wk + kw * 4);
               }
             }
-          for (size_t j = 0; j < 4; ++j) {
+          for (int j = 0; j < 4; ++j) {
             const size_t o = 4 * o4 + j;
-            if (o >= g.O) break;
+            if (o >= O) break;
+            const FpChannel<V> epi(ep, o);
+            typename V::F ys[NV];
+            switch (j) {  // constant indices keep the accumulators in registers
+              case 0: for (int v = 0; v < NV; ++v) ys[v] = acc[0][v]; break;
+              case 1: for (int v = 0; v < NV; ++v) ys[v] = acc[1][v]; break;
+              case 2: for (int v = 0; v < NV; ++v) ys[v] = acc[2][v]; break;
+              default: for (int v = 0; v < NV; ++v) ys[v] = acc[3][v]; break;
+            }
+            const size_t at0 = ((b * O + o) * OH + oh) * OW + ow0;
+            if (!q.active && ow0 + NV * L <= OW) {  // plain full blocks
+              for (int v = 0; v < NV; ++v) V::store(yout + at0 + v * L, epi(ys[v]));
+              continue;
+            }
             for (int v = 0; v < NV; ++v) {
               const size_t s = ow0 + v * L;
               if (s >= OW) break;
-              const size_t nl = OW - s < L ? OW - s : L, at = ((b * g.O + o) * OH + oh) * OW + s;
-              typename V::F y = fp_epilogue_v<V>(acc[j][v], o, g.ep);
-              if (q.active()) y = post_value_col<V>(q, y, o, q.p->res ? q.p->res + at : nullptr, nl);
-              if (g.y) (nl == L ? V::store(g.y + at, y) : V::store_part(g.y + at, y, nl));
+              const size_t nl = OW - s < L ? OW - s : L, at = at0 + v * L;
+              typename V::F y = epi(ys[v]);
+              if (q.active) y = post_value_col<V>(q, y, o, q.res ? q.res + at : nullptr, nl);
+              if (yout) (nl == L ? V::store(yout + at, y) : V::store_part(yout + at, y, nl));
               if (q.planes) cp[v].add(y, o);
             }
           }
@@ -153,14 +189,15 @@ void conv_direct(const Conv2dF32Args& g) {
   const size_t RW = (OW + NV * L) + span;  // a phase row, zero past the input
   // phases[(b, c, h)][r][j] = x[b, c, h, j * sw + r - pad_w] (0 outside the row)
   Scratch<float> phases(g.B * g.C * g.H * sw * RW);
+  Scratch<float> padded(RW * sw + g.W + g.pad_w);
+  for (size_t i = 0; i < RW * sw + g.W + g.pad_w; ++i) padded[i] = 0.0f;
   for (size_t bch = 0; bch < g.B * g.C * g.H; ++bch) {
-    const float* xr = g.x + bch * g.W;
+    // the row zero-padded (pad_w zeros in front), then split into its stride phases
+    std::memcpy(padded.get() + g.pad_w, g.x + bch * g.W, g.W * sizeof(float));
+    const float* src = padded.get();
     for (size_t r = 0; r < sw; ++r) {
       float* d = phases.get() + (bch * sw + r) * RW;
-      for (size_t j = 0; j < RW; ++j) {
-        const ptrdiff_t iw = static_cast<ptrdiff_t>(j * sw + r) - static_cast<ptrdiff_t>(g.pad_w);
-        d[j] = (iw >= 0 && iw < static_cast<ptrdiff_t>(g.W)) ? xr[iw] : 0.0f;
-      }
+      for (size_t j = 0; j < RW; ++j) d[j] = src[j * sw + r];
     }
   }
   // weights as [O / 4][C][KH][KW][4] (zero rows past O)
@@ -170,11 +207,14 @@ void conv_direct(const Conv2dF32Args& g) {
     for (size_t t = 0; t < taps; ++t) w4[((o / 4) * taps + t) * 4 + o % 4] = o < g.O ? g.w[o * taps + t] : 0.0f;
   const PostParams q(g.post, g.O);
   q.clear_rows(0, g.B * OH * OW);
+  // tap column kw reads phase (kw * dil) % stride at offset (kw * dil) / stride
+  Scratch<size_t> kwoff(g.KW);
+  for (size_t kw = 0; kw < g.KW; ++kw) kwoff[kw] = ((kw * g.dil_w) % sw) * RW + (kw * g.dil_w) / sw;
   switch (NV) {
-    case 1: conv_direct_rows<V, 1>(g, OH, OW, phases.get(), RW, w4.get(), q); break;
-    case 2: conv_direct_rows<V, 2>(g, OH, OW, phases.get(), RW, w4.get(), q); break;
-    case 3: conv_direct_rows<V, 3>(g, OH, OW, phases.get(), RW, w4.get(), q); break;
-    default: conv_direct_rows<V, 4>(g, OH, OW, phases.get(), RW, w4.get(), q); break;
+    case 1: conv_direct_rows<V, 1>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
+    case 2: conv_direct_rows<V, 2>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
+    case 3: conv_direct_rows<V, 3>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
+    default: conv_direct_rows<V, 4>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
   }
 }
 

@@ -34,7 +34,7 @@ struct MemoryJob {
   const float* sw;
   const float* bias;
   float residual;
-  bool binary, fp_bias_only;  // FP memory: y = bias ? acc + bias : acc
+  bool binary;  // FP memory: y = acc + bias (bias null: acc, the same as acc * 1 + 0)
   // binary activation
   const float *t0, *t1, *t2;
   int planes;
@@ -42,95 +42,140 @@ struct MemoryJob {
   float s1_const;
 };
 
+// Per-channel constants with identity values where the job has none (t0, t1, t2: 0; sw: 1;
+// bias: 0): x - 0, v - 0, acc * 1 and acc + 0 leave every value as it was (acc is never -0), so
+// the passes need no branches on them.
+struct MemoryConsts {
+  Scratch<float> buf;
+  const float *t0, *t1, *t2, *sw, *bias;
+  MemoryConsts(const MemoryJob& m) : buf(5 * m.C) {
+    float* b = buf.get();
+    auto fill = [&](const float* src, float dflt, size_t k) {
+      float* d = b + k * m.C;
+      for (size_t c = 0; c < m.C; ++c) d[c] = src ? src[c] : dflt;
+      return d;
+    };
+    t0 = fill(m.t0, 0.0f, 0), t1 = fill(m.t1, 0.0f, 1), t2 = fill(m.t2, 0.0f, 2);
+    sw = fill(m.sw, 1.0f, 3), bias = fill(m.bias, 0.0f, 4);
+  }
+};
+
+template <class V>
+FBCK_OT_INLINE typename V::F ld_n(const float* p, size_t n) {
+  return n == V::L ? V::load(p) : V::load_part(p, n);
+}
+
+// pass 1: s1[t] = mean_c |x| (MEAN1), s2[t] = mean_c |r| (TWO) for the frames of one image
+template <class V, bool TWO, bool MEAN1>
+void memory_scales(const float* xb, size_t C, size_t T, const float* t0, const float* t1, float* s1,
+                   float* s2) {
+  constexpr size_t L = V::L;
+  for (size_t f0 = 0; f0 < T; f0 += L) {
+    const size_t nl = T - f0 < L ? T - f0 : L;
+    typename V::Col cx, cr;
+    for (size_t c = 0; c < C; ++c) {
+      const typename V::F xv = ld_n<V>(xb + c * T + f0, nl);
+      if (MEAN1) V::abs_col(cx, c, xv);
+      if (TWO) {
+        const typename V::F r = V::sub(V::sub(xv, V::sign(V::sub(xv, V::set1(t0[c])))), V::set1(t1[c]));
+        V::abs_col(cr, c, r);
+      }
+    }
+    if (MEAN1) V::mean_col(cx, C, s1 + f0, nl);
+    if (TWO) V::mean_col(cr, C, s2 + f0, nl);
+  }
+}
+
+// pass 2: v rows (zero halos hl and past T) of one image; BIN: the binarized activation
+template <class V, bool BIN, bool TWO, int S1>
+void memory_values(const float* xb, size_t C, size_t T, size_t hl, size_t RL, const MemoryConsts& k,
+                   const float* s1, float s1c, const float* s2, float* v) {
+  constexpr size_t L = V::L;
+  const float *t0 = k.t0, *t1 = k.t1, *t2 = k.t2;
+  for (size_t c = 0; c < C; ++c) {
+    float* vr = v + c * RL;
+    for (size_t i = 0; i < hl; ++i) vr[i] = 0.0f;
+    for (size_t i = hl + T; i < RL; ++i) vr[i] = 0.0f;
+    const float* xc = xb + c * T;
+    for (size_t f0 = 0; f0 < T; f0 += L) {
+      const size_t nl = T - f0 < L ? T - f0 : L;
+      const typename V::F xv = ld_n<V>(xc + f0, nl);
+      typename V::F val = xv;
+      if (BIN) {
+        const typename V::F b1 = V::sign(V::sub(xv, V::set1(t0[c])));
+        val = b1;
+        if (S1 == static_cast<int>(S1Mode::mean_abs)) val = V::mul(b1, ld_n<V>(s1 + f0, nl));
+        if (S1 == static_cast<int>(S1Mode::constant)) val = V::mul(b1, V::set1(s1c));
+        if (TWO) {
+          const typename V::F r = V::sub(V::sub(xv, b1), V::set1(t1[c]));
+          val = V::add(val, V::mul(V::sign(r), ld_n<V>(s2 + f0, nl)));
+        }
+        val = V::sub(val, V::set1(t2[c]));
+      }
+      (nl == L ? V::store(vr + hl + f0, val) : V::store_part(vr + hl + f0, val, nl));
+    }
+  }
+}
+
+// pass 3: per block of frames, channels in order: taps, y = acc * sw + bias, residual, post-ops
+template <class V, bool RES>
+void memory_outputs(const MemoryJob& m, size_t b, const MemoryConsts& k, const float* v, size_t RL,
+                    const PostView q) {
+  constexpr size_t L = V::L;
+  const size_t C = m.C, T = m.T, taps = m.left + m.right + 1, dil = m.dil;
+  const float *const wsf = m.wsf, *const sw = k.sw, *const bias = k.bias, *const x = m.x;
+  const float* const res = q.active ? m.res : nullptr;
+  float* const yout = m.y;
+  const float residual = m.residual;
+  for (size_t f0 = 0; f0 < T; f0 += L) {
+    const size_t nl = T - f0 < L ? T - f0 : L;
+    ColPlanes<V> cp(q, b * T + f0, nl);
+    for (size_t c = 0; c < C; ++c) {
+      const float* vr = v + c * RL + f0;
+      const float* wc = wsf + c * taps;
+      typename V::F acc = V::set1(0.0f);
+      for (size_t j = 0; j < taps; ++j) acc = V::add(acc, V::mul(V::set1(wc[j]), V::load(vr + j * dil)));
+      typename V::F y = V::add(V::mul(acc, V::set1(sw[c])), V::set1(bias[c]));
+      const size_t at = (b * C + c) * T + f0;
+      if (RES) y = V::add(V::mul(ld_n<V>(x + at, nl), V::set1(residual)), y);
+      if (q.active) y = post_value_col<V>(q, y, c, res ? res + at : nullptr, nl);
+      if (yout) (nl == L ? V::store(yout + at, y) : V::store_part(yout + at, y, nl));
+      if (q.planes) cp.add(y, c);
+    }
+    if (q.planes) cp.finish();
+  }
+}
+
 template <class V>
 void memory_channel_major(const MemoryJob& m, const PostOps* post) {
   constexpr size_t L = V::L;
-  const size_t C = m.C, T = m.T, taps = m.left + m.right + 1;
+  const size_t C = m.C, T = m.T;
   const size_t hl = m.left * m.dil, hr = m.right * m.dil, TB = (T + L - 1) / L * L;
   const size_t RL = hl + TB + hr;  // one channel's padded v row
   const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
+  const MemoryConsts k(m);
   Scratch<float> s1(TB), s2(TB), v(C * RL);
-  const PostParams q(post, C);
+  const PostParams qp(post, C);
+  const PostView q = qp;
   q.clear_rows(0, m.B * T);
   for (size_t b = 0; b < m.B; ++b) {
     const float* xb = m.x + b * C * T;
-    // pass 1: per-frame scales
-    if (two || mean1)
-      for (size_t t0 = 0; t0 < T; t0 += L) {
-        const size_t nl = T - t0 < L ? T - t0 : L;
-        typename V::Col cx, cr;
-        for (size_t c = 0; c < C; ++c) {
-          const float* xc = xb + c * T + t0;
-          const typename V::F xv = nl == L ? V::load(xc) : V::load_part(xc, nl);
-          if (mean1) V::abs_col(cx, c, xv);
-          if (two) {
-            const typename V::F d = m.t0 ? V::sub(xv, V::set1(m.t0[c])) : xv;
-            typename V::F r = V::sub(xv, V::sign(d));
-            if (m.t1) r = V::sub(r, V::set1(m.t1[c]));
-            V::abs_col(cr, c, r);
-          }
-        }
-        if (mean1) V::mean_col(cx, C, s1.get() + t0, nl);
-        if (two) V::mean_col(cr, C, s2.get() + t0, nl);
-      }
-    // pass 2: v rows with zero halos
-    const typename V::F zero = V::set1(0.0f);
-    for (size_t c = 0; c < C; ++c) {
-      float* vr = v.get() + c * RL;
-      for (size_t i = 0; i < hl; ++i) vr[i] = 0.0f;
-      for (size_t i = hl + T; i < RL; ++i) vr[i] = 0.0f;
-      const float* xc = xb + c * T;
-      for (size_t t0 = 0; t0 < T; t0 += L) {
-        const size_t nl = T - t0 < L ? T - t0 : L;
-        const typename V::F xv = nl == L ? V::load(xc + t0) : V::load_part(xc + t0, nl);
-        typename V::F val = xv;
-        if (m.binary) {
-          const typename V::F d = m.t0 ? V::sub(xv, V::set1(m.t0[c])) : xv;
-          const typename V::F b1 = V::sign(d);
-          val = b1;
-          if (m.s1_mode == S1Mode::mean_abs)
-            val = V::mul(b1, nl == L ? V::load(s1.get() + t0) : V::load_part(s1.get() + t0, nl));
-          else if (m.s1_mode == S1Mode::constant)
-            val = V::mul(b1, V::set1(m.s1_const));
-          if (two) {
-            typename V::F r = V::sub(xv, b1);
-            if (m.t1) r = V::sub(r, V::set1(m.t1[c]));
-            const typename V::F s2v = nl == L ? V::load(s2.get() + t0) : V::load_part(s2.get() + t0, nl);
-            val = V::add(val, V::mul(V::sign(r), s2v));
-          }
-          if (m.t2) val = V::sub(val, V::set1(m.t2[c]));
-        }
-        (nl == L ? V::store(vr + hl + t0, val) : V::store_part(vr + hl + t0, val, nl));
-      }
+    if (two && mean1) memory_scales<V, true, true>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
+    else if (two) memory_scales<V, true, false>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
+    else if (mean1) memory_scales<V, false, true>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
+    auto values = [&](auto fn) { fn(xb, C, T, hl, RL, k, s1.get(), m.s1_const, s2.get(), v.get()); };
+    if (!m.binary) values(memory_values<V, false, false, 0>);
+    else if (two) {
+      if (m.s1_mode == S1Mode::none) values(memory_values<V, true, true, 0>);
+      else if (m.s1_mode == S1Mode::mean_abs) values(memory_values<V, true, true, 1>);
+      else values(memory_values<V, true, true, 2>);
+    } else {
+      if (m.s1_mode == S1Mode::none) values(memory_values<V, true, false, 0>);
+      else if (m.s1_mode == S1Mode::mean_abs) values(memory_values<V, true, false, 1>);
+      else values(memory_values<V, true, false, 2>);
     }
-    (void)zero;
-    // pass 3: taps, output step, post-ops, planes
-    for (size_t t0 = 0; t0 < T; t0 += L) {
-      const size_t nl = T - t0 < L ? T - t0 : L;
-      ColPlanes<V> cp(q, b * T + t0, nl);
-      for (size_t c = 0; c < C; ++c) {
-        const float* vr = v.get() + c * RL + t0;
-        const float* wc = m.wsf + c * taps;
-        typename V::F acc = V::set1(0.0f);
-        for (size_t k = 0; k < taps; ++k) acc = V::add(acc, V::mul(V::set1(wc[k]), V::load(vr + k * m.dil)));
-        typename V::F y;
-        if (m.fp_bias_only) {
-          y = m.bias ? V::add(acc, V::set1(m.bias[c])) : acc;
-        } else {
-          y = m.sw ? V::mul(acc, V::set1(m.sw[c])) : acc;
-          y = V::add(y, V::set1(m.bias ? m.bias[c] : 0.0f));
-        }
-        const size_t at = (b * C + c) * T + t0;
-        if (m.residual != 0.0f) {
-          const typename V::F xv = nl == L ? V::load(m.x + at) : V::load_part(m.x + at, nl);
-          y = V::add(V::mul(xv, V::set1(m.residual)), y);
-        }
-        if (q.active()) y = post_value_col<V>(q, y, c, m.res ? m.res + at : nullptr, nl);
-        if (m.y) (nl == L ? V::store(m.y + at, y) : V::store_part(m.y + at, y, nl));
-        if (q.planes) cp.add(y, c);
-      }
-      if (q.planes) cp.finish();
-    }
+    if (m.residual != 0.0f) memory_outputs<V, true>(m, b, k, v.get(), RL, q);
+    else memory_outputs<V, false>(m, b, k, v.get(), RL, q);
   }
 }
 
@@ -178,17 +223,17 @@ void binary_memory_v(const BinaryMemoryArgs& a) {
   const size_t taps = a.left + a.right + 1;
   Scratch<float> wsf(a.C * taps);
   for (size_t i = 0; i < a.C * taps; ++i) wsf[i] = static_cast<float>(a.ws[i]);
-  MemoryJob m{nullptr, nullptr, nullptr, a.B,  a.C,       a.T,      a.left,    a.right,     a.dilation,
-              wsf.get(), a.sw,  a.bias,  a.residual, true, false, a.t0, a.t1, a.t2, a.planes,
-              a.s1_mode, a.s1_const};
+  MemoryJob m{nullptr, nullptr,   nullptr, a.B,  a.C,          a.T,   a.left,   a.right,
+              a.dilation, wsf.get(), a.sw, a.bias, a.residual, true, a.t0, a.t1, a.t2,
+              a.planes, a.s1_mode, a.s1_const};
   memory_strided<V>(m, a.x, a.y, a.post, a.stride_b, a.stride_c, a.stride_t);
 }
 
 template <class V>
 void memory_f32_v(const MemoryF32Args& a) {
-  MemoryJob m{nullptr, nullptr, nullptr, a.B,     a.C,     a.T,     a.left,    a.right,
-              a.dilation, a.w, nullptr,  a.bias,  a.residual, false, true, nullptr, nullptr,
-              nullptr, 1, S1Mode::none, 1.0f};
+  MemoryJob m{nullptr,    nullptr, nullptr, a.B,        a.C,   a.T,     a.left,  a.right,
+              a.dilation, a.w,     nullptr, a.bias,     a.residual, false, nullptr, nullptr,
+              nullptr,    1,       S1Mode::none, 1.0f};
   memory_strided<V>(m, a.x, a.y, a.post, a.stride_b, a.stride_c, a.stride_t);
 }
 

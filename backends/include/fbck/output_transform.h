@@ -32,6 +32,17 @@
 #endif
 
 #define FBCK_OT_INLINE inline __attribute__((always_inline))
+// abs_col(c, n, v): the per-lane double sums j = n mod 4, through constant indices so the
+// accumulators can live in registers.
+#define FBCK_OT_ABS_COL_SWITCH                                       \
+  static FBCK_OT_INLINE void abs_col(Col& c, size_t n, F v) {        \
+    switch (n & 3) {                                                 \
+      case 0: abs_col_j<0>(c, v); break;                             \
+      case 1: abs_col_j<1>(c, v); break;                             \
+      case 2: abs_col_j<2>(c, v); break;                             \
+      default: abs_col_j<3>(c, v); break;                            \
+    }                                                                \
+  }
 
 namespace fbck {
 namespace {
@@ -52,8 +63,11 @@ struct VScalar {
   static F sub(F a, F b) { return a - b; }
   static F mul(F a, F b) { return a * b; }
   static F fma(F a, F b, F c) { return std::fma(a, b, c); }  // a * b + c, one rounding
-  static void fma_w4(F* acc, F x, const float* w4) {
-    for (int j = 0; j < 4; ++j) acc[j] = fma(set1(w4[j]), x, acc[j]);
+  static FBCK_OT_INLINE void fma_w4(F& a0, F& a1, F& a2, F& a3, F x, const float* w4) {
+    a0 = fma(set1(w4[0]), x, a0);
+    a1 = fma(set1(w4[1]), x, a1);
+    a2 = fma(set1(w4[2]), x, a2);
+    a3 = fma(set1(w4[3]), x, a3);
   }
   static F cvt(const int32_t* p) { return static_cast<float>(*p); }
   static F relu(F y) { return y > 0.0f ? y : 0.0f; }
@@ -93,8 +107,11 @@ struct VAvx2 {
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-  static void fma_w4(F* acc, F x, const float* w4) {
-    for (int j = 0; j < 4; ++j) acc[j] = fma(set1(w4[j]), x, acc[j]);
+  static FBCK_OT_INLINE void fma_w4(F& a0, F& a1, F& a2, F& a3, F x, const float* w4) {
+    a0 = fma(set1(w4[0]), x, a0);
+    a1 = fma(set1(w4[1]), x, a1);
+    a2 = fma(set1(w4[2]), x, a2);
+    a3 = fma(set1(w4[3]), x, a3);
   }
   static F cvt(const int32_t* p) {
     return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -128,11 +145,13 @@ struct VAvx2 {
       for (auto& j : a) j[0] = j[1] = _mm256_setzero_pd();
     }
   };
-  static void abs_col(Col& c, size_t n, F v) {
+  template <int J>
+  static FBCK_OT_INLINE void abs_col_j(Col& c, F v) {
     const __m256 a = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
-    c.a[n & 3][0] = _mm256_add_pd(c.a[n & 3][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
-    c.a[n & 3][1] = _mm256_add_pd(c.a[n & 3][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    c.a[J][0] = _mm256_add_pd(c.a[J][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+    c.a[J][1] = _mm256_add_pd(c.a[J][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
   }
+  FBCK_OT_ABS_COL_SWITCH
   static void mean_col(const Col& c, size_t K, float* out, size_t n) {
     const __m256d kd = _mm256_set1_pd(static_cast<double>(K));
     alignas(32) float t[8];
@@ -166,8 +185,11 @@ struct VAvx512 {
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
-  static void fma_w4(F* acc, F x, const float* w4) {
-    for (int j = 0; j < 4; ++j) acc[j] = fma(set1(w4[j]), x, acc[j]);
+  static FBCK_OT_INLINE void fma_w4(F& a0, F& a1, F& a2, F& a3, F x, const float* w4) {
+    a0 = fma(set1(w4[0]), x, a0);
+    a1 = fma(set1(w4[1]), x, a1);
+    a2 = fma(set1(w4[2]), x, a2);
+    a3 = fma(set1(w4[3]), x, a3);
   }
   static F cvt(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
   static F relu(F y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), y); }
@@ -198,12 +220,14 @@ struct VAvx512 {
       for (auto& j : a) j[0] = j[1] = _mm512_setzero_pd();
     }
   };
-  static void abs_col(Col& c, size_t n, F v) {
+  template <int J>
+  static FBCK_OT_INLINE void abs_col_j(Col& c, F v) {
     const __m512 a = _mm512_abs_ps(v);
-    c.a[n & 3][0] = _mm512_add_pd(c.a[n & 3][0], _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
-    c.a[n & 3][1] = _mm512_add_pd(
-        c.a[n & 3][1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
+    c.a[J][0] = _mm512_add_pd(c.a[J][0], _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+    c.a[J][1] = _mm512_add_pd(
+        c.a[J][1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
   }
+  FBCK_OT_ABS_COL_SWITCH
   static void mean_col(const Col& c, size_t K, float* out, size_t n) {
     const __m512d kd = _mm512_set1_pd(static_cast<double>(K));
     alignas(64) float t[16];
@@ -244,13 +268,13 @@ struct VNeon {
   static F sub(F a, F b) { return vsubq_f32(a, b); }
   static F mul(F a, F b) { return vmulq_f32(a, b); }
   static F fma(F a, F b, F c) { return vfmaq_f32(c, a, b); }
-  // acc[j] = fma(w4[j], x, acc[j]), j < 4: one load and four FMLA by element
-  static void fma_w4(F* acc, F x, const float* w4) {
+  // a_j = fma(w4[j], x, a_j), j < 4: one load and four FMLA by element
+  static FBCK_OT_INLINE void fma_w4(F& a0, F& a1, F& a2, F& a3, F x, const float* w4) {
     const float32x4_t w = vld1q_f32(w4);
-    acc[0] = vfmaq_laneq_f32(acc[0], x, w, 0);
-    acc[1] = vfmaq_laneq_f32(acc[1], x, w, 1);
-    acc[2] = vfmaq_laneq_f32(acc[2], x, w, 2);
-    acc[3] = vfmaq_laneq_f32(acc[3], x, w, 3);
+    a0 = vfmaq_laneq_f32(a0, x, w, 0);
+    a1 = vfmaq_laneq_f32(a1, x, w, 1);
+    a2 = vfmaq_laneq_f32(a2, x, w, 2);
+    a3 = vfmaq_laneq_f32(a3, x, w, 3);
   }
   static F cvt(const int32_t* p) { return vcvtq_f32_s32(vld1q_s32(p)); }
   static F relu(F y) {
@@ -278,11 +302,13 @@ struct VNeon {
       for (auto& j : a) j[0] = j[1] = vdupq_n_f64(0.0);
     }
   };
-  static void abs_col(Col& c, size_t n, F v) {
+  template <int J>
+  static FBCK_OT_INLINE void abs_col_j(Col& c, F v) {
     const float32x4_t a = vabsq_f32(v);
-    c.a[n & 3][0] = vaddq_f64(c.a[n & 3][0], vcvt_f64_f32(vget_low_f32(a)));
-    c.a[n & 3][1] = vaddq_f64(c.a[n & 3][1], vcvt_high_f64_f32(a));
+    c.a[J][0] = vaddq_f64(c.a[J][0], vcvt_f64_f32(vget_low_f32(a)));
+    c.a[J][1] = vaddq_f64(c.a[J][1], vcvt_high_f64_f32(a));
   }
+  FBCK_OT_ABS_COL_SWITCH
   static void mean_col(const Col& c, size_t K, float* out, size_t n) {
     const float64x2_t kd = vdupq_n_f64(static_cast<double>(K));
     float t[4];
@@ -301,20 +327,40 @@ struct VNeon {
 // ---------------------------------------------------------------------------------------------
 // Post-ops (kernels.h: PostOps)
 // ---------------------------------------------------------------------------------------------
-// The per-channel vectors padded (identity values past N) so row-orientation loads stay inside.
-struct PostParams {
-  const PostOps* p = nullptr;
+// What the inner loops read, as plain values: copied into a local before a loop (`const PostView
+// q = params;`), so the compiler keeps it in registers instead of reloading it after every store.
+struct PostView {
   size_t N = 0, WN = 0;
-  bool affine = false, planes = false, dual = false, want_s1 = false;
-  Scratch<float> buf;
+  bool active = false, affine = false, planes = false, dual = false, want_s1 = false;
+  Act act = Act::none;
   const float *scale = nullptr, *shift = nullptr, *slope = nullptr, *t0 = nullptr, *t1 = nullptr;
-  PostParams(const PostOps* post, size_t n)
-      : p(post), N(n), WN(row_words(n)), buf(post ? 5 * (n + 16) : 1) {
+  const float* res = nullptr;
+  uint64_t *bits1 = nullptr, *bits2 = nullptr;
+  float *s1 = nullptr, *s2 = nullptr;
+  // Clear the planes of positions [p0, p0 + np) (their bits are OR-ed in).
+  void clear_rows(size_t p0, size_t np) const {
+    if (!planes) return;
+    std::memset(bits1 + p0 * WN, 0, np * WN * sizeof(uint64_t));
+    if (dual) std::memset(bits2 + p0 * WN, 0, np * WN * sizeof(uint64_t));
+  }
+};
+
+// A PostOps made ready: the per-channel vectors padded (identity values past N) so
+// row-orientation loads stay inside.
+struct PostParams : PostView {
+  Scratch<float> buf;
+  PostParams(const PostOps* post, size_t n) : buf(post ? 5 * (n + 16) : 1) {
+    N = n, WN = row_words(n);
     if (!post) return;
+    active = true;
     affine = post->scale && post->shift;
     planes = post->planes.bits1 != nullptr;
     dual = planes && post->planes.bits2 != nullptr;
     want_s1 = planes && post->planes.s1 != nullptr;
+    act = post->act;
+    res = post->res;
+    bits1 = post->planes.bits1, bits2 = post->planes.bits2;
+    s1 = post->planes.s1, s2 = post->planes.s2;
     const size_t np = n + 16;
     float* b = buf.get();
     auto fill = [&](const float* src, float dflt, size_t k) {
@@ -328,34 +374,25 @@ struct PostParams {
     t0 = fill(post->planes.t0, 0.0f, 3);
     t1 = fill(post->planes.t1, 0.0f, 4);
   }
-  bool active() const { return p != nullptr; }
-  // Clear the planes of positions [p0, p0 + np) (their bits are OR-ed in).
-  void clear_rows(size_t p0, size_t np) const {
-    if (!planes) return;
-    std::memset(p->planes.bits1 + p0 * WN, 0, np * WN * sizeof(uint64_t));
-    if (dual) std::memset(p->planes.bits2 + p0 * WN, 0, np * WN * sizeof(uint64_t));
-  }
 };
 
 // y before the planes: affine, activation, residual (res: address of y's element, or null).
 template <class V>
-FBCK_OT_INLINE typename V::F post_value_row(const PostParams& q, typename V::F y, size_t n0,
+FBCK_OT_INLINE typename V::F post_value_row(const PostView& q, typename V::F y, size_t n0,
                                             const float* res, size_t nv) {
-  const PostOps& p = *q.p;
   if (q.affine) y = V::add(V::mul(y, V::load(q.scale + n0)), V::load(q.shift + n0));
-  if (p.act == Act::relu) y = V::relu(y);
-  if (p.act == Act::prelu) y = V::prelu(y, V::load(q.slope + n0));
+  if (q.act == Act::relu) y = V::relu(y);
+  if (q.act == Act::prelu) y = V::prelu(y, V::load(q.slope + n0));
   if (res) y = V::add(nv >= V::L ? V::load(res) : V::load_part(res, nv), y);
   return y;
 }
 
 template <class V>
-FBCK_OT_INLINE typename V::F post_value_col(const PostParams& q, typename V::F y, size_t n,
+FBCK_OT_INLINE typename V::F post_value_col(const PostView& q, typename V::F y, size_t n,
                                             const float* res, size_t nl) {
-  const PostOps& p = *q.p;
   if (q.affine) y = V::add(V::mul(y, V::set1(q.scale[n])), V::set1(q.shift[n]));
-  if (p.act == Act::relu) y = V::relu(y);
-  if (p.act == Act::prelu) y = V::prelu(y, V::set1(q.slope[n]));
+  if (q.act == Act::relu) y = V::relu(y);
+  if (q.act == Act::prelu) y = V::prelu(y, V::set1(q.slope[n]));
   if (res) y = V::add(nl >= V::L ? V::load(res) : V::load_part(res, nl), y);
   return y;
 }
@@ -364,28 +401,26 @@ FBCK_OT_INLINE typename V::F post_value_col(const PostParams& q, typename V::F y
 // (n0 a multiple of 4 for V::L >= 4).
 template <class V>
 struct RowPlanes {
-  const PostParams& q;
+  PostView q;
   size_t p;
   alignas(32) double a1[4] = {0, 0, 0, 0};
   alignas(32) double a2[4] = {0, 0, 0, 0};
-  RowPlanes(const PostParams& params, size_t pos) : q(params), p(pos) {}
+  RowPlanes(const PostView& params, size_t pos) : q(params), p(pos) {}
   FBCK_OT_INLINE void add(typename V::F y, size_t n0, size_t nv) {
-    const PlanesOut& o = q.p->planes;
     const unsigned valid = nv >= 32 ? ~0u : ((1u << nv) - 1u);
     const typename V::F d = V::sub(y, V::load(q.t0 + n0));
-    o.bits1[p * q.WN + (n0 >> 6)] |= static_cast<uint64_t>(V::negmask(d) & valid) << (n0 & 63);
+    q.bits1[p * q.WN + (n0 >> 6)] |= static_cast<uint64_t>(V::negmask(d) & valid) << (n0 & 63);
     if (q.want_s1) V::abs_row(a1, y, n0, nv);
     if (q.dual) {
       const typename V::F r = V::sub(V::sub(y, V::sign(d)), V::load(q.t1 + n0));
-      o.bits2[p * q.WN + (n0 >> 6)] |= static_cast<uint64_t>(V::negmask(r) & valid) << (n0 & 63);
+      q.bits2[p * q.WN + (n0 >> 6)] |= static_cast<uint64_t>(V::negmask(r) & valid) << (n0 & 63);
       V::abs_row(a2, r, n0, nv);
     }
   }
   void finish() const {
-    const PlanesOut& o = q.p->planes;
     const double k = static_cast<double>(q.N);
-    if (q.want_s1) o.s1[p] = static_cast<float>(((a1[0] + a1[1]) + (a1[2] + a1[3])) / k);
-    if (q.dual) o.s2[p] = static_cast<float>(((a2[0] + a2[1]) + (a2[2] + a2[3])) / k);
+    if (q.want_s1) q.s1[p] = static_cast<float>(((a1[0] + a1[1]) + (a1[2] + a1[3])) / k);
+    if (q.dual) q.s2[p] = static_cast<float>(((a2[0] + a2[1]) + (a2[2] + a2[3])) / k);
   }
 };
 
@@ -393,11 +428,11 @@ struct RowPlanes {
 // increasing n (32 at a time in per-lane words, as the packing kernels' block packers).
 template <class V>
 struct ColPlanes {
-  const PostParams& q;
+  PostView q;
   size_t p0, nl;
   typename V::U w1, w2;
   typename V::Col c1, c2;
-  ColPlanes(const PostParams& params, size_t pos0, size_t lanes)
+  ColPlanes(const PostView& params, size_t pos0, size_t lanes)
       : q(params), p0(pos0), nl(lanes), w1(V::uzero()), w2(V::uzero()) {}
   FBCK_OT_INLINE void add(typename V::F y, size_t n) {
     const typename V::F d = V::sub(y, V::set1(q.t0[n]));
@@ -412,23 +447,21 @@ struct ColPlanes {
     if ((n & 31) == 31 || n + 1 == q.N) flush(n >> 5);
   }
   void flush(size_t half) {
-    const PlanesOut& o = q.p->planes;
     alignas(64) uint32_t h[V::L];
     V::ustore(h, w1);
     for (size_t l = 0; l < nl; ++l)
-      std::memcpy(reinterpret_cast<unsigned char*>(o.bits1 + (p0 + l) * q.WN) + 4 * half, &h[l], 4);
+      std::memcpy(reinterpret_cast<unsigned char*>(q.bits1 + (p0 + l) * q.WN) + 4 * half, &h[l], 4);
     w1 = V::uzero();
     if (q.dual) {
       V::ustore(h, w2);
       for (size_t l = 0; l < nl; ++l)
-        std::memcpy(reinterpret_cast<unsigned char*>(o.bits2 + (p0 + l) * q.WN) + 4 * half, &h[l], 4);
+        std::memcpy(reinterpret_cast<unsigned char*>(q.bits2 + (p0 + l) * q.WN) + 4 * half, &h[l], 4);
       w2 = V::uzero();
     }
   }
   void finish() const {
-    const PlanesOut& o = q.p->planes;
-    if (q.want_s1) V::mean_col(c1, q.N, o.s1 + p0, nl);
-    if (q.dual) V::mean_col(c2, q.N, o.s2 + p0, nl);
+    if (q.want_s1) V::mean_col(c1, q.N, q.s1 + p0, nl);
+    if (q.dual) V::mean_col(c2, q.N, q.s2 + p0, nl);
   }
 };
 
@@ -436,9 +469,10 @@ struct ColPlanes {
 template <class V>
 void post_ops_buffer(const float* x, size_t outer, size_t N, size_t inner, const PostOps& post,
                      float* y) {
-  const PostParams q(&post, N);
+  const PostParams qp(&post, N);
+  const PostView q = qp;
   q.clear_rows(0, outer * inner);
-  const float* res = post.res;
+  const float* res = q.res;
   if (inner == 1) {
     for (size_t p = 0; p < outer; ++p) {
       RowPlanes<V> rp(q, p);
