@@ -31,6 +31,48 @@ FBCK_OT_INLINE typename V::F fp_epilogue_v(typename V::F y, size_t c, const Epil
   return y;
 }
 
+// The FP epilogue of one channel with its constants broadcast once (applied to many vectors).
+template <class V>
+struct FpChannel {
+  typename V::F bias, scale, shift, slope;
+  bool hb, hs, hsh, relu, hsl;
+  FBCK_OT_INLINE FpChannel(const Epilogue& ep, size_t c)
+      : bias(V::set1(ep.bias ? ep.bias[c] : 0.0f)), scale(V::set1(ep.scale ? ep.scale[c] : 1.0f)),
+        shift(V::set1(ep.shift ? ep.shift[c] : 0.0f)), slope(V::set1(ep.slope ? ep.slope[c] : 1.0f)),
+        hb(ep.bias), hs(ep.scale), hsh(ep.shift), relu(ep.relu), hsl(ep.slope) {}
+  FBCK_OT_INLINE typename V::F operator()(typename V::F y) const {
+    if (hb) y = V::add(y, bias);
+    if (hs) y = V::mul(y, scale);
+    if (hsh) y = V::add(y, shift);
+    if (relu) y = V::relu(y);
+    if (hsl) y = V::prelu(y, slope);
+    return y;
+  }
+};
+
+// The FP epilogue over (outer, N, inner) channel by channel; KIND: the steps present (bits: 1 bias,
+// 2 scale + shift, 4 relu, 8 slope) known at compile time, or -1 (tested per channel).
+template <class V, int KIND>
+__attribute__((noinline)) void fp_channels(const float* acc, size_t outer, size_t N, size_t inner,
+                                           const Epilogue ep, float* y) {
+  constexpr size_t L = V::L;
+  for (size_t o = 0; o < outer; ++o)
+    for (size_t n = 0; n < N; ++n) {
+      const size_t base = (o * N + n) * inner;
+      auto f = [&](typename V::F v) {
+        if (KIND < 0) return FpChannel<V>(ep, n)(v);
+        if (KIND & 1) v = V::add(v, V::set1(ep.bias[n]));
+        if (KIND & 2) v = V::add(V::mul(v, V::set1(ep.scale[n])), V::set1(ep.shift[n]));
+        if (KIND & 4) v = V::relu(v);
+        if (KIND & 8) v = V::prelu(v, V::set1(ep.slope[n]));
+        return v;
+      };
+      size_t i0 = 0;
+      for (; i0 + L <= inner; i0 += L) V::store(y + base + i0, f(V::load(acc + base + i0)));
+      if (i0 < inner) V::store_part(y + base + i0, f(V::load_part(acc + base + i0, inner - i0)), inner - i0);
+    }
+}
+
 // The FP epilogue and the post-ops over raw sums acc (outer, N, inner) -> y (may alias acc, or be
 // null with planes-only post-ops): row orientation when inner == 1, else column orientation.
 template <class V>
@@ -70,6 +112,18 @@ void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epi
     }
     return;
   }
+  if (!q.active) {  // channel by channel: its constants broadcast once, common chains specialised
+    const int kind = (ep.bias ? 1 : 0) | (ep.scale && ep.shift ? 2 : 0) | (ep.relu ? 4 : 0) |
+                     (ep.slope ? 8 : 0) | ((!ep.scale) != (!ep.shift) ? 16 : 0);
+    switch (kind) {
+      case 1: return fp_channels<V, 1>(acc, outer, N, inner, ep, y);
+      case 3: return fp_channels<V, 3>(acc, outer, N, inner, ep, y);
+      case 5: return fp_channels<V, 5>(acc, outer, N, inner, ep, y);
+      case 7: return fp_channels<V, 7>(acc, outer, N, inner, ep, y);
+      case 11: return fp_channels<V, 11>(acc, outer, N, inner, ep, y);
+      default: return fp_channels<V, -1>(acc, outer, N, inner, ep, y);
+    }
+  }
   for (size_t o = 0; o < outer; ++o)
     for (size_t i0 = 0; i0 < inner; i0 += L) {
       const size_t nl = inner - i0 < L ? inner - i0 : L;
@@ -86,25 +140,6 @@ void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epi
     }
 }
 
-// The FP epilogue of one channel with its constants broadcast once (applied to many vectors).
-template <class V>
-struct FpChannel {
-  typename V::F bias, scale, shift, slope;
-  bool hb, hs, hsh, relu, hsl;
-  FBCK_OT_INLINE FpChannel(const Epilogue& ep, size_t c)
-      : bias(V::set1(ep.bias ? ep.bias[c] : 0.0f)), scale(V::set1(ep.scale ? ep.scale[c] : 1.0f)),
-        shift(V::set1(ep.shift ? ep.shift[c] : 0.0f)), slope(V::set1(ep.slope ? ep.slope[c] : 1.0f)),
-        hb(ep.bias), hs(ep.scale), hsh(ep.shift), relu(ep.relu), hsl(ep.slope) {}
-  FBCK_OT_INLINE typename V::F operator()(typename V::F y) const {
-    if (hb) y = V::add(y, bias);
-    if (hs) y = V::mul(y, scale);
-    if (hsh) y = V::add(y, shift);
-    if (relu) y = V::relu(y);
-    if (hsl) y = V::prelu(y, slope);
-    return y;
-  }
-};
-
 // Few input channels and groups == 1: where im2col + GEMM does not pay.
 inline bool use_direct_conv(const Conv2dF32Args& g) { return g.groups == 1 && g.C <= 4 && !g.wp; }
 
@@ -113,7 +148,7 @@ __attribute__((noinline)) void conv_direct_rows(const Conv2dF32Args& g, size_t O
                       const float* w4, const size_t* kwoff, const PostView q) {
   const Epilogue ep = g.ep;
   const size_t B = g.B, C = g.C, H = g.H, KH = g.KH, KW = g.KW, O = g.O;
-  const size_t sh = g.stride_h, dh = g.dil_h, dw = g.dil_w, ph = g.pad_h;
+  const size_t sh = g.stride_h, dh = g.dil_h, ph = g.pad_h;
   float* const yout = g.y;
   constexpr size_t L = V::L;
   const size_t sw = g.stride_w, O4 = (O + 3) / 4, taps = C * KH * KW;

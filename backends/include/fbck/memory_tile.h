@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 #include "fbck/bits.h"
 #include "fbck/kernels.h"
@@ -117,41 +118,73 @@ void memory_values(const float* xb, size_t C, size_t T, size_t hl, size_t RL, co
   }
 }
 
-// pass 3: per block of frames, channels in order: taps, y = acc * sw + bias, residual, post-ops
-template <class V, bool RES>
-void memory_outputs(const MemoryJob& m, size_t b, const MemoryConsts& k, const float* v, size_t RL,
-                    const PostView q) {
+// pass 3: channels in order, NV blocks of V::L frames at a time (all of a short utterance, so a
+// channel's constants are broadcast once): taps, y = acc * sw + bias, residual, post-ops, planes
+template <class V, bool RES, int NV>
+__attribute__((noinline)) void memory_outputs(const MemoryJob& m, size_t b, size_t f00,
+                                              const MemoryConsts& k, const float* v, size_t RL,
+                                              const PostView q) {
   constexpr size_t L = V::L;
   const size_t C = m.C, T = m.T, taps = m.left + m.right + 1, dil = m.dil;
   const float *const wsf = m.wsf, *const sw = k.sw, *const bias = k.bias, *const x = m.x;
   const float* const res = q.active ? m.res : nullptr;
   float* const yout = m.y;
-  const float residual = m.residual;
-  for (size_t f0 = 0; f0 < T; f0 += L) {
-    const size_t nl = T - f0 < L ? T - f0 : L;
-    ColPlanes<V> cp(q, b * T + f0, nl);
-    for (size_t c = 0; c < C; ++c) {
-      const float* vr = v + c * RL + f0;
-      const float* wc = wsf + c * taps;
-      typename V::F acc = V::set1(0.0f);
-      for (size_t j = 0; j < taps; ++j) acc = V::add(acc, V::mul(V::set1(wc[j]), V::load(vr + j * dil)));
-      typename V::F y = V::add(V::mul(acc, V::set1(sw[c])), V::set1(bias[c]));
-      const size_t at = (b * C + c) * T + f0;
-      if (RES) y = V::add(V::mul(ld_n<V>(x + at, nl), V::set1(residual)), y);
-      if (q.active) y = post_value_col<V>(q, y, c, res ? res + at : nullptr, nl);
-      if (yout) (nl == L ? V::store(yout + at, y) : V::store_part(yout + at, y, nl));
-      if (q.planes) cp.add(y, c);
-    }
-    if (q.planes) cp.finish();
+  const typename V::F residual = V::set1(m.residual);
+  size_t nl[NV];
+  for (int j = 0; j < NV; ++j) {
+    const size_t f0 = f00 + j * L;
+    nl[j] = f0 >= T ? 0 : (T - f0 < L ? T - f0 : L);
   }
+  alignas(ColPlanes<V>) unsigned char cpbuf[NV * sizeof(ColPlanes<V>)];
+  ColPlanes<V>* cp = reinterpret_cast<ColPlanes<V>*>(cpbuf);
+  for (int j = 0; j < NV; ++j) new (&cp[j]) ColPlanes<V>(q, b * T + f00 + j * L, nl[j]);
+  for (size_t c = 0; c < C; ++c) {
+    const float* vr = v + c * RL + f00;
+    const float* wc = wsf + c * taps;
+    typename V::F acc[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[j] = V::set1(0.0f);
+    for (size_t t = 0; t < taps; ++t) {
+      const typename V::F wt = V::set1(wc[t]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[j] = V::add(acc[j], V::mul(wt, V::load(vr + t * dil + j * L)));
+    }
+    const typename V::F swc = V::set1(sw[c]), bc = V::set1(bias[c]);
+    const size_t at0 = (b * C + c) * T + f00;
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      if (!nl[j]) continue;
+      const size_t at = at0 + j * L;
+      typename V::F y = V::add(V::mul(acc[j], swc), bc);
+      if (RES) y = V::add(V::mul(ld_n<V>(x + at, nl[j]), residual), y);
+      if (q.active) y = post_value_col<V>(q, y, c, res ? res + at : nullptr, nl[j]);
+      if (yout) (nl[j] == L ? V::store(yout + at, y) : V::store_part(yout + at, y, nl[j]));
+      if (q.planes) cp[j].add(y, c);
+    }
+  }
+  if (q.planes)
+    for (int j = 0; j < NV; ++j)
+      if (nl[j]) cp[j].finish();
+}
+
+template <class V, bool RES>
+void memory_outputs_all(const MemoryJob& m, size_t b, const MemoryConsts& k, const float* v,
+                        size_t RL, const PostView q) {
+  constexpr size_t L = V::L;
+  const size_t nb = (m.T + L - 1) / L;
+  if (nb == 1) return memory_outputs<V, RES, 1>(m, b, 0, k, v, RL, q);
+  if (nb == 2) return memory_outputs<V, RES, 2>(m, b, 0, k, v, RL, q);
+  if (nb == 3) return memory_outputs<V, RES, 3>(m, b, 0, k, v, RL, q);
+  for (size_t f00 = 0; f00 < m.T; f00 += 4 * L) memory_outputs<V, RES, 4>(m, b, f00, k, v, RL, q);
 }
 
 template <class V>
 void memory_channel_major(const MemoryJob& m, const PostOps* post) {
   constexpr size_t L = V::L;
   const size_t C = m.C, T = m.T;
-  const size_t hl = m.left * m.dil, hr = m.right * m.dil, TB = (T + L - 1) / L * L;
-  const size_t RL = hl + TB + hr;  // one channel's padded v row
+  const size_t nb = (T + L - 1) / L, TB = (nb <= 3 ? nb : (nb + 3) / 4 * 4) * L;
+  const size_t hl = m.left * m.dil, hr = m.right * m.dil;
+  const size_t RL = hl + TB + hr;  // one channel's padded v row (whole groups of frame blocks)
   const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
   const MemoryConsts k(m);
   Scratch<float> s1(TB), s2(TB), v(C * RL);
@@ -174,8 +207,8 @@ void memory_channel_major(const MemoryJob& m, const PostOps* post) {
       else if (m.s1_mode == S1Mode::mean_abs) values(memory_values<V, true, false, 1>);
       else values(memory_values<V, true, false, 2>);
     }
-    if (m.residual != 0.0f) memory_outputs<V, true>(m, b, k, v.get(), RL, q);
-    else memory_outputs<V, false>(m, b, k, v.get(), RL, q);
+    if (m.residual != 0.0f) memory_outputs_all<V, true>(m, b, k, v.get(), RL, q);
+    else memory_outputs_all<V, false>(m, b, k, v.get(), RL, q);
   }
 }
 

@@ -45,12 +45,6 @@ struct View {
   }
 };
 
-// Implicit im2col of one image and group: B(k, n) with k = (c, kh, kw), n = (oh, ow).
-struct Im2col {
-  const float* x;  // first channel of the group, [Cg, H, W]
-  size_t H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW;
-};
-
 // dst[k * R + r] = rows[r][k] for r < nr, k < kc: 4 x 4 blocks through UK::transpose4x4
 // (a register transpose), the rest element by element.
 template <class UK, size_t R>
@@ -66,6 +60,29 @@ void pack_kmajor(const float* const* rows, size_t nr, size_t kc, float* dst) {
   }
   for (; r < nr; ++r)
     for (size_t k = 0; k < kc; ++k) dst[k * R + r] = rows[r][k];
+}
+
+// im2col over phase-split input rows: phase r of row (c, h) holds the zero-padded columns
+// r, r + sw, r + 2 sw, ..., so tap (kh, kw) of consecutive outputs ow of one output row is a
+// contiguous run (no per-element index work); rows on padding read as zeros.
+struct PhaseCols {
+  const float* ph;  // [Cg][H][sw][RW]
+  size_t H, KH, KW, sh, sw, pad_h, dh, dw, OW, RW;
+};
+
+// The phase rows of one image and group: xg [Cg, H, W] -> ph [Cg][H][sw][RW].
+inline void build_phases(const float* xg, size_t Cg, size_t H, size_t W, size_t sw, size_t pad_w,
+                         size_t RW, float* ph, float* padded) {
+  const size_t PL = RW * sw + W + pad_w;
+  for (size_t i = 0; i < PL; ++i) padded[i] = 0.0f;
+  for (size_t ch = 0; ch < Cg * H; ++ch) {
+    std::memcpy(padded + pad_w, xg + ch * W, W * sizeof(float));
+    for (size_t r = 0; r < sw; ++r) {
+      float* d = ph + (ch * sw + r) * RW;
+      const float* src = padded + r;
+      for (size_t j = 0; j < RW; ++j) d[j] = src[j * sw];
+    }
+  }
 }
 
 // Pack rows [i0, i0 + mc) x cols [k0, k0 + kc) of A into MR-row micro-panels (k-major), zero-padded.
@@ -120,27 +137,56 @@ void pack_b(const View& B, size_t N, size_t k0, size_t kc, size_t j0, size_t nc,
 }
 
 template <class UK, size_t NR = UK::NR>
-void pack_b(const Im2col& g, size_t N, size_t k0, size_t kc, size_t j0, size_t nc, float* dst) {
-  for (size_t jr = 0; jr < nc; jr += NR) {
-    const size_t nr = std::min(NR, N - (j0 + jr));
-    ptrdiff_t ih0[NR], iw0[NR];
-    for (size_t c = 0; c < nr; ++c) {
-      const size_t n = j0 + jr + c, oh = n / g.OW, ow = n % g.OW;
-      ih0[c] = static_cast<ptrdiff_t>(oh * g.sh) - static_cast<ptrdiff_t>(g.ph);
-      iw0[c] = static_cast<ptrdiff_t>(ow * g.sw) - static_cast<ptrdiff_t>(g.pw);
+void pack_b(const PhaseCols& g, size_t N, size_t k0, size_t kc, size_t j0, size_t nc, float* dst) {
+  const size_t taps = g.KH * g.KW;
+  // per k: the source's phase-row offset (without the input row) and kernel row
+  Scratch<size_t> kbase(kc), kh_of(kc);
+  for (size_t k = k0; k < k0 + kc; ++k) {
+    const size_t c = k / taps, kh = (k / g.KW) % g.KH, off = (k % g.KW) * g.dw;
+    kbase[k - k0] = (c * g.H * g.sw + off % g.sw) * g.RW + off / g.sw;
+    kh_of[k - k0] = kh;
+  }
+  for (size_t jr = 0; jr < nc; jr += NR, dst += NR * kc) {
+    const size_t n0 = j0 + jr, nr = std::min(NR, N - n0);
+    // the panel's runs inside output rows: (first column in the panel, oh, ow, length)
+    size_t seg_q[NR], seg_oh[NR], seg_ow[NR], seg_len[NR], nseg = 0;
+    for (size_t q = 0, n = n0; q < nr; ++nseg) {
+      const size_t oh = n / g.OW, ow = n % g.OW, run = std::min(nr - q, g.OW - ow);
+      seg_q[nseg] = q, seg_oh[nseg] = oh, seg_ow[nseg] = ow, seg_len[nseg] = run;
+      q += run, n += run;
     }
-    for (size_t k = k0; k < k0 + kc; ++k) {
-      const size_t ch = k / (g.KH * g.KW), kh = (k / g.KW) % g.KH, kw = k % g.KW;
-      const float* xc = g.x + ch * g.H * g.W;
-      const ptrdiff_t dh = static_cast<ptrdiff_t>(kh * g.dh), dw = static_cast<ptrdiff_t>(kw * g.dw);
-      for (size_t c = 0; c < nr; ++c) {
-        const ptrdiff_t ih = ih0[c] + dh, iw = iw0[c] + dw;
-        const bool in = ih >= 0 && ih < static_cast<ptrdiff_t>(g.H) && iw >= 0 &&
-                        iw < static_cast<ptrdiff_t>(g.W);
-        dst[c] = in ? xc[ih * static_cast<ptrdiff_t>(g.W) + iw] : 0.0f;
+    if (nseg == 1 && nr == NR) {  // the panel lies in one output row: one copy per k
+      const ptrdiff_t ih0 = static_cast<ptrdiff_t>(seg_oh[0] * g.sh) - static_cast<ptrdiff_t>(g.pad_h);
+      const ptrdiff_t H = static_cast<ptrdiff_t>(g.H), dh = static_cast<ptrdiff_t>(g.dh);
+      const size_t rowstride = g.sw * g.RW, ow = seg_ow[0];
+      const float* const ph = g.ph;
+      for (size_t kk = 0; kk < kc; ++kk) {
+        const ptrdiff_t ih = ih0 + static_cast<ptrdiff_t>(kh_of[kk]) * dh;
+        float* d = dst + kk * NR;
+        if (ih < 0 || ih >= H)
+          std::memset(d, 0, NR * sizeof(float));
+        else
+          std::memcpy(d, ph + kbase[kk] + static_cast<size_t>(ih) * rowstride + ow, NR * sizeof(float));
       }
-      for (size_t c = nr; c < NR; ++c) dst[c] = 0.0f;
-      dst += NR;
+      continue;
+    }
+    for (size_t kk = 0; kk < kc; ++kk) {
+      float* d = dst + kk * NR;
+      for (size_t sgi = 0; sgi < nseg; ++sgi) {
+        const ptrdiff_t ih = static_cast<ptrdiff_t>(seg_oh[sgi] * g.sh + kh_of[kk] * g.dh) -
+                             static_cast<ptrdiff_t>(g.pad_h);
+        float* dd = d + seg_q[sgi];
+        if (ih < 0 || ih >= static_cast<ptrdiff_t>(g.H)) {
+          for (size_t i = 0; i < seg_len[sgi]; ++i) dd[i] = 0.0f;
+        } else {
+          const float* src = g.ph + kbase[kk] + static_cast<size_t>(ih) * g.sw * g.RW + seg_ow[sgi];
+          if (seg_len[sgi] == NR)
+            std::memcpy(dd, src, NR * sizeof(float));
+          else
+            for (size_t i = 0; i < seg_len[sgi]; ++i) dd[i] = src[i];
+        }
+      }
+      for (size_t q = nr; q < NR; ++q) d[q] = 0.0f;
     }
   }
 }
@@ -367,36 +413,6 @@ inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW, float
     }
 }
 
-constexpr size_t kExplicitIm2colMaxFloats = size_t{1} << 20;
-
-// dst[k, oh * OW + ow] = x[c, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw] (0 outside), k =
-// (c, kh, kw): one strided run per (k, oh) with the valid ow range computed once per kw.
-inline void im2col_rows(const Im2col& g, size_t C, size_t OH, float* dst) {
-  const size_t OW = g.OW;
-  for (size_t c = 0; c < C; ++c)
-    for (size_t kh = 0; kh < g.KH; ++kh)
-      for (size_t kw = 0; kw < g.KW; ++kw) {
-        const ptrdiff_t offw = static_cast<ptrdiff_t>(kw * g.dw) - static_cast<ptrdiff_t>(g.pw);
-        const ptrdiff_t sw = static_cast<ptrdiff_t>(g.sw), W = static_cast<ptrdiff_t>(g.W);
-        const ptrdiff_t lo = offw >= 0 ? 0 : (-offw + sw - 1) / sw;
-        ptrdiff_t hi = W - offw <= 0 ? 0 : (W - offw + sw - 1) / sw;
-        hi = std::max(lo, std::min(hi, static_cast<ptrdiff_t>(OW)));
-        const float* xc = g.x + c * g.H * g.W;
-        for (size_t oh = 0; oh < OH; ++oh, dst += OW) {
-          const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * g.sh + kh * g.dh) -
-                               static_cast<ptrdiff_t>(g.ph);
-          if (ih < 0 || ih >= static_cast<ptrdiff_t>(g.H) || lo >= hi) {
-            std::fill(dst, dst + OW, 0.0f);
-            continue;
-          }
-          const float* xr = xc + ih * W + offw;
-          std::fill(dst, dst + lo, 0.0f);
-          for (ptrdiff_t ow = lo; ow < hi; ++ow) dst[ow] = xr[ow * sw];
-          std::fill(dst + hi, dst + OW, 0.0f);
-        }
-      }
-}
-
 template <class UK>
 void conv2d(const Conv2dF32Args& g) {
   using V = typename UK::V;
@@ -413,8 +429,9 @@ void conv2d(const Conv2dF32Args& g) {
     const bool pointwise = g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
                            g.pad_h == 0 && g.pad_w == 0;
     const float* wp = g.groups == 1 ? g.wp : nullptr;
-    const bool explicit_cols = !pointwise && Kd * OH * OW <= kExplicitIm2colMaxFloats;
-    Scratch<float> cols(explicit_cols ? Kd * OH * OW : 1);
+    const size_t RW = OW + ((g.KW - 1) * g.dil_w) / g.stride_w + 1;
+    Scratch<float> ph(pointwise ? 1 : Cg * g.H * g.stride_w * RW),
+        padded(pointwise ? 1 : RW * g.stride_w + g.W + g.pad_w);
     for (size_t b = 0; b < g.B; ++b)
       for (size_t grp = 0; grp < g.groups; ++grp) {
         const View A{g.w + grp * Og * Kd, static_cast<ptrdiff_t>(Kd), 1};
@@ -423,17 +440,10 @@ void conv2d(const Conv2dF32Args& g) {
         if (pointwise) {
           const View B{xg, static_cast<ptrdiff_t>(g.H * g.W), 1};
           gemm<UK>(Og, OH * OW, Kd, A, wp, B, yg, OH * OW);
-        } else if (explicit_cols) {
-          // the implicit im2col's per-element index work inside the packing costs more than the
-          // GEMM at these sizes, so build the columns once, row by row (at most a few MB).
-          im2col_rows(Im2col{xg, g.H, g.W, g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-                             g.dil_h, g.dil_w, OW},
-                      Cg, OH, cols.get());
-          const View B{cols.get(), static_cast<ptrdiff_t>(OH * OW), 1};
-          gemm<UK>(Og, OH * OW, Kd, A, wp, B, yg, OH * OW);
         } else {
-          const Im2col B{xg, g.H, g.W, g.KH, g.KW, g.stride_h, g.stride_w,
-                         g.pad_h, g.pad_w, g.dil_h, g.dil_w, OW};
+          build_phases(xg, Cg, g.H, g.W, g.stride_w, g.pad_w, RW, ph.get(), padded.get());
+          const PhaseCols B{ph.get(), g.H, g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h,
+                            g.dil_h, g.dil_w, OW, RW};
           gemm<UK>(Og, OH * OW, Kd, A, wp, B, yg, OH * OW);
         }
       }
