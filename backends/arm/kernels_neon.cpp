@@ -511,29 +511,51 @@ struct NeonDots {
   // Column orientation: 16 rows x 4 columns (positions), transposed in registers so that
   // out[r * 4 + c] holds row r of column c (lanes = positions, as the column epilogue reads them).
   static constexpr bool kColT = true;
+  // The chunk loop is inline asm: 16 u16 accumulators (v16-v31), the four weight registers and
+  // one activation register reused per column (the compiler spilled accumulators). Per chunk:
+  // LD1 {4 regs} + 4 x (LD1R + 4 EOR + 4 CNT + 4 UADALP) + SUBS + B.NE = 55 instructions for 16
+  // XOR-popcounts of 128 bits.
   static FBCK_INLINE void dots16x4T(const uint32_t* wt, size_t C, const uint32_t* const* cols,
                                     int32_t K, int32_t* out) {
     uint32x4_t acc[4][4];
     for (int c = 0; c < 4; ++c)
       for (int r = 0; r < 4; ++r) acc[c][r] = vdupq_n_u32(0);
+    const uint32_t *c0 = cols[0], *c1 = cols[1], *c2 = cols[2], *c3 = cols[3];
     size_t j = 0;
+    alignas(16) uint16_t h[16 * 8];
     while (j < C) {
-      const size_t end = C - j > 4095 ? j + 4095 : C;
-      uint16x8_t h[4][4];
+      size_t n = C - j > 4095 ? 4095 : C - j;
+      j += n;
+      uint16_t* hp = h;
+#define FBCK_X4(A, B, CC, D)                                                              \
+  "eor v5.16b, v0.16b, v4.16b\n cnt v5.16b, v5.16b\n uadalp " A ".8h, v5.16b\n"           \
+  "eor v6.16b, v1.16b, v4.16b\n cnt v6.16b, v6.16b\n uadalp " B ".8h, v6.16b\n"           \
+  "eor v5.16b, v2.16b, v4.16b\n cnt v5.16b, v5.16b\n uadalp " CC ".8h, v5.16b\n"          \
+  "eor v6.16b, v3.16b, v4.16b\n cnt v6.16b, v6.16b\n uadalp " D ".8h, v6.16b\n"
+      __asm__ volatile(
+          "movi v16.16b, #0\n movi v17.16b, #0\n movi v18.16b, #0\n movi v19.16b, #0\n"
+          "movi v20.16b, #0\n movi v21.16b, #0\n movi v22.16b, #0\n movi v23.16b, #0\n"
+          "movi v24.16b, #0\n movi v25.16b, #0\n movi v26.16b, #0\n movi v27.16b, #0\n"
+          "movi v28.16b, #0\n movi v29.16b, #0\n movi v30.16b, #0\n movi v31.16b, #0\n"
+          "1:\n"
+          "ld1 {v0.16b, v1.16b, v2.16b, v3.16b}, [%[w]], #64\n"
+          "ld1r {v4.4s}, [%[c0]], #4\n" FBCK_X4("v16", "v17", "v18", "v19")
+          "ld1r {v4.4s}, [%[c1]], #4\n" FBCK_X4("v20", "v21", "v22", "v23")
+          "ld1r {v4.4s}, [%[c2]], #4\n" FBCK_X4("v24", "v25", "v26", "v27")
+          "ld1r {v4.4s}, [%[c3]], #4\n" FBCK_X4("v28", "v29", "v30", "v31")
+          "subs %[n], %[n], #1\n b.ne 1b\n"
+          "st1 {v16.8h, v17.8h, v18.8h, v19.8h}, [%[h]], #64\n"
+          "st1 {v20.8h, v21.8h, v22.8h, v23.8h}, [%[h]], #64\n"
+          "st1 {v24.8h, v25.8h, v26.8h, v27.8h}, [%[h]], #64\n"
+          "st1 {v28.8h, v29.8h, v30.8h, v31.8h}, [%[h]], #64\n"
+          : [w] "+r"(wt), [c0] "+r"(c0), [c1] "+r"(c1), [c2] "+r"(c2), [c3] "+r"(c3), [n] "+r"(n),
+            [h] "+r"(hp)
+          :
+          : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v16", "v17", "v18", "v19",
+            "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
+#undef FBCK_X4
       for (int c = 0; c < 4; ++c)
-        for (int r = 0; r < 4; ++r) h[c][r] = vdupq_n_u16(0);
-      for (; j < end; ++j) {
-        const uint8x16x4_t w = vld1q_u8_x4(reinterpret_cast<const uint8_t*>(wt + j * 16));
-        for (int c = 0; c < 4; ++c) {
-          const uint8x16_t a = vreinterpretq_u8_u32(vld1q_dup_u32(cols[c] + j));
-          h[c][0] = vpadalq_u8(h[c][0], vcntq_u8(veorq_u8(w.val[0], a)));
-          h[c][1] = vpadalq_u8(h[c][1], vcntq_u8(veorq_u8(w.val[1], a)));
-          h[c][2] = vpadalq_u8(h[c][2], vcntq_u8(veorq_u8(w.val[2], a)));
-          h[c][3] = vpadalq_u8(h[c][3], vcntq_u8(veorq_u8(w.val[3], a)));
-        }
-      }
-      for (int c = 0; c < 4; ++c)
-        for (int r = 0; r < 4; ++r) acc[c][r] = vpadalq_u16(acc[c][r], h[c][r]);
+        for (int r = 0; r < 4; ++r) acc[c][r] = vpadalq_u16(acc[c][r], vld1q_u16(h + (4 * c + r) * 8));
     }
     const int32x4_t kv = vdupq_n_s32(K);
     for (int r = 0; r < 4; ++r) {  // 4 x 4 transpose of (column, row) per row quad

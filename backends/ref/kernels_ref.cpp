@@ -422,6 +422,17 @@ BinaryConv2dPlan plan_binary_conv2d(const BinaryConv2dGeometry& geo, const uint6
         if (t2) pl.off[cls * O + o] = static_cast<float>(off);
       }
     }
+  const size_t HW = pl.Ho * pl.Wo;
+  pl.fix_map.resize(O * HW);
+  if (t2) pl.off_map.resize(O * HW);
+  for (size_t oh = 0; oh < pl.Ho; ++oh)
+    for (size_t ow = 0; ow < pl.Wo; ++ow) {
+      const size_t cls = pl.row_class[oh] * pl.col_classes + pl.col_class[ow], hw = oh * pl.Wo + ow;
+      for (size_t o = 0; o < O; ++o) {
+        pl.fix_map[o * HW + hw] = static_cast<float>(pl.fix[cls * O + o]);  // exact: |fix| < 2^24
+        if (t2) pl.off_map[o * HW + hw] = pl.off[cls * O + o];
+      }
+    }
   return pl;
 }
 

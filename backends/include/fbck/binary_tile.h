@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "fbck/bits.h"
 #include "fbck/kernels.h"
@@ -36,12 +37,17 @@ struct LinearFront {
   LinearFront(const BinaryLinearArgs& g, float* buf)
       : s1(g.s1), s2(g.s2), sw(g.sw), bias(g.bias), slope(g.slope), dual(g.a2 != nullptr) {
     const size_t np = g.N + 32;
-    for (size_t n = 0; n < np; ++n) {
-      const bool in = n < g.N;
-      buf[n] = (sw && in) ? sw[n] : 1.0f;
-      buf[np + n] = (bias && in) ? bias[n] : 0.0f;
-      buf[2 * np + n] = (slope && in) ? slope[n] : 1.0f;
-    }
+    auto fill = [&](float* d, const float* src, float dflt) {
+      size_t n = 0;
+      if (src) {
+        std::memcpy(d, src, g.N * sizeof(float));
+        n = g.N;
+      }
+      for (; n < np; ++n) d[n] = dflt;
+    };
+    fill(buf, sw, 1.0f);
+    fill(buf + np, bias, 0.0f);
+    fill(buf + 2 * np, slope, 1.0f);
     swp = buf, biasp = buf + np, slopep = buf + 2 * np;
   }
   FBCK_OT_INLINE typename V::F row(size_t p, size_t n0, const int32_t* d1, const int32_t* d2) const {
@@ -155,18 +161,122 @@ void col_front(const LinearFront<V> f, const int32_t* D1, const int32_t* D2, siz
   }
 }
 
+// col_post without planes, the post-ops known at compile time (KIND bits: 1 affine, 2 relu,
+// 4 prelu, 8 residual): a tight loop over the channels.
+template <class V, int KIND>
+__attribute__((noinline)) void col_post_plain(const float* Y, const PostView q, size_t N, size_t nl,
+                                              size_t inner, const float* res, float* yo) {
+  constexpr size_t LB = V::L;
+  for (size_t n = 0; n < N; ++n) {
+    typename V::F v = V::load(Y + n * LB);
+    if (KIND & 1) v = V::add(V::mul(v, V::set1(q.scale[n])), V::set1(q.shift[n]));
+    if (KIND & 2) v = V::relu(v);
+    if (KIND & 4) v = V::prelu(v, V::set1(q.slope[n]));
+    if (KIND & 8) v = V::add(nl == LB ? V::load(res + n * inner) : V::load_part(res + n * inner, nl), v);
+    (nl == LB ? V::store(yo + n * inner, v) : V::store_part(yo + n * inner, v, nl));
+  }
+}
+
+// col_post with bit planes, the post-ops known at compile time (KIND as col_post_plain): the
+// channels in groups of four so the double sums j = n mod 4 are fixed registers.
+template <class V, int KIND, bool DUAL, bool STORE>
+__attribute__((noinline)) void col_post_planes(const float* Y, const PostView q, size_t N, size_t p0,
+                                               size_t nl, size_t inner, const float* res, float* yo) {
+  constexpr size_t LB = V::L;
+  typename V::U w1 = V::uzero(), w2 = V::uzero();
+  typename V::Col c1, c2;
+  alignas(64) uint32_t h[LB];
+  auto flush = [&](size_t half) {
+    V::ustore(h, w1);
+    for (size_t l = 0; l < nl; ++l)
+      std::memcpy(reinterpret_cast<unsigned char*>(q.bits1 + (p0 + l) * q.WN) + 4 * half, &h[l], 4);
+    w1 = V::uzero();
+    if (DUAL) {
+      V::ustore(h, w2);
+      for (size_t l = 0; l < nl; ++l)
+        std::memcpy(reinterpret_cast<unsigned char*>(q.bits2 + (p0 + l) * q.WN) + 4 * half, &h[l], 4);
+      w2 = V::uzero();
+    }
+  };
+  auto one = [&](size_t n, auto jc) __attribute__((always_inline)) {
+    constexpr int J = decltype(jc)::value;
+    typename V::F v = V::load(Y + n * LB);
+    if (KIND & 1) v = V::add(V::mul(v, V::set1(q.scale[n])), V::set1(q.shift[n]));
+    if (KIND & 2) v = V::relu(v);
+    if (KIND & 4) v = V::prelu(v, V::set1(q.slope[n]));
+    if (KIND & 8) v = V::add(nl == LB ? V::load(res + n * inner) : V::load_part(res + n * inner, nl), v);
+    if (STORE) (nl == LB ? V::store(yo + n * inner, v) : V::store_part(yo + n * inner, v, nl));
+    const typename V::F d = V::sub(v, V::set1(q.t0[n]));
+    const uint32_t bit = 1u << (n & 31);
+    w1 = V::ubit(w1, d, bit);
+    if (q.want_s1) V::template abs_col_j<J>(c1, v);
+    if (DUAL) {
+      const typename V::F r = V::sub(V::sub(v, V::sign(d)), V::set1(q.t1[n]));
+      w2 = V::ubit(w2, r, bit);
+      V::template abs_col_j<J>(c2, r);
+    }
+  };
+  size_t n = 0;
+  for (; n + 4 <= N; n += 4) {
+    one(n, std::integral_constant<int, 0>{});
+    one(n + 1, std::integral_constant<int, 1>{});
+    one(n + 2, std::integral_constant<int, 2>{});
+    one(n + 3, std::integral_constant<int, 3>{});
+    if (((n + 3) & 31) == 31 || n + 4 == N) flush(n >> 5);
+  }
+  for (; n < N; ++n) {
+    switch (n & 3) {
+      case 0: one(n, std::integral_constant<int, 0>{}); break;
+      case 1: one(n, std::integral_constant<int, 1>{}); break;
+      default: one(n, std::integral_constant<int, 2>{}); break;
+    }
+    if ((n & 31) == 31 || n + 1 == N) flush(n >> 5);
+  }
+  if (q.want_s1) V::mean_col(c1, q.N, q.s1 + p0, nl);
+  if (DUAL) V::mean_col(c2, q.N, q.s2 + p0, nl);
+}
+
+template <class V, int KIND>
+void col_post_planes_k(const float* Y, const PostView q, size_t N, size_t p0, size_t nl, size_t inner,
+                       const float* res, float* yo) {
+  if (q.dual)
+    (yo ? col_post_planes<V, KIND, true, true> : col_post_planes<V, KIND, true, false>)(Y, q, N, p0, nl, inner, res, yo);
+  else
+    (yo ? col_post_planes<V, KIND, false, true> : col_post_planes<V, KIND, false, false>)(Y, q, N, p0, nl, inner, res, yo);
+}
+
 template <class V>
 __attribute__((noinline)) void col_post(const float* Y, const PostView q, const PostView lq, size_t N,
                                         size_t o, size_t p0, size_t i0, size_t nl, size_t inner,
                                         float* y) {
   constexpr size_t LB = V::L;
-  if (!q.active && !lq.planes) {  // plain stores
+  if (!q.planes && !lq.planes && y) {  // no planes: post-ops specialised, then stores
+    const int k = (q.affine ? 1 : 0) | (q.act == Act::relu ? 2 : q.act == Act::prelu ? 4 : 0) |
+                  (q.res ? 8 : 0);
     float* yo = y + o * N * inner + i0;
-    if (nl == LB)
-      for (size_t n = 0; n < N; ++n) V::store(yo + n * inner, V::load(Y + n * LB));
-    else
-      for (size_t n = 0; n < N; ++n) V::store_part(yo + n * inner, V::load(Y + n * LB), nl);
-    return;
+    const float* r = q.res ? q.res + o * N * inner + i0 : nullptr;
+    switch (k) {
+      case 0: return col_post_plain<V, 0>(Y, q, N, nl, inner, r, yo);
+      case 1: return col_post_plain<V, 1>(Y, q, N, nl, inner, r, yo);
+      case 3: return col_post_plain<V, 3>(Y, q, N, nl, inner, r, yo);
+      case 5: return col_post_plain<V, 5>(Y, q, N, nl, inner, r, yo);
+      case 13: return col_post_plain<V, 13>(Y, q, N, nl, inner, r, yo);
+      default: break;
+    }
+  }
+  if (q.planes && !lq.planes) {  // planes: specialised as well
+    const int k = (q.affine ? 1 : 0) | (q.act == Act::relu ? 2 : q.act == Act::prelu ? 4 : 0) |
+                  (q.res ? 8 : 0);
+    float* yo = y ? y + o * N * inner + i0 : nullptr;
+    const float* r = q.res ? q.res + o * N * inner + i0 : nullptr;
+    switch (k) {
+      case 0: return col_post_planes_k<V, 0>(Y, q, N, p0, nl, inner, r, yo);
+      case 1: return col_post_planes_k<V, 1>(Y, q, N, p0, nl, inner, r, yo);
+      case 3: return col_post_planes_k<V, 3>(Y, q, N, p0, nl, inner, r, yo);
+      case 5: return col_post_planes_k<V, 5>(Y, q, N, p0, nl, inner, r, yo);
+      case 13: return col_post_planes_k<V, 13>(Y, q, N, p0, nl, inner, r, yo);
+      default: break;
+    }
   }
   ColPlanes<V> cp(q, p0, nl), lp(lq, p0, nl);
   const float* const res = q.active ? q.res : nullptr;
@@ -334,53 +444,59 @@ inline void or_bits(uint64_t* dst, size_t dbit, const uint64_t* src, size_t sbit
   }
 }
 
+// The valid range [lo, hi) of kernel taps j for every output index o along one axis: taps whose
+// input o * stride + j * dil - pad falls in [vlo, vhi).
+inline void valid_taps(size_t n_out, size_t k, size_t stride, size_t pad, size_t dil, size_t vlo,
+                       size_t vhi, uint32_t* lo, uint32_t* hi) {
+  for (size_t o = 0; o < n_out; ++o) {
+    size_t a = k, b = 0;
+    for (size_t j = 0; j < k; ++j) {
+      const ptrdiff_t i = static_cast<ptrdiff_t>(o * stride + j * dil) - static_cast<ptrdiff_t>(pad);
+      if (i >= static_cast<ptrdiff_t>(vlo) && i < static_cast<ptrdiff_t>(vhi)) {
+        a = a < j ? a : j;
+        b = j + 1;
+      }
+    }
+    lo[o] = static_cast<uint32_t>(a < b ? a : 0), hi[o] = static_cast<uint32_t>(a < b ? b : 0);
+  }
+}
+
 // rows [B * Ho * Wo, row_words(K)]: position (b, oh, ow)'s taps, tap-major, 0 bits on padding and
-// outside the valid window. xbits [B * H * W, row_words(C)].
+// outside the valid window. xbits [B * H * W, row_words(C)]. (The valid taps of an output form a
+// rectangle, since the valid input rows and columns are ranges.)
 inline void binary_im2col(const BinaryConv2dPlan& pl, size_t B, const uint64_t* xbits, uint64_t* rows) {
   const BinaryConv2dGeometry& g = pl.g;
-  const size_t C = g.C, CW = row_words(C), RW = row_words(pl.K);
-  std::memset(rows, 0, B * pl.Ho * pl.Wo * RW * sizeof(uint64_t));
-  const bool bytes = C % 8 == 0;
+  const size_t C = g.C, CW = row_words(C), RW = row_words(pl.K), Ho = pl.Ho, Wo = pl.Wo;
+  std::memset(rows, 0, B * Ho * Wo * RW * sizeof(uint64_t));
+  Scratch<uint32_t> r(2 * (Ho + Wo));
+  uint32_t *hlo = r.get(), *hhi = hlo + Ho, *wlo = hhi + Ho, *whi = wlo + Wo;
+  valid_taps(Ho, g.KH, g.stride_h, g.pad_h, g.dil_h, g.h_lo, g.h_hi, hlo, hhi);
+  valid_taps(Wo, g.KW, g.stride_w, g.pad_w, g.dil_w, g.w_lo, g.w_hi, wlo, whi);
+  const size_t wstep = g.dil_w * CW, KW = g.KW;
   for (size_t b = 0; b < B; ++b)
-    for (size_t oh = 0; oh < pl.Ho; ++oh)
-      for (size_t kh = 0; kh < g.KH; ++kh) {
-        const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * g.stride_h + kh * g.dil_h) - static_cast<ptrdiff_t>(g.pad_h);
-        if (ih < static_cast<ptrdiff_t>(g.h_lo) || ih >= static_cast<ptrdiff_t>(g.h_hi)) continue;
-        const uint64_t* xrow = xbits + (b * g.H + static_cast<size_t>(ih)) * g.W * CW;
-        for (size_t ow = 0; ow < pl.Wo; ++ow) {
-          uint64_t* row = rows + ((b * pl.Ho + oh) * pl.Wo + ow) * RW;
-          for (size_t kw = 0; kw < g.KW; ++kw) {
-            const ptrdiff_t iw = static_cast<ptrdiff_t>(ow * g.stride_w + kw * g.dil_w) - static_cast<ptrdiff_t>(g.pad_w);
-            if (iw < static_cast<ptrdiff_t>(g.w_lo) || iw >= static_cast<ptrdiff_t>(g.w_hi)) continue;
-            const uint64_t* src = xrow + static_cast<size_t>(iw) * CW;
-            const size_t at = (kh * g.KW + kw) * C;
-            if (bytes)  // byte-aligned on both sides (rows are zero there, so a copy is an OR)
-              std::memcpy(reinterpret_cast<unsigned char*>(row) + at / 8, src, C / 8);
-            else
-              or_bits(row, at, src, 0, C);
+    for (size_t oh = 0; oh < Ho; ++oh)
+      for (size_t kh = hlo[oh]; kh < hhi[oh]; ++kh) {
+        const size_t ih = oh * g.stride_h + kh * g.dil_h - g.pad_h;
+        const uint64_t* xrow = xbits + (b * g.H + ih) * g.W * CW;
+        uint64_t* row = rows + (b * Ho + oh) * Wo * RW;
+        for (size_t ow = 0; ow < Wo; ++ow, row += RW) {
+          const size_t k0 = wlo[ow], k1 = whi[ow];
+          if (k0 >= k1) continue;
+          const uint64_t* src = xrow + (ow * g.stride_w + k0 * g.dil_w - g.pad_w) * CW;
+          size_t at = (kh * KW + k0) * C;
+          if (C <= 64) {  // the position's bits are its first word (padding bits are 0)
+            for (size_t kw = k0; kw < k1; ++kw, src += wstep, at += C) {
+              const uint64_t v = src[0];
+              const size_t sh = at & 63;
+              row[at >> 6] |= v << sh;
+              if (sh + C > 64) row[(at >> 6) + 1] |= v >> (64 - sh);
+            }
+          } else {
+            for (size_t kw = k0; kw < k1; ++kw, src += wstep, at += C) or_bits(row, at, src, 0, C);
           }
         }
       }
 }
-
-// The plan's corrections spread per (o, hw) once per call (exact small integers as float).
-struct ConvMaps {
-  Scratch<float> fixm, offm;
-  bool has_off;
-  ConvMaps(const BinaryConv2dPlan& pl)
-      : fixm(pl.g.O * pl.Ho * pl.Wo), offm(pl.off.empty() ? 1 : pl.g.O * pl.Ho * pl.Wo),
-        has_off(!pl.off.empty()) {
-    const size_t O = pl.g.O, HW = pl.Ho * pl.Wo;
-    for (size_t oh = 0; oh < pl.Ho; ++oh)
-      for (size_t ow = 0; ow < pl.Wo; ++ow) {
-        const size_t cls = pl.row_class[oh] * pl.col_classes + pl.col_class[ow], hw = oh * pl.Wo + ow;
-        for (size_t o = 0; o < O; ++o) {
-          fixm[o * HW + hw] = static_cast<float>(pl.fix[cls * O + o]);
-          if (has_off) offm[o * HW + hw] = pl.off[cls * O + o];
-        }
-      }
-  }
-};
 
 template <class V, class D>
 void binary_conv2d_w16(const BinaryConv2dArgs& a, const uint32_t* w16) {
@@ -388,9 +504,8 @@ void binary_conv2d_w16(const BinaryConv2dArgs& a, const uint32_t* w16) {
   const size_t HW = pl.Ho * pl.Wo, P = a.B * HW, RW = row_words(pl.K);
   Scratch<uint64_t> rows(P * RW);
   binary_im2col(pl, a.B, a.xbits, rows.get());
-  const ConvMaps maps(pl);
-  const ConvFront<V> front{maps.fixm.get(), maps.has_off ? maps.offm.get() : nullptr, a.sw, a.bias,
-                           a.s1 ? a.s1[0] : 1.0f, a.s1 != nullptr, HW};
+  const ConvFront<V> front{pl.fix_map.data(), pl.off_map.empty() ? nullptr : pl.off_map.data(), a.sw,
+                           a.bias, a.s1 ? a.s1[0] : 1.0f, a.s1 != nullptr, HW};
   const PostParams q(a.post, pl.g.O), lq(nullptr, pl.g.O);
   w16_run<V, D, ConvFront<V>, false>(W16Problem{rows.get(), nullptr, w16, a.B, HW, pl.g.O, pl.K, a.y},
                                      front, q, lq);

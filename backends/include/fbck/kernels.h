@@ -270,6 +270,7 @@ struct BinaryConv2dPlan {
   size_t col_classes = 0;
   std::vector<int32_t> fix;  // [row classes * col_classes, O]
   std::vector<float> off;    // [row classes * col_classes, O], empty without t2
+  std::vector<float> fix_map, off_map;  // the same spread per (o, oh * Wo + ow): [O, Ho * Wo]
 };
 
 // Throws std::invalid_argument on an empty output or inconsistent sizes. t2 [C] or null.

@@ -81,6 +81,10 @@ struct VScalar {
     double a[4] = {0, 0, 0, 0};
   };
   static void abs_col(Col& c, size_t n, F v) { c.a[n & 3] += std::fabs(static_cast<double>(v)); }
+  template <int J>
+  static void abs_col_j(Col& c, F v) {
+    c.a[J] += std::fabs(static_cast<double>(v));
+  }
   static void mean_col(const Col& c, size_t K, float* out, size_t) {
     *out = static_cast<float>(((c.a[0] + c.a[1]) + (c.a[2] + c.a[3])) / static_cast<double>(K));
   }
@@ -233,7 +237,7 @@ struct VAvx512 {
     alignas(64) float t[16];
     for (int h = 0; h < 2; ++h) {
       const __m512d s = _mm512_add_pd(_mm512_add_pd(c.a[0][h], c.a[1][h]), _mm512_add_pd(c.a[2][h], c.a[3][h]));
-      _mm256_store_ps(t + 8 * h, _mm512_cvtpd_ps(_mm512_div_pd(s, kd)));
+      _mm256_store_ps(t + 8 * h, _mm512_maskz_cvtpd_ps(static_cast<__mmask8>(0xff), _mm512_div_pd(s, kd)));
     }
     for (size_t l = 0; l < n; ++l) out[l] = t[l];
   }
@@ -365,7 +369,12 @@ struct PostParams : PostView {
     float* b = buf.get();
     auto fill = [&](const float* src, float dflt, size_t k) {
       float* d = b + k * np;
-      for (size_t i = 0; i < np; ++i) d[i] = (src && i < n) ? src[i] : dflt;
+      size_t i = 0;
+      if (src) {
+        std::memcpy(d, src, n * sizeof(float));
+        i = n;
+      }
+      for (; i < np; ++i) d[i] = dflt;
       return d;
     };
     scale = fill(post->scale, 1.0f, 0);
