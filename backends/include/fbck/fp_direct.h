@@ -13,6 +13,7 @@
 #include <cstring>
 #include <new>
 
+#include "fbck/binary_tile.h"
 #include "fbck/bits.h"
 #include "fbck/kernels.h"
 #include "fbck/output_transform.h"
@@ -145,7 +146,7 @@ inline bool use_direct_conv(const Conv2dF32Args& g) { return g.groups == 1 && g.
 
 template <class V, int NV>
 __attribute__((noinline)) void conv_direct_rows(const Conv2dF32Args& g, size_t OH, size_t OW, const float* phases, size_t RW,
-                      const float* w4, const size_t* kwoff, const PostView q) {
+                      const float* w4, const size_t* kwoff, const PostView q, float* Ybuf) {
   const Epilogue ep = g.ep;
   const size_t B = g.B, C = g.C, H = g.H, KH = g.KH, KW = g.KW, O = g.O;
   const size_t sh = g.stride_h, dh = g.dil_h, ph = g.pad_h;
@@ -155,12 +156,6 @@ __attribute__((noinline)) void conv_direct_rows(const Conv2dF32Args& g, size_t O
   for (size_t b = 0; b < B; ++b)
     for (size_t oh = 0; oh < OH; ++oh)
       for (size_t ow0 = 0; ow0 < OW; ow0 += NV * L) {
-        alignas(ColPlanes<V>) unsigned char cpbuf[NV * sizeof(ColPlanes<V>)];
-        ColPlanes<V>* cp = reinterpret_cast<ColPlanes<V>*>(cpbuf);
-        for (size_t v = 0; v < static_cast<size_t>(NV); ++v) {
-          const size_t s = ow0 + v * L, nl = s < OW ? (OW - s < L ? OW - s : L) : 0;
-          new (&cp[v]) ColPlanes<V>(q, (b * OH + oh) * OW + s, nl);
-        }
         for (size_t o4 = 0; o4 < O4; ++o4) {
           typename V::F acc[4][NV];
 #pragma GCC unroll 4
@@ -197,19 +192,28 @@ __attribute__((noinline)) void conv_direct_rows(const Conv2dF32Args& g, size_t O
               for (int v = 0; v < NV; ++v) V::store(yout + at0 + v * L, epi(ys[v]));
               continue;
             }
-            for (int v = 0; v < NV; ++v) {
-              const size_t s = ow0 + v * L;
-              if (s >= OW) break;
-              const size_t nl = OW - s < L ? OW - s : L, at = at0 + v * L;
-              typename V::F y = epi(ys[v]);
-              if (q.active) y = post_value_col<V>(q, y, o, q.res ? q.res + at : nullptr, nl);
-              if (yout) (nl == L ? V::store(yout + at, y) : V::store_part(yout + at, y, nl));
-              if (q.planes) cp[v].add(y, o);
+            if (!q.active) {
+              for (int v = 0; v < NV; ++v) {
+                const size_t s = ow0 + v * L;
+                if (s >= OW) break;
+                const size_t nl = OW - s < L ? OW - s : L;
+                V::store_part(yout + at0 + v * L, epi(ys[v]), nl);
+              }
+              continue;
             }
+            // post-ops: the block's channels gathered first (lanes = output columns), then the
+            // shared column post-ops (binary_tile.h), planes included
+            for (int v = 0; v < NV; ++v) V::store(Ybuf + (v * O + o) * L, epi(ys[v]));
           }
         }
-        for (int v = 0; v < NV; ++v)
-          if (q.planes && ow0 + v * L < OW) cp[v].finish();
+        if (q.active)
+          for (int v = 0; v < NV; ++v) {
+            const size_t s = ow0 + v * L;
+            if (s >= OW) break;
+            const size_t nl = OW - s < L ? OW - s : L;
+            col_post<V>(Ybuf + v * O * L, q, PostView{}, O, b, (b * OH + oh) * OW + s, oh * OW + s,
+                        nl, OH * OW, yout);
+          }
       }
 }
 
@@ -245,11 +249,13 @@ void conv_direct(const Conv2dF32Args& g) {
   // tap column kw reads phase (kw * dil) % stride at offset (kw * dil) / stride
   Scratch<size_t> kwoff(g.KW);
   for (size_t kw = 0; kw < g.KW; ++kw) kwoff[kw] = ((kw * g.dil_w) % sw) * RW + (kw * g.dil_w) / sw;
+  Scratch<float> ybuf(g.post ? NV * g.O * L : 1);
+  float* yb = ybuf.get();
   switch (NV) {
-    case 1: conv_direct_rows<V, 1>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
-    case 2: conv_direct_rows<V, 2>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
-    case 3: conv_direct_rows<V, 3>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
-    default: conv_direct_rows<V, 4>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q); break;
+    case 1: conv_direct_rows<V, 1>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q, yb); break;
+    case 2: conv_direct_rows<V, 2>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q, yb); break;
+    case 3: conv_direct_rows<V, 3>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q, yb); break;
+    default: conv_direct_rows<V, 4>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q, yb); break;
   }
 }
 
