@@ -6,13 +6,19 @@ guest instruction is logged and counted (tests/native/count_insns.py: runs of 1 
 iterations, difference halved, so set-up is excluded). Emulated time means nothing; the
 instruction count is deterministic.
 
-* FP32 teacher (the strong baseline): every layer on the FBCK NEON FP32 path, the 12x8
-  register-tiled FMLA micro-kernel (3.62 MAC per instruction in its inner loop); convs as implicit
-  im2col GEMM through the same micro-kernel; BatchNorm, ReLU and PReLU fused into the GEMM
-  epilogues; the depthwise memory, its BN + PReLU and the residual in one pass.
-* 1-bit student: the ops of the lowered program exactly as the runtime runs them (binary layers:
-  dual-plane packing + NEON binary GEMM with the fused scale/bias epilogue; the binary memory
-  kernel; FP layers on the FP32 NEON path; element-wise ops as the runtime's loops, not fused).
+* FP32 teacher (the strong baseline): every layer on the FBCK NEON FP32 path with weights packed
+  once (as any engine does at load time): the 12x8 register-tiled FMLA micro-kernel (3.62 MAC per
+  instruction in its inner loop) for the linears and the second conv (im2col from stride-phase
+  rows straight into the GEMM panels), the direct conv for the first (one input plane); BatchNorm,
+  ReLU, PReLU and the residual adds fused into the epilogues; the depthwise memory, its BN + PReLU
+  and the residual in one channel-major pass.
+* 1-bit student, two per-layer counts (the runtime's own end-to-end count of the lowered program
+  arrives with the aarch64 CLI, bench.json key `deploy`):
+  - "op list": every op of the lowered program as the current runtime runs it, one kernel call
+    each (binary layers pack their float input first; element-wise ops as the runtime's loops);
+  - "fused chain": the same layers as the kernels of issue 14 let the runtime fuse them (BatchNorm,
+    activation and residual in the producing kernel's post-ops, bit planes for the next binary
+    layer emitted there instead of packed again; permutes and layers that read floats as before).
 
 Counts are cached by driver build and arguments in .cache/bench-arm-counts.json.
 """
@@ -80,7 +86,7 @@ def _conv_out(n: int, k: int, s: int, p: int, d: int = 1) -> int:
 
 
 def teacher_plan(teacher, input_shape: tuple[int, ...]) -> list[Layer]:
-    """The reference D-FSMN on the strong FP32 NEON path (fused epilogues)."""
+    """The reference D-FSMN on the strong FP32 NEON path (weights packed once, fused epilogues)."""
     _, h, w = input_shape
     layers = []
     c = 1
@@ -97,17 +103,12 @@ def teacher_plan(teacher, input_shape: tuple[int, ...]) -> list[Layer]:
         c, h, w = m.out_channels, oh, ow
     T = w
     fc1 = teacher.fc1[0]
+    fc1_macs = fc1.in_features * fc1.out_features * T
     layers.append(
         Layer(
             "fc1.0",
             "fc1.0",
-            [
-                Step(
-                    "fc1.0",
-                    _s(["linear", 1, fc1.in_features, T, fc1.out_features, 1]),
-                    fc1.in_features * fc1.out_features * T,
-                )
-            ],
+            [Step("fc1.0", _s(["linear", 1, fc1.in_features, T, fc1.out_features, 3]), fc1_macs)],
         )
     )
     for j, blk in enumerate(teacher.backbone):
@@ -115,58 +116,35 @@ def teacher_plan(teacher, input_shape: tuple[int, ...]) -> list[Layer]:
         C, taps = dw.out_channels, dw.kernel_size[0]
         a, b = blk.fc_trans[0], blk.fc_trans[4]
         p = f"backbone.{j}."
+        mem_args = ["fp_memory", C, T, blk.left, blk.right, 1]
         layers.append(
             Layer(
                 p + "memory.0",
                 layer_kind(p + "memory.0"),
-                [
-                    Step(
-                        p + "memory.0",
-                        _s(["fp_memory", C, T, blk.left, blk.right, 1]),
-                        C * T * taps,
-                    )
-                ],
+                [Step(p + "memory.0", _s(mem_args), C * T * taps)],
             )
         )
-        layers.append(
-            Layer(
-                p + "fc_trans.0",
-                layer_kind(p + "fc_trans.0"),
-                [
-                    Step(
-                        p + "fc_trans.0",
-                        _s(["linear", 1, a.in_channels, T, a.out_channels, 1]),
-                        a.in_channels * a.out_channels * T,
-                    )
-                ],
+        for name, conv, fused in (("fc_trans.0", a, 1), ("fc_trans.4", b, 2)):
+            layers.append(
+                Layer(
+                    p + name,
+                    layer_kind(p + name),
+                    [
+                        Step(
+                            p + name,
+                            _s(["linear", 1, conv.in_channels, T, conv.out_channels, fused]),
+                            conv.in_channels * conv.out_channels * T,
+                        )
+                    ],
+                )
             )
-        )
-        layers.append(
-            Layer(
-                p + "fc_trans.4",
-                layer_kind(p + "fc_trans.4"),
-                [
-                    Step(
-                        p + "fc_trans.4",
-                        _s(["linear", 1, b.in_channels, T, b.out_channels, 1]),
-                        b.in_channels * b.out_channels * T,
-                    ),
-                    Step(p + "add", _s(["add", C * T])),
-                ],
-            )
-        )
     cls = teacher.classifier[1]
+    cls_args = ["linear", 1, cls.in_features, 1, cls.out_features, 4]
     layers.append(
         Layer(
             "classifier.1",
             "classifier.1",
-            [
-                Step(
-                    "classifier.1",
-                    _s(["linear", 1, cls.in_features, 1, cls.out_features, 0]),
-                    cls.in_features * cls.out_features,
-                )
-            ],
+            [Step("classifier.1", _s(cls_args), cls.in_features * cls.out_features)],
         )
     )
     return layers
@@ -180,48 +158,76 @@ def _split(d: list[int], axis: int) -> tuple[int, int, int]:
     return math.prod(d[:axis]), d[axis], math.prod(d[axis + 1 :])
 
 
-def student_plan(program) -> tuple[list[Layer], list[str]]:
+ELEMENTWISE = {"affine", "prelu", "channel_add", "channel_sub", "add", "scalar"} | ACTIVATION_KINDS
+
+
+def _fusion(program) -> dict[int, int]:
+    """Op index -> the FUSED variant of the layers driver for the "fused chain" plan (-1: the op is
+    absorbed by the kernel before it). A weight op absorbs the element-wise ops after it; binary
+    layers fed by a binary layer or memory read its bit planes; a binary linear whose output only
+    feeds the next binary linear emits planes only."""
+    ops = program.ops
+    weights = [i for i, op in enumerate(ops) if op.kind in WEIGHT_KINDS]
+    out: dict[int, int] = {}
+    for n, i in enumerate(weights):
+        op = ops[i]
+        prev = ops[weights[n - 1]].kind if n else None
+        nxt = ops[weights[n + 1]].kind if n + 1 < len(weights) else None
+        end = weights[n + 1] if n + 1 < len(weights) else len(ops)
+        absorbed = [j for j in range(i + 1, end) if ops[j].kind in ELEMENTWISE]
+        planes_in = prev in ("binary_linear", "memory") and not any(
+            ops[j].kind == "permute" for j in range(weights[n - 1] + 1, i)
+        )
+        if op.kind == "conv2d":
+            out[i] = 2 if nxt == "binary_conv2d" else 1
+        elif op.kind == "binary_conv2d":
+            out[i] = 1 if prev == "conv2d" else 0
+        elif op.kind == "binary_linear":
+            out[i] = (2 if nxt == "binary_linear" else 3) if planes_in else 0
+        elif op.kind == "memory":
+            out[i] = 1
+        else:
+            out[i] = 4
+        if out[i]:
+            for j in absorbed:
+                out[j] = -1
+    return out
+
+
+def student_plan(program, fused: bool = False) -> tuple[list[Layer], list[str]]:
     """Layers of a lowered program (batch 1); element-wise ops join the weight layer before them.
-    Returns the layers and the ops that cannot be counted."""
+    fused: the "fused chain" variant (see the module doc). Returns the layers and the ops that
+    cannot be counted."""
     layers: list[Layer] = []
     missing: list[str] = []
-    for op in program.ops:
+    fusion = _fusion(program) if fused else {}
+    for idx, op in enumerate(program.ops):
         xd = [1, *program.values[op.inputs[0]]]
         a = op.attrs
+        f = fusion.get(idx, 0)
         step = None
-        extra = None
-        if op.kind == "binary_conv2d" and list(a.get("dilation", [1, 1])) == [1, 1]:
-            # approximated as the runtime builds it: im2col, one-plane packing, binary GEMM
+        if f == -1:
+            continue
+        if op.kind in ("binary_conv2d", "conv2d") and list(a.get("dilation", [1, 1])) == [1, 1]:
             (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
             c, h, w = xd[1], xd[2], xd[3]
             o = program.values[op.output][0]
             oh, ow = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
-            extra = Step(op.name + " (im2col)", _s(["im2col", c, h, w, kh, kw, sh, sw, ph, pw]))
-            step = Step(
-                op.name,
-                _s(["binary_linear", oh * ow, c * kh * kw, 1, o, 1, 0]),
-                oh * ow * o * c * kh * kw,
-                True,
-            )
-        elif op.kind == "conv2d" and list(a.get("dilation", [1, 1])) == [1, 1]:
-            (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
-            c, h, w = xd[1], xd[2], xd[3]
-            o = program.values[op.output][0]
-            oh, ow = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
-            step = Step(
-                op.name,
-                _s(["conv2d", c, h, w, o, kh, kw, sh, sw, ph, pw, a["groups"], 0]),
-                o * oh * ow * (c // a["groups"]) * kh * kw,
-            )
+            if op.kind == "binary_conv2d":
+                args = ["binary_conv2d", c, h, w, o, kh, kw, sh, sw, ph, pw, f]
+                step = Step(op.name, _s(args), oh * ow * o * c * kh * kw, True)
+            else:
+                args = ["conv2d", c, h, w, o, kh, kw, sh, sw, ph, pw, a["groups"], f]
+                step = Step(op.name, _s(args), o * oh * ow * (c // a["groups"]) * kh * kw)
         elif op.kind == "linear":
             outer, k, inner = _split(xd, a["axis"])
             n = program.values[op.output][a["axis"] - 1]
-            step = Step(op.name, _s(["linear", outer, k, inner, n, 0]), outer * inner * n * k)
+            step = Step(op.name, _s(["linear", outer, k, inner, n, f]), outer * inner * n * k)
         elif op.kind == "binary_linear":
             outer, k, inner = _split(xd, a["axis"])
             step = Step(
                 op.name,
-                _s(["binary_linear", outer, k, inner, a["n"], a["planes"], 0]),
+                _s(["binary_linear", outer, k, inner, a["n"], a["planes"], f]),
                 outer * inner * a["n"] * k * a["planes"],
                 True,
             )
@@ -233,26 +239,12 @@ def student_plan(program) -> tuple[list[Layer], list[str]]:
             C, T = xd[1], xd[2]
             taps = a["left"] + a["right"] + 1
             if op.kind == "binary_memory":
-                step = Step(
-                    op.name,
-                    _s(
-                        [
-                            "binary_memory",
-                            C,
-                            T,
-                            a["left"],
-                            a["right"],
-                            a["planes"],
-                            int(a["residual"] != 0),
-                        ]
-                    ),
-                    C * T * taps * a["planes"],
-                    True,
-                )
+                res = int(a["residual"] != 0)
+                args = ["binary_memory", C, T, a["left"], a["right"], a["planes"], res, f]
+                step = Step(op.name, _s(args), C * T * taps * a["planes"], True)
             else:
-                step = Step(
-                    op.name, _s(["fp_memory", C, T, a["left"], a["right"], 0]), C * T * taps
-                )
+                args = ["fp_memory", C, T, a["left"], a["right"], f]
+                step = Step(op.name, _s(args), C * T * taps)
         elif op.kind in ("affine", "prelu", "channel_add", "channel_sub"):
             outer, mid, inner = _split(xd, a["axis"])
             kind = op.kind
@@ -270,8 +262,6 @@ def student_plan(program) -> tuple[list[Layer], list[str]]:
             step = Step(op.name, [], 0)
         if op.kind in WEIGHT_KINDS or not layers:
             layers.append(Layer(op.name, layer_kind(op.name)))
-        if extra is not None:
-            layers[-1].steps.append(extra)
         layers[-1].steps.append(step)
     return layers, missing
 
@@ -357,17 +347,23 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
     teacher = teacher_plan(models.teacher, tuple(models.x1.shape[1:]))
     student = models.student
     compiled = binarize.compile(student, thin="all")
-    options = {}
-    missing: dict[int, list[str]] = {}
+    options, unfused, missing = {}, {}, {}
     for k in compiled.thin_options:
-        options[k], missing[k] = student_plan(compiled.programs[k])
+        options[k], missing[k] = student_plan(compiled.programs[k], fused=True)
+        unfused[k], _ = student_plan(compiled.programs[k])
     variants = {}
     for label, v in models.variants.items():
         vc = binarize.compile(v, thin="all")
-        variants[label] = {k: student_plan(vc.programs[k]) for k in vc.thin_options}
+        variants[label] = {k: student_plan(vc.programs[k], fused=True) for k in vc.thin_options}
     steps = (
         [s for L in teacher for s in L.steps]
-        + [s for layers in options.values() for L in layers for s in L.steps]
+        + [
+            s
+            for plan in (options, unfused)
+            for layers in plan.values()
+            for L in layers
+            for s in L.steps
+        ]
         + [
             s
             for opts in variants.values()
@@ -381,15 +377,21 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
     kernels = kernel_figures(counter, smoke)
 
     t_total = sum(L.instructions for L in teacher)
+    t_macs = sum(L.macs for L in teacher)
     t_by_kind: dict[str, list[Layer]] = {}
     for L in teacher:
         t_by_kind.setdefault(L.kind, []).append(L)
+
+    def by_kind(layers: list[Layer]) -> dict[str, list[Layer]]:
+        out: dict[str, list[Layer]] = {}
+        for L in layers:
+            out.setdefault(L.kind, []).append(L)
+        return out
+
+    s0, u0 = by_kind(options[0]), by_kind(unfused[0])
     per_layer = []
-    s0: dict[str, list[Layer]] = {}
-    for L in options[0]:
-        s0.setdefault(L.kind, []).append(L)
     for kind, tl in t_by_kind.items():
-        sl = s0.get(kind, [])
+        sl, ul = s0.get(kind, []), u0.get(kind, [])
         t_ins = tl[0].instructions
         s_ins = sl[0].instructions if sl else None
         per_layer.append(
@@ -400,6 +402,7 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
                 "teacher_macs": tl[0].macs,
                 "teacher_mac_per_insn": tl[0].macs / t_ins if t_ins else None,
                 "student_instructions": s_ins,
+                "student_op_list_instructions": ul[0].instructions if ul else None,
                 "student_ops": " + ".join(s.args[0] for s in sl[0].steps) if sl else "",
                 "student_binary": any(s.binary for s in sl[0].steps) if sl else False,
                 "ratio": (t_ins / s_ins) if (t_ins and s_ins) else None,
@@ -408,16 +411,17 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
     per_option = {}
     for k, layers in options.items():
         total = sum(L.instructions or 0 for L in layers)
+        total_u = sum(L.instructions or 0 for L in unfused[k])
         per_option[k] = {
             "instructions": total,
             "ratio_vs_full_teacher": t_total / total,
+            "instructions_op_list": total_u,
+            "ratio_op_list": t_total / total_u,
             "blocks": len(student.blocks_at(k)),
             "not_counted": missing[k],
         }
     for label, opts in variants.items():
-        vl = {}
-        for L in opts[0][0]:
-            vl.setdefault(L.kind, []).append(L)
+        vl = by_kind(opts[0][0])
         for p in per_layer:
             sl = vl.get(p["layer"])
             if sl and sl[0].instructions and p["teacher_instructions"]:
@@ -434,8 +438,10 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
                 "variant": label,
             }
     return {
+        "count_kind": "per-layer kernel chain (fused post-ops), not the runtime end to end",
         "teacher_instructions": t_total,
-        "teacher_macs": sum(L.macs for L in teacher),
+        "teacher_macs": t_macs,
+        "teacher_mac_per_insn": t_macs / t_total,
         "per_layer": per_layer,
         "per_option": per_option,
         "kernels": kernels,

@@ -234,3 +234,37 @@ def accuracies(models, impl: str = "auto") -> dict[str, float]:
         out[f"torch_{k}"] = float((models.student(x, thin=k).argmax(-1) == y).float().mean())
         out[f"compiled_{k}"] = float((compiled(x, thin=k).argmax(-1) == y).float().mean())
     return out
+
+
+def streaming(models, budget: Budget, impl: str = "auto") -> dict[str, dict[str, float]]:
+    """Pushing one input frame at a time, as an always-on spotter runs: per option, the median
+    time of a whole utterance streamed (native stream, one push per frame, then finish) divided
+    by its frames, against the whole-utterance call divided by the same frames (1 thread)."""
+    x = models.x1.contiguous().numpy()
+    compiled = binarize.compile(models.student, thin="all", impl=impl)
+    out = {}
+    for k in compiled.thin_options:
+        native = compiled._native[k]
+        t_axis = compiled.programs[k].time_axis  # with the batch axis
+        frames = x.shape[t_axis]
+        parts = [np.ascontiguousarray(np.take(x, [t], axis=t_axis)) for t in range(frames)]
+
+        def streamed(native=native, parts=parts):
+            s = native.stream()
+            for f in parts:
+                s.push(f)
+            s.finish()
+            return s.output()
+
+        ref = native.run(x)
+        got = streamed()
+        whole = time_us(lambda native=native: native.run(x), budget)["median"]
+        stream = time_us(streamed, budget)["median"]
+        out[str(k)] = {
+            "frames": frames,
+            "stream_us_per_frame": stream / frames,
+            "whole_us_per_frame": whole / frames,
+            "ratio": stream / whole,
+            "same_output": bool(np.array_equal(got, ref)),
+        }
+    return out

@@ -33,6 +33,7 @@ class BenchModels:
     # extra 1-bit students timed and sized beside the main one: label -> model (untrained)
     variants: dict[str, BinarizedModel] = field(default_factory=dict)
     binarize_convs: bool = True  # the main student's second front-end conv is binary
+    calib: torch.Tensor | None = None  # training features for the INT8 calibration (None: none)
 
     def students(self) -> dict[str, BinarizedModel]:
         return {"": self.student, **self.variants}
@@ -141,6 +142,7 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
             data.test,
             info,
             binarize_convs=convs,
+            calib=_calibration(data.train.tensors[0]),
         )
 
     torch.manual_seed(seed)
@@ -155,10 +157,20 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
         copy.deepcopy(teacher), teacher, BinarizeConfig(binarize_convs=True), example_input=x[:1]
     )
     info = {"data": data.describe() if data is not None else "none"}
+    calib = _calibration(data.train.tensors[0]) if data is not None else None
     if error:
         source += f" ({error})"
         info["error"] = error
-    return BenchModels(teacher, student.eval(), False, source, x[:1].clone(), x, None, info)
+    return BenchModels(
+        teacher, student.eval(), False, source, x[:1].clone(), x, None, info, calib=calib
+    )
+
+
+def _calibration(train_x: torch.Tensor, n: int = 512, seed: int = 0) -> torch.Tensor:
+    """A fixed random subset of the training features (the INT8 peer's calibration set)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(train_x.shape[0], generator=g)[:n]
+    return train_x[idx].clone()
 
 
 def _default_dataset_name() -> str:

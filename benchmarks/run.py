@@ -1,5 +1,5 @@
 """python -m benchmarks.run [--quick] [--smoke] [--out reports/bench] [--impl auto|avx2|...]
-[--skip-arm] [--skip-lce] [--runs runs]
+[--skip-arm] [--skip-lce] [--skip-bnnlab] [--runs runs]
 
 Measures the 1-bit KWS model against its FP32 teacher side by side in one run and writes
 OUT/bench.md (the tables), OUT/bench.json (every number) and OUT/bench.png.
@@ -7,7 +7,8 @@ OUT/bench.md (the tables), OUT/bench.json (every number) and OUT/bench.png.
   --quick  fewer repetitions, no torch.compile rows (compiling takes minutes): under 10 minutes
            on 2 cores with the ARM counts cached (the first run counts them: about 1 minute more)
   --smoke  tiny repetitions: proves every path runs (`make test` runs `--quick --smoke`);
-           implies --skip-lce unless --lce is given
+           implies --skip-lce and --skip-bnnlab unless --lce / --bnnlab is given (both peers
+           live in virtual environments of their own, created on demand by a full run)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import end_to_end, kernels, report, roofline, storage
+from . import end_to_end, int8, kernels, report, roofline, storage
 from .common import Budget, load_average, machine_info
 from .models import add_conv_variant, conv_label, load_models
 
@@ -43,6 +44,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-arm", action="store_true")
     p.add_argument("--skip-lce", action="store_true")
     p.add_argument("--lce", action="store_true", help="run LCE even with --smoke")
+    p.add_argument("--skip-bnnlab", action="store_true")
+    p.add_argument("--bnnlab", action="store_true", help="run bnn-lab even with --smoke")
     p.add_argument("--runs", default="runs", help="where `make demo` keeps its trained runs")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument(
@@ -104,10 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["e2e"] = end_to_end.run(models, budget, args.impl, with_compile=not quick, log=log)
     res["profile"] = profile(models, res["e2e"], 3 if args.smoke else 200)
     res["accuracy"] = end_to_end.accuracies(models, args.impl)
+    log("INT8 peer (ONNX Runtime static quantization) ...")
+    try:
+        res["int8"] = int8.run(models, budget, log=log)
+        res["e2e"]["rows"].insert(3, res["int8"]["row"])
+        if res["int8"]["accuracy"] is not None:
+            res["accuracy"]["int8"] = res["int8"]["accuracy"]
+    except Exception as exc:  # the report says why; the rest goes on
+        res["int8"] = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+    log("streaming ...")
+    res["streaming"] = end_to_end.streaming(models, budget, args.impl)
 
     log("kernels ...")
     res["kernels"] = kernels.run(impls, samples=3 if args.smoke else 30, batch=args.batch, log=log)
-    res["roofline"] = roofline.compute(models, res["e2e"], res["kernels"], res["e2e"]["impl"])
+    res["roofline"] = roofline.compute(
+        models, res["e2e"], res["kernels"], res["e2e"]["impl"], res["machine"]["cpu"]
+    )
 
     log("storage ...")
     res["storage"] = storage.run(models, args.impl, log=log)
@@ -139,6 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("  " + res["lce"]["error"])
     else:
         res["lce"] = {"error": "skipped (--skip-lce" + (", --smoke)" if args.smoke else ")")}
+    if not args.skip_bnnlab and (not args.smoke or args.bnnlab):
+        log("bnn-lab ...")
+        from . import bnnlab
+
+        res["bnnlab"] = bnnlab.run(impls, samples=3 if args.smoke else 30, log=log)
+        if "error" in res["bnnlab"]:
+            log("  " + res["bnnlab"]["error"])
+    else:
+        res["bnnlab"] = {"error": "skipped (--skip-bnnlab" + (", --smoke)" if args.smoke else ")")}
 
     res["load_average_end"] = [round(v, 2) for v in load_average()]
     res["minutes"] = round((time.time() - started) / 60, 2)

@@ -55,11 +55,25 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     main = [r for r in rows if r["group"] == "compiled" and not r["variant"]]
     storage = data["storage"]
     assert len(main) == len(storage["formats"][storage["default"]]["effect"]) >= 1
-    roof = data["roofline"]["options"]
+    # the honest roofline: the math at peak rates, so no option can beat it
+    ro = data["roofline"]
+    assert ro["fp_mac_per_cycle"] >= 8 and ro["bmac_per_tick"] > 0 and ro["bmac_peak_from"]
+    roof = ro["options"]
     assert roof
     for r in roof.values():
         assert r["roofline_us"] > 0 and r["measured_us"] > 0
         assert r["fraction"] == pytest.approx(r["roofline_us"] / r["measured_us"])
+        assert 0 < r["fraction"] <= 1
+    # the INT8 peer: a row timed like the others, with its size and calibration set
+    assert "error" not in data["int8"], data["int8"].get("error")
+    assert data["int8"]["bytes"] > 0 and "utterances" in data["int8"]["calibration"]
+    assert any(r["group"] == "int8" and r["times"] for r in rows)
+    assert "INT8 teacher, ONNX Runtime" in md
+    # streaming at every option, with the same logits as the whole-utterance call
+    assert len(data["streaming"]) == len(main)
+    for s in data["streaming"].values():
+        assert s["same_output"] and s["stream_us_per_frame"] > 0
+    assert "ARM" in md and "Per-op profile, x86" in md and "Per-op profile, ARMv8" in md
     fp_bytes = storage["teacher_state_dict_bytes"]
     for fmt in storage["formats"].values():
         assert fmt["all_options_ratio"] == fp_bytes / fmt["all_options_bytes"]
@@ -81,7 +95,8 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     # make test installs qemu-user and the aarch64 cross compiler: the ARM counts must run
     arm = data["arm"]
     assert "error" not in arm, arm.get("error")
-    assert arm["per_option"]
+    assert arm["per_option"] and "per-layer" in arm["count_kind"]
+    assert arm["teacher_mac_per_insn"] > 1.0  # the strong FP32 NEON teacher, counted per layer
     for row in arm["per_option"].values():
         assert row["instructions"] > 0 and row["ratio_vs_full_teacher"] > 1
     # the standalone CLI, cross-built and counted end to end
@@ -91,4 +106,8 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     for k, n in deploy["instructions_per_utterance"].items():
         assert n > 0 and deploy["stream_instructions_per_frame"][k] > 0
     assert "## Deploy: ARMv8 end to end" in md
+    # the peers that live in their own virtual environments are not run by a smoke run
     assert data["lce"] == {"error": "skipped (--skip-lce, --smoke)"}
+    assert data["bnnlab"] == {"error": "skipped (--skip-bnnlab, --smoke)"}
+    assert "reference fallback" in md and "## Targets" in md
+    assert ">= 10x" not in md  # the old claim over LCE's fallback is gone

@@ -460,6 +460,303 @@ def test_conv2d_f32_shapes(shape):
 
 
 # ------------------------------------------------------------------------------- bad input
+# ------------------------------------------------------------------------------- output transform
+def rows_of(y: np.ndarray) -> np.ndarray:
+    """A kernel's float output (P, N) or (outer, N, inner) as (P, N) rows."""
+    return fc.to_rows(y) if y.ndim == 3 else y
+
+
+def check_post(got, want_rows, want_planes, post, to_rows=rows_of, tag=""):
+    y, planes = got
+    if post.get("float", True):
+        assert same_bits(to_rows(y), want_rows), tag
+    else:
+        assert y is None, tag
+    assert sorted(planes) == sorted(want_planes), tag
+    for name, v in want_planes.items():
+        assert same_bits(planes[name], v), (tag, name)
+
+
+@HSET
+@given(
+    n=st.sampled_from([1, 3, 4, 7, 16, 17, 31, 32, 33, 64, 65, 130]),
+    outer=st.integers(1, 4),
+    inner=st.sampled_from([1, 1, 2, 5, 8, 9, 17]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_post_ops(n, outer, inner, seed):
+    rng = np.random.default_rng(seed)
+    x = rand_f32(rng, (outer, n) if inner == 1 else (outer, n, inner))
+    post = fc.random_post(rng, n, x.shape)
+    res = rows_of(post["res"]) if "res" in post else None
+    want_rows, want_planes = fc.oracle_post(rows_of(x), post, res)
+    for impl in IMPLS:
+        check_post(fb.post_ops(x, post, impl=impl), want_rows, want_planes, post, tag=impl)
+
+
+def test_post_ops_threshold_ties_and_negative_scales():
+    """y - t0 == 0 is +1 (bit 0) after an affine with negative and zero scales."""
+    n, p = 40, 6
+    rng = np.random.default_rng(1)
+    x = rand_f32(rng, (p, n))
+    scale = np.where(
+        np.arange(n) % 3 == 0, F32(-1.5), np.where(np.arange(n) % 3 == 1, F32(0), F32(2))
+    )
+    shift = rand_f32(rng, (n,))
+    y = (x * scale.astype(F32) + shift).astype(F32)
+    post = {"scale": scale.astype(F32), "shift": shift, "planes": 2, "t0": y[2].copy()}
+    want_rows, want_planes = fc.oracle_post(x, post)
+    for impl in IMPLS:
+        got = fb.post_ops(x, post, impl=impl)
+        check_post(got, want_rows, want_planes, post, tag=impl)
+        assert fc.unpack_signs(got[1]["bits1"], n)[2].min() == 1, impl
+
+
+@HSET
+@given(
+    k=st.sampled_from([1, 31, 64, 100, 128, 129, 256, 257, 400, 1000]),
+    n=st.sampled_from([1, 5, 16, 17, 32, 33, 64, 128, 130]),
+    p=st.sampled_from([1, 2, 3, 8, 9]),
+    inner=st.sampled_from([1, 1, 2, 8, 9]),
+    dual=st.booleans(),
+    use_w16=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_binary_linear_post(k, n, p, inner, dual, use_w16, seed):
+    rng = np.random.default_rng(seed)
+    p = p * inner
+    c, w = linear_case(rng, k, n, p, inner, dual, seed % 2, True, True, seed % 3 == 0, False)
+    args = {q: v for q, v in c.items() if q not in ("a1", "thr")}
+    plain = fb.binary_linear(c["a1"], w, k, impl="ref", **args)
+    post = fc.random_post(rng, n, plain.shape)
+    res = rows_of(post["res"]) if "res" in post else None
+    want_rows, want_planes = fc.oracle_post(rows_of(plain), post, res)
+    for impl in IMPLS:
+        got = fb.binary_linear(c["a1"], w, k, post=post, w16=use_w16, impl=impl, **args)
+        check_post(got, want_rows, want_planes, post, tag=impl)
+
+
+@HSET
+@given(
+    b=st.integers(1, 2),
+    c=st.sampled_from([1, 3, 8, 16, 17, 33, 128]),
+    t=st.sampled_from([1, 2, 3, 5, 8, 13, 20]),
+    left=st.integers(0, 3),
+    right=st.integers(0, 3),
+    dilation=st.integers(1, 2),
+    axis=st.sampled_from([1, 2]),
+    planes=st.sampled_from([1, 2]),
+    s1=st.sampled_from([None, "mean_abs", 0.75]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_binary_memory_post(b, c, t, left, right, dilation, axis, planes, s1, seed):
+    rng = np.random.default_rng(seed)
+    shape = (b, c, t) if axis == 1 else (b, t, c)
+    x = rand_f32(rng, shape)
+    ws = rng.choice(np.array([-1, 1, 1, 0], np.int8), size=(c, left + right + 1))
+    kw = dict(dilation=dilation, channel_axis=axis, planes=planes, s1=s1)
+    kw.update(t0=rand_f32(rng, (c,)), t2=rand_f32(rng, (c,)), sw=np.abs(rand_f32(rng, (c,))))
+    kw.update(bias=rand_f32(rng, (c,)), residual=[0.0, 1.0][seed % 2])
+    if planes == 2:
+        kw["t1"] = rand_f32(rng, (c,))
+    plain = fb.binary_memory(x, ws, left, impl="ref", **kw)
+
+    def to_rows(y):  # (B, C, T) / (B, T, C) -> (B * T, C)
+        return (y.transpose(0, 2, 1) if axis == 1 else y).reshape(b * t, c)
+
+    post = fc.random_post(rng, c, shape)
+    res = to_rows(post["res"]) if "res" in post else None
+    want_rows, want_planes = fc.oracle_post(to_rows(plain), post, res)
+    for impl in IMPLS:
+        got = fb.binary_memory(x, ws, left, post=post, impl=impl, **kw)
+        check_post(got, want_rows, want_planes, post, to_rows, tag=impl)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    b=st.integers(1, 2),
+    c=st.sampled_from([1, 3, 8, 16, 24]),
+    hw=st.sampled_from([(1, 1), (3, 5), (8, 8), (16, 16), (7, 12)]),
+    o=st.sampled_from([1, 5, 16, 17, 32]),
+    kernel=st.sampled_from([(1, 1), (3, 3), (5, 5), (2, 3)]),
+    stride=st.sampled_from([1, 2]),
+    pad=st.integers(0, 2),
+    dil=st.sampled_from([1, 1, 2]),
+    window=st.booleans(),
+    flags=st.integers(0, 15),
+    post_too=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_binary_conv2d(b, c, hw, o, kernel, stride, pad, dil, window, flags, post_too, seed):
+    rng = np.random.default_rng(seed)
+    h, wd = hw
+    kh, kw = kernel
+    oh = (h + 2 * pad - dil * (kh - 1) - 1) // stride + 1
+    ow = (wd + 2 * pad - dil * (kw - 1) - 1) // stride + 1
+    assume(oh > 0 and ow > 0)
+    xbits = rand_bits(rng, b * h * wd, c)
+    w = fc.conv_weight_rows(rng, o, kh, kw, c)
+    kwargs = dict(kernel=kernel, stride=(stride, stride), padding=(pad, pad), dilation=(dil, dil))
+    opt = {}
+    if flags & 1:
+        opt["t2"] = (0.01 * rand_f32(rng, (c,))).astype(F32)
+    if flags & 2:
+        opt["s1"] = np.array([0.37], F32)
+    if flags & 4:
+        opt["sw"] = rand_f32(rng, (o,))
+    if flags & 8:
+        opt["bias"] = rand_f32(rng, (o,))
+    if window:  # a stream window: some rows / columns marked as outside the utterance
+        opt["valid_h"] = (int(rng.integers(0, h)), int(rng.integers(1, h + 1)))
+        opt["valid_w"] = (int(rng.integers(0, wd)), wd)
+    want = fc.oracle_binary_conv2d(xbits, w, c, h, wd, **kwargs, **opt)
+    post = fc.random_post(rng, o, want.shape) if post_too else None
+    if post is not None:
+        to_rows = lambda y: y.transpose(0, 2, 3, 1).reshape(-1, o)  # noqa: E731
+        res = to_rows(post["res"]) if "res" in post else None
+        want_rows, want_planes = fc.oracle_post(to_rows(want), post, res)
+    for impl in IMPLS:
+        for use_w16 in (True, False):
+            got = fb.binary_conv2d(
+                xbits, w, c, h, wd, **kwargs, **opt, post=post, w16=use_w16, impl=impl
+            )
+            if post is None:
+                assert same_bits(got, want), impl
+            else:
+                check_post(got, want_rows, want_planes, post, to_rows, tag=impl)
+
+
+def test_binary_conv2d_front_end_shape():
+    """The D-FSMN's second front-end conv (16 -> 32, 5 x 5, stride 2, padding 2 on 16 x 16), fed by
+    the planes of the first conv's post-ops: the fused chain equals the unfused one."""
+    rng = np.random.default_rng(5)
+    x = rand_f32(rng, (1, 1, 32, 32))
+    w1 = rand_f32(rng, (16, 1, 5, 5))
+    t0 = (0.1 * rand_f32(rng, (16,))).astype(F32)
+    aff = {"scale": rand_f32(rng, (16,)), "shift": rand_f32(rng, (16,))}
+    w = fc.conv_weight_rows(rng, 32, 5, 5, 16)
+    t2 = (0.01 * rand_f32(rng, (16,))).astype(F32)
+    for impl in IMPLS:
+        y1 = fb.conv2d_f32(x, w1, stride=2, padding=2, **aff, relu=True, impl=impl)
+        bits = fb.pack_threshold(np.ascontiguousarray(y1.reshape(16, 256)[None]), t0, impl="ref")
+        _, planes = fb.conv2d_f32(
+            x,
+            w1,
+            stride=2,
+            padding=2,
+            **aff,
+            relu=True,
+            impl=impl,
+            post={"planes": 1, "t0": t0, "float": False},
+        )
+        assert same_bits(planes["bits1"], bits), impl
+        want = fc.oracle_binary_conv2d(bits, w, 16, 16, 16, (5, 5), (2, 2), (2, 2), t2=t2)
+        got = fb.binary_conv2d(planes["bits1"], w, 16, 16, 16, 5, 2, 2, t2=t2, impl=impl)
+        assert same_bits(got, want), impl
+
+
+def test_binary_conv2d_errors():
+    w = fc.conv_weight_rows(np.random.default_rng(0), 4, 3, 3, 8)
+    bits = np.zeros((16, 2), np.uint64)
+    with pytest.raises(ValueError, match="empty output"):
+        fb.binary_conv2d(bits, w, 8, 4, 4, 3, valid_h=(0, 4), dilation=3)
+    with pytest.raises(ValueError, match="B \\* H \\* W"):
+        fb.binary_conv2d(bits[:15], w, 8, 4, 4, 3)
+    with pytest.raises(ValueError, match="unknown post key"):
+        fb.binary_conv2d(bits, w, 8, 4, 4, 3, padding=1, post={"bogus": 1})
+
+
+# ------------------------------------------------------------------------------- FP32 float order
+@settings(max_examples=40, deadline=None)
+@given(
+    outer=st.integers(1, 9),
+    k=st.sampled_from([1, 5, 64, 255, 256, 257, 600]),
+    inner=st.sampled_from([1, 1, 3, 8]),
+    n=st.sampled_from([1, 6, 12, 13, 40]),
+    prepacked=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_linear_f32_same_order_everywhere(outer, k, inner, n, prepacked, seed):
+    """kernels.h fixes the FP32 order (one fma chain per output): every table equals ref bit for bit."""
+    rng = np.random.default_rng(seed)
+    x = rand_f32(rng, (outer, k) if inner == 1 else (outer, k, inner))
+    w = rand_f32(rng, (n, k))
+    ep = {"bias": rand_f32(rng, (n,)), "scale": rand_f32(rng, (n,)), "shift": rand_f32(rng, (n,))}
+    want = fb.linear_f32(x, w, **ep, relu=bool(seed % 2), impl="ref")
+    for impl in IMPLS:
+        got = fb.linear_f32(x, w, **ep, relu=bool(seed % 2), prepacked=prepacked, impl=impl)
+        assert same_bits(got, want), impl
+
+
+@pytest.mark.parametrize(
+    "shape",  # (B, C, H, W, O, K, stride, pad, groups)
+    [
+        (1, 1, 32, 32, 16, 5, 2, 2, 1),  # the D-FSMN front end (direct)
+        (2, 1, 9, 13, 5, 3, 1, 1, 1),
+        (1, 3, 11, 7, 7, 3, 2, 0, 1),
+        (1, 4, 8, 20, 9, (1, 5), 1, (0, 2), 1),
+        (1, 16, 16, 16, 32, 5, 2, 2, 1),  # the second conv (im2col + GEMM, K = 400 > KC)
+        (1, 12, 7, 7, 12, 3, 1, 1, 12),  # depthwise
+        (2, 8, 6, 6, 8, 3, 1, 1, 2),
+        (1, 6, 5, 5, 10, 1, 1, 0, 1),  # pointwise
+    ],
+)
+def test_conv2d_f32_same_order_everywhere(shape):
+    b, c, h, w_, o, k, stride, pad, groups = shape
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(sum(map(hash, map(str, shape))) % 2**32)
+    x = rand_f32(rng, (b, c, h, w_))
+    w = rand_f32(rng, (o, c // groups, kh, kw))
+    ep = {"bias": rand_f32(rng, (o,)), "scale": rand_f32(rng, (o,)), "shift": rand_f32(rng, (o,))}
+    kw_ = dict(stride=stride, padding=pad, groups=groups, **ep)
+    want = fb.conv2d_f32(x, w, relu=True, impl="ref", **kw_)
+    bound_y, bound = fc.oracle_conv2d_f32(
+        x,
+        w,
+        (stride, stride),
+        pad if isinstance(pad, tuple) else (pad, pad),
+        (1, 1),
+        groups,
+        **ep,
+    )
+    np.testing.assert_array_less(np.abs(want - np.maximum(bound_y, 0)), 1e-5 * (bound + 1) + 1e-6)
+    for impl in IMPLS:
+        for prepacked in (False, True):
+            got = fb.conv2d_f32(x, w, relu=True, prepacked=prepacked, impl=impl, **kw_)
+            assert same_bits(got, want), (impl, prepacked)
+        post = fc.random_post(np.random.default_rng(9), o, want.shape)
+        to_rows = lambda y: y.transpose(0, 2, 3, 1).reshape(-1, o)  # noqa: E731
+        res = to_rows(post["res"]) if "res" in post else None
+        want_rows, want_planes = fc.oracle_post(to_rows(want), post, res)
+        got = fb.conv2d_f32(x, w, relu=True, post=post, impl=impl, **kw_)
+        check_post(got, want_rows, want_planes, post, to_rows, tag=impl)
+
+
+@HSET
+@given(
+    b=st.integers(1, 2),
+    c=st.sampled_from([1, 4, 9, 128]),
+    t=st.sampled_from([1, 3, 8, 11]),
+    left=st.integers(0, 3),
+    right=st.integers(0, 3),
+    dilation=st.integers(1, 2),
+    axis=st.sampled_from([1, 2]),
+    use_bias=st.booleans(),
+    residual=st.sampled_from([0.0, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_memory_f32(b, c, t, left, right, dilation, axis, use_bias, residual, seed):
+    rng = np.random.default_rng(seed)
+    shape = (b, c, t) if axis == 1 else (b, t, c)
+    x = rand_f32(rng, shape)
+    w = rand_f32(rng, (c, left + right + 1))
+    bias = rand_f32(rng, (c,)) if use_bias else None
+    kw = dict(dilation=dilation, channel_axis=axis, bias=bias, residual=residual)
+    want = fc.oracle_memory_f32(x, w, left, **kw)
+    for impl in IMPLS:
+        assert same_bits(fb.memory_f32(x, w, left, impl=impl, **kw), want), impl
+
+
 def test_bad_inputs_raise_clear_errors():
     rng = np.random.default_rng(0)
     x = rand_f32(rng, (4, 70))

@@ -249,7 +249,198 @@ def make_cases(d: Path) -> list[Path]:
             bound=bound,
             rel=1e-5,
         )
+    add_fused_cases(rng, add)
     return cases
+
+
+ACT = {"none": 0, "relu": 1, "prelu": 2}
+
+
+def post_entries(post: dict, want_planes: dict) -> dict:
+    """A post-ops dict (fbck_cases.random_post) as case entries post_* and expect_p*."""
+    e = {f"post_{k}": post.get(k) for k in ("scale", "shift", "slope", "res", "t0", "t1")}
+    e.update(post_act=ACT[post.get("act", "none")], post_planes=post.get("planes", 0))
+    e["post_s1"] = int(bool(post.get("s1")))
+    names = {"bits1": "expect_pb1", "bits2": "expect_pb2", "s2": "expect_ps2", "s1": "expect_ps1"}
+    e.update({names[k]: v for k, v in want_planes.items()})
+    return e
+
+
+def add_fused_cases(rng, add) -> None:
+    """The kernels of issue 14 (post-ops, interleaved binary linear, channel-major memories, binary
+    conv on bits, FP32 in the fixed float order): expected from the x86 reference, bit for bit."""
+    for i in range(24):  # binary linear on interleaved weights with post-ops
+        k, n = [31, 128, 129, 256, 400, 1000][i % 6], [5, 16, 17, 64, 128, 130][(i * 5) % 6]
+        inner = [1, 8, 2][i % 3]
+        p = [1, 2, 3][i % 3] * inner
+        c = {"a1": rand_bits(rng, p, k), "w": rand_bits(rng, n, k), "K": k, "inner": inner}
+        if i % 2 == 0:
+            c["a2"], c["s2"] = rand_bits(rng, p, k), np.abs(rand_f32(rng, (p,)))
+        c["sw"], c["bias"] = np.abs(rand_f32(rng, (n,))), rand_f32(rng, (n,))
+        kw = {q: v for q, v in c.items() if q not in ("a1", "w", "K")}
+        post = fc.random_post(rng, n, (p, n) if inner == 1 else (p // inner, n, inner))
+        y, planes = fb.binary_linear(c["a1"], c["w"], k, post=post, impl="ref", **kw)
+        add("binary_linear", **c, w16=i % 4 != 3, expect_y=y, **post_entries(post, planes))
+    for i in range(16):  # memories on (B, C, T) and (B, T, C) with post-ops
+        b, c, t = 1 + i % 2, [8, 17, 128, 3][i % 4], [8, 5, 13, 1][(i // 2) % 4]
+        left, right, axis, planes = 2, [2, 0, 1][i % 3], 1 + (i // 4) % 2, 1 + i % 2
+        x = rand_f32(rng, (b, c, t) if axis == 1 else (b, t, c))
+        ws = rng.choice(np.array([-1, 1, 1, 0], np.int8), size=(c, left + right + 1))
+        opt = {
+            "t0": rand_f32(rng, (c,)),
+            "t2": rand_f32(rng, (c,)),
+            "sw": np.abs(rand_f32(rng, (c,))),
+        }
+        opt["bias"] = rand_f32(rng, (c,))
+        if planes == 2:
+            opt["t1"] = rand_f32(rng, (c,))
+        post = fc.random_post(rng, c, x.shape)
+        y, pl = fb.binary_memory(
+            x, ws, left, channel_axis=axis, planes=planes, post=post, impl="ref", **opt
+        )
+        add(
+            "binary_memory",
+            x=x,
+            ws=ws,
+            left=left,
+            dilation=1,
+            channel_axis=axis,
+            planes=planes,
+            s1_mode=0,
+            s1_const=1.0,
+            residual=0.0,
+            **opt,
+            **({"expect_y": y} if y is not None else {}),
+            **post_entries(post, pl),
+        )
+        wf = rand_f32(rng, (c, left + right + 1))
+        bias = opt["bias"] if i % 2 else None
+        want = fb.memory_f32(
+            x, wf, left, channel_axis=axis, bias=bias, residual=float(i % 2), impl="ref"
+        )
+        add(
+            "memory_f32",
+            x=x,
+            w=wf,
+            left=left,
+            dilation=1,
+            channel_axis=axis,
+            bias=bias,
+            residual=float(i % 2),
+            expect_y=want,
+        )
+    for i in range(12):  # post-ops alone
+        n, outer, inner = [1, 16, 33, 130][i % 4], 1 + i % 3, [1, 8, 5][i % 3]
+        x = rand_f32(rng, (outer, n, inner))
+        post = fc.random_post(rng, n, x.shape)
+        y, pl = fb.post_ops(x, post, impl="ref")
+        add("post_ops", x=x, **({"expect_y": y} if y is not None else {}), **post_entries(post, pl))
+    for i, (b, c, h, wd, o, kk, s, pd, win) in enumerate(  # binary conv on bits
+        [
+            (1, 16, 16, 16, 32, 5, 2, 2, None),  # the D-FSMN's second front-end conv
+            (2, 8, 7, 9, 17, 3, 1, 1, None),
+            (1, 3, 6, 5, 4, 3, 2, 1, (1, 5)),
+            (1, 24, 8, 8, 16, 5, 1, 2, (0, 6)),
+            (1, 16, 9, 4, 33, 1, 1, 0, None),
+        ]
+    ):
+        xbits = rand_bits(rng, b * h * wd, c)
+        w = fc.conv_weight_rows(rng, o, kk, kk, c)
+        opt = {
+            "t2": (0.01 * rand_f32(rng, (c,))).astype(F32),
+            "sw": rand_f32(rng, (o,)),
+            "bias": rand_f32(rng, (o,)),
+        }
+        if i % 2:
+            opt["s1"] = np.array([0.5], F32)
+        post = (
+            fc.random_post(rng, o, (b, o, (h + 2 * pd - kk) // s + 1, (wd + 2 * pd - kk) // s + 1))
+            if i % 2 == 0
+            else None
+        )
+        valid = {"valid_h": win} if win else {}
+        got = fb.binary_conv2d(xbits, w, c, h, wd, kk, s, pd, post=post, impl="ref", **opt, **valid)
+        y, pl = got if post is not None else (got, {})
+        entries = post_entries(post, pl) if post is not None else {}
+        add(
+            "binary_conv2d",
+            xbits=xbits,
+            w=w,
+            C=c,
+            H=h,
+            W=wd,
+            KH=kk,
+            KW=kk,
+            stride_h=s,
+            stride_w=s,
+            pad_h=pd,
+            pad_w=pd,
+            dil_h=1,
+            dil_w=1,
+            h_lo=win[0] if win else 0,
+            h_hi=win[1] if win else h,
+            w_lo=0,
+            w_hi=wd,
+            w16=i % 3 != 2,
+            **opt,
+            **({"expect_y": y} if y is not None else {}),
+            **entries,
+        )
+    # FP32 in the fixed order: NEON equals the x86 reference bit for bit (fma chains, one rounding)
+    for i, (outer, k, inner, n) in enumerate(
+        [(1, 1024, 1, 12), (1, 128, 8, 256), (3, 300, 1, 13), (9, 257, 1, 6)]
+    ):
+        x, w = rand_f32(rng, (outer, k, inner)), rand_f32(rng, (n, k))
+        ep = {
+            "bias": rand_f32(rng, (n,)),
+            "scale": rand_f32(rng, (n,)),
+            "shift": rand_f32(rng, (n,)),
+        }
+        want = fb.linear_f32(x if inner > 1 else x[:, :, 0], w, **ep, relu=True, impl="ref")
+        add(
+            "linear_f32",
+            x=x,
+            w=w,
+            **ep,
+            relu=1,
+            prepacked=i % 2,
+            expect_exact=want.reshape(outer, n, inner),
+        )
+    for i, (b, c, h, wd, o, kk, s, pd, g) in enumerate(
+        [
+            (1, 1, 32, 32, 16, 5, 2, 2, 1),
+            (1, 16, 16, 16, 32, 5, 2, 2, 1),
+            (2, 3, 9, 11, 5, 3, 1, 1, 1),
+            (1, 8, 6, 6, 8, 3, 1, 1, 8),
+        ]
+    ):
+        x, w = rand_f32(rng, (b, c, h, wd)), rand_f32(rng, (o, c // g, kk, kk))
+        ep = {
+            "bias": rand_f32(rng, (o,)),
+            "scale": rand_f32(rng, (o,)),
+            "shift": rand_f32(rng, (o,)),
+        }
+        post = {**fc.random_post(rng, o, None, planes=1), "float": True}
+        y, pl = fb.conv2d_f32(
+            x, w, stride=s, padding=pd, groups=g, **ep, relu=True, post=post, impl="ref"
+        )
+        add(
+            "conv2d_f32",
+            x=x,
+            w=w,
+            stride_h=s,
+            stride_w=s,
+            pad_h=pd,
+            pad_w=pd,
+            dil_h=1,
+            dil_w=1,
+            groups=g,
+            **ep,
+            relu=1,
+            prepacked=i % 2,
+            expect_exact=y,
+            **post_entries(post, pl),
+        )
 
 
 def test_neon_kernels_under_qemu(tmp_path):
@@ -271,6 +462,9 @@ def test_neon_kernels_under_qemu(tmp_path):
         "binary_memory",
         "linear_f32",
         "conv2d_f32",
+        "post_ops",
+        "binary_conv2d",
+        "memory_f32",
     }
 
 

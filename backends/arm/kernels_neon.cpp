@@ -11,10 +11,16 @@
 // u16 accumulators are safe for 511 steps (511 * 128 = 65408 < 65536 bits). Longer rows, and the
 // 1 to 3 column tails, take the intrinsics tile, which accumulates blocks of 511 steps in u16 and
 // widens each block into u32 (the int32 fallback, tested on both sides of the limit).
+// binary_linear and binary_conv2d run on interleaved weights (interleave_rows16: 16 rows in four
+// q registers, no per-call panel copy, no horizontal sums); their epilogues, the post-ops and the
+// memories are the shared templates (output_transform.h, binary_tile.h, memory_tile.h) on
+// 4-lane vectors.
 #include <arm_neon.h>
 
+#include "fbck/binary_tile.h"
 #include "fbck/bits.h"
 #include "fbck/impls.h"
+#include "fbck/memory_tile.h"
 #include "fbck/pack_driver.h"
 
 #define FBCK_INLINE inline __attribute__((always_inline))
@@ -463,198 +469,153 @@ void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, i
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// binary_linear / binary_conv2d on interleaved weights (binary_tile.h): 16 rows = four q registers
+// of 32-bit chunks. Per chunk and column: LD1R of the activation chunk, 4 EOR + 4 CNT + 4 UADALP
+// (byte counts pairwise into u16 lanes, two per row), shared LD1 {4 regs} of the weights; the u16
+// lanes are widened into u32 every 4095 chunks (16 per chunk at most) and at the end (UADDLP):
+// 16 dot products in lanes, no horizontal sum.
+// ---------------------------------------------------------------------------------------------
+struct NeonDots {
+  template <int NC>
+  static FBCK_INLINE void dots16(const uint32_t* wt, size_t C, const uint32_t* const* cols,
+                                 int32_t K, int32_t* out) {
+    uint32x4_t acc[NC][4];
+    for (int c = 0; c < NC; ++c)
+      for (int r = 0; r < 4; ++r) acc[c][r] = vdupq_n_u32(0);
+    size_t j = 0;
+    while (j < C) {
+      const size_t end = C - j > 4095 ? j + 4095 : C;
+      uint16x8_t h[NC][4];
+      for (int c = 0; c < NC; ++c)
+        for (int r = 0; r < 4; ++r) h[c][r] = vdupq_n_u16(0);
+      for (; j < end; ++j) {
+        const uint8x16x4_t w = vld1q_u8_x4(reinterpret_cast<const uint8_t*>(wt + j * 16));
+        for (int c = 0; c < NC; ++c) {
+          const uint8x16_t a = vreinterpretq_u8_u32(vld1q_dup_u32(cols[c] + j));
+          h[c][0] = vpadalq_u8(h[c][0], vcntq_u8(veorq_u8(w.val[0], a)));
+          h[c][1] = vpadalq_u8(h[c][1], vcntq_u8(veorq_u8(w.val[1], a)));
+          h[c][2] = vpadalq_u8(h[c][2], vcntq_u8(veorq_u8(w.val[2], a)));
+          h[c][3] = vpadalq_u8(h[c][3], vcntq_u8(veorq_u8(w.val[3], a)));
+        }
+      }
+      for (int c = 0; c < NC; ++c)
+        for (int r = 0; r < 4; ++r) acc[c][r] = vpadalq_u16(acc[c][r], h[c][r]);
+    }
+    const int32x4_t kv = vdupq_n_s32(K);
+    for (int c = 0; c < NC; ++c)
+      for (int r = 0; r < 4; ++r)
+        vst1q_s32(out + 16 * c + 4 * r, vsubq_s32(kv, vshlq_n_s32(vreinterpretq_s32_u32(acc[c][r]), 1)));
+  }
+
+  // Column orientation: 16 rows x 4 columns (positions), transposed in registers so that
+  // out[r * 4 + c] holds row r of column c (lanes = positions, as the column epilogue reads them).
+  static constexpr bool kColT = true;
+  // The chunk loop is inline asm: 16 u16 accumulators (v16-v31), the four weight registers and
+  // one activation register reused per column (the compiler spilled accumulators). Per chunk:
+  // LD1 {4 regs} + 4 x (LD1R + 4 EOR + 4 CNT + 4 UADALP) + SUBS + B.NE = 55 instructions for 16
+  // XOR-popcounts of 128 bits.
+  static FBCK_INLINE void dots16x4T(const uint32_t* wt, size_t C, const uint32_t* const* cols,
+                                    int32_t K, int32_t* out) {
+    uint32x4_t acc[4][4];
+    for (int c = 0; c < 4; ++c)
+      for (int r = 0; r < 4; ++r) acc[c][r] = vdupq_n_u32(0);
+    const uint32_t *c0 = cols[0], *c1 = cols[1], *c2 = cols[2], *c3 = cols[3];
+    size_t j = 0;
+    alignas(16) uint16_t h[16 * 8];
+    while (j < C) {
+      size_t n = C - j > 4095 ? 4095 : C - j;
+      j += n;
+      uint16_t* hp = h;
+#define FBCK_X4(A, B, CC, D)                                                              \
+  "eor v5.16b, v0.16b, v4.16b\n cnt v5.16b, v5.16b\n uadalp " A ".8h, v5.16b\n"           \
+  "eor v6.16b, v1.16b, v4.16b\n cnt v6.16b, v6.16b\n uadalp " B ".8h, v6.16b\n"           \
+  "eor v5.16b, v2.16b, v4.16b\n cnt v5.16b, v5.16b\n uadalp " CC ".8h, v5.16b\n"          \
+  "eor v6.16b, v3.16b, v4.16b\n cnt v6.16b, v6.16b\n uadalp " D ".8h, v6.16b\n"
+      __asm__ volatile(
+          "movi v16.16b, #0\n movi v17.16b, #0\n movi v18.16b, #0\n movi v19.16b, #0\n"
+          "movi v20.16b, #0\n movi v21.16b, #0\n movi v22.16b, #0\n movi v23.16b, #0\n"
+          "movi v24.16b, #0\n movi v25.16b, #0\n movi v26.16b, #0\n movi v27.16b, #0\n"
+          "movi v28.16b, #0\n movi v29.16b, #0\n movi v30.16b, #0\n movi v31.16b, #0\n"
+          "1:\n"
+          "ld1 {v0.16b, v1.16b, v2.16b, v3.16b}, [%[w]], #64\n"
+          "ld1r {v4.4s}, [%[c0]], #4\n" FBCK_X4("v16", "v17", "v18", "v19")
+          "ld1r {v4.4s}, [%[c1]], #4\n" FBCK_X4("v20", "v21", "v22", "v23")
+          "ld1r {v4.4s}, [%[c2]], #4\n" FBCK_X4("v24", "v25", "v26", "v27")
+          "ld1r {v4.4s}, [%[c3]], #4\n" FBCK_X4("v28", "v29", "v30", "v31")
+          "subs %[n], %[n], #1\n b.ne 1b\n"
+          "st1 {v16.8h, v17.8h, v18.8h, v19.8h}, [%[h]], #64\n"
+          "st1 {v20.8h, v21.8h, v22.8h, v23.8h}, [%[h]], #64\n"
+          "st1 {v24.8h, v25.8h, v26.8h, v27.8h}, [%[h]], #64\n"
+          "st1 {v28.8h, v29.8h, v30.8h, v31.8h}, [%[h]], #64\n"
+          : [w] "+r"(wt), [c0] "+r"(c0), [c1] "+r"(c1), [c2] "+r"(c2), [c3] "+r"(c3), [n] "+r"(n),
+            [h] "+r"(hp)
+          :
+          : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v16", "v17", "v18", "v19",
+            "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
+#undef FBCK_X4
+      for (int c = 0; c < 4; ++c)
+        for (int r = 0; r < 4; ++r) acc[c][r] = vpadalq_u16(acc[c][r], vld1q_u16(h + (4 * c + r) * 8));
+    }
+    const int32x4_t kv = vdupq_n_s32(K);
+    for (int r = 0; r < 4; ++r) {  // 4 x 4 transpose of (column, row) per row quad
+      const uint32x4_t t0 = vtrn1q_u32(acc[0][r], acc[1][r]), t1 = vtrn2q_u32(acc[0][r], acc[1][r]);
+      const uint32x4_t t2 = vtrn1q_u32(acc[2][r], acc[3][r]), t3 = vtrn2q_u32(acc[2][r], acc[3][r]);
+      const uint32x4_t q[4] = {
+          vreinterpretq_u32_u64(vtrn1q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))),
+          vreinterpretq_u32_u64(vtrn1q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3))),
+          vreinterpretq_u32_u64(vtrn2q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))),
+          vreinterpretq_u32_u64(vtrn2q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3)))};
+      for (int i = 0; i < 4; ++i)
+        vst1q_s32(out + (4 * r + i) * 4, vsubq_s32(kv, vshlq_n_s32(vreinterpretq_s32_u32(q[i]), 1)));
+    }
+  }
+};
+
 void binary_linear(const BinaryLinearArgs& g) {
-  const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), N8 = (N + 7) / 8 * 8;
-  const bool dual = g.a2 != nullptr;
-  const PaddedEpilogue pad(g, N8);
-  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
-  const float32x4_t zero = vdupq_n_f32(0.0f);
-  static const uint32_t kbit[8] = {1, 2, 4, 8, 16, 32, 64, 128};
-  const uint32x4_t bitlo = vld1q_u32(kbit), bithi = vld1q_u32(kbit + 4);
-  auto epi = [&](size_t n, size_t p, const int32_t* d1i, const int32_t* d2i)
-                 __attribute__((always_inline)) {
-    const float32x4_t d1 = vcvtq_f32_s32(vld1q_s32(d1i));
-    const float32x4_t u = g.s1 ? vmulq_f32(d1, vdupq_n_f32(g.s1[p])) : d1;
-    float32x4_t z = u;
-    if (dual) z = vaddq_f32(u, vmulq_f32(vcvtq_f32_s32(vld1q_s32(d2i)), vdupq_n_f32(g.s2[p])));
-    float32x4_t y = g.sw ? vmulq_f32(z, vld1q_f32(sw + n)) : z;
-    y = vaddq_f32(y, vld1q_f32(bias + n));
-    if (g.slope) y = vbslq_f32(vcgtq_f32(y, zero), y, vmulq_f32(y, vld1q_f32(slope + n)));
-    return y;
-  };
-  const size_t W = row_words(g.K), planes = dual ? 2 : 1;
-  PanelBuf panel(W);
-  Scratch<int32_t> dots(8 * planes * P);
-  for (size_t n0 = 0; n0 < N; n0 += 8) {
-    const uint8_t* pb = panel8(g.w, N, n0, W, panel.get());
-    panel_dots(pb, g.a1, g.a2, P, W, static_cast<int32_t>(g.K), dots.get(), 8);
-    const size_t nv = N - n0 < 8 ? N - n0 : 8;
-    for (size_t p = 0; p < P; ++p) {
-      const int32_t* d1 = dots.get() + 8 * planes * p;
-      const int32_t* d2 = dual ? d1 + 8 : d1;
-      const float32x4_t y0 = epi(n0, p, d1, d2);
-      const float32x4_t y1 = epi(n0 + 4, p, d1 + 4, d2 + 4);
-      if (g.y) {
-        const size_t o = p / g.inner, i = p % g.inner;
-        float* yo = g.y + o * N * g.inner + i;
-        if (g.inner == 1 && nv == 8) {
-          vst1q_f32(yo + n0, y0);
-          vst1q_f32(yo + n0 + 4, y1);
-        } else {
-          float t[8];
-          vst1q_f32(t, y0);
-          vst1q_f32(t + 4, y1);
-          for (size_t q = 0; q < nv; ++q) yo[(n0 + q) * g.inner] = t[q];
-        }
-      }
-      if (g.ybits) {
-        // bit = !((y - thr) >= 0): 8 mask lanes -> one byte
-        const uint32x4_t ge0 = vcgeq_f32(vsubq_f32(y0, vld1q_f32(thr + n0)), zero);
-        const uint32x4_t ge1 = vcgeq_f32(vsubq_f32(y1, vld1q_f32(thr + n0 + 4)), zero);
-        const uint32_t m = vaddvq_u32(vbicq_u32(bitlo, ge0)) | vaddvq_u32(vbicq_u32(bithi, ge1));
-        const uint32_t valid = (1u << nv) - 1u;
-        g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m & valid) << (n0 & 63);
-      }
-    }
-  }
+  if (g.w16) return binary_linear_w16<VNeon, NeonDots>(g);
+  Scratch<uint32_t> w16(((g.N + 15) / 16) * ((g.K + 31) / 32) * 16);
+  interleave_rows16_into(g.w, g.N, g.K, w16.get());
+  BinaryLinearArgs h = g;
+  h.w16 = w16.get();
+  binary_linear_w16<VNeon, NeonDots>(h);
 }
 
-// ---------------------------------------------------------------------------------------------
-// binary_memory (vectorised over channels; same per-element operations as the reference)
-// ---------------------------------------------------------------------------------------------
-void memory_row(const float* x, size_t C, const BinaryMemoryArgs& m, float* v) {
-  const float32x4_t zero = vdupq_n_f32(0.0f), one = vdupq_n_f32(1.0f), mone = vdupq_n_f32(-1.0f);
-  const bool two = m.planes == 2;
-  float64x2_t ax01 = vdupq_n_f64(0.0), ax23 = ax01, ar01 = ax01, ar23 = ax01;
-  const size_t C4 = C / 4 * 4;
-  size_t c = 0;
-  for (; c < C4; c += 4) {
-    const float32x4_t xv = vld1q_f32(x + c);
-    if (m.s1_mode == S1Mode::mean_abs) add_abs4(ax01, ax23, xv);
-    if (two) {
-      const float32x4_t d = m.t0 ? vsubq_f32(xv, vld1q_f32(m.t0 + c)) : xv;
-      float32x4_t r = vsubq_f32(xv, vbslq_f32(vcgeq_f32(d, zero), one, mone));
-      if (m.t1) r = vsubq_f32(r, vld1q_f32(m.t1 + c));
-      add_abs4(ar01, ar23, r);
-    }
-  }
-  double sx[4] = {vgetq_lane_f64(ax01, 0), vgetq_lane_f64(ax01, 1), vgetq_lane_f64(ax23, 0),
-                  vgetq_lane_f64(ax23, 1)};
-  double sr[4] = {vgetq_lane_f64(ar01, 0), vgetq_lane_f64(ar01, 1), vgetq_lane_f64(ar23, 0),
-                  vgetq_lane_f64(ar23, 1)};
-  for (; c < C; ++c) {
-    sx[c & 3] += std::fabs(static_cast<double>(x[c]));
-    if (two) {
-      float r = x[c] - sign_pm1(m.t0 ? x[c] - m.t0[c] : x[c]);
-      if (m.t1) r = r - m.t1[c];
-      sr[c & 3] += std::fabs(static_cast<double>(r));
-    }
-  }
-  const float s1 = m.s1_mode == S1Mode::mean_abs
-                       ? static_cast<float>(((sx[0] + sx[1]) + (sx[2] + sx[3])) / static_cast<double>(C))
-                       : m.s1_const;
-  const float s2 =
-      two ? static_cast<float>(((sr[0] + sr[1]) + (sr[2] + sr[3])) / static_cast<double>(C)) : 0.0f;
-  const float32x4_t s1v = vdupq_n_f32(s1), s2v = vdupq_n_f32(s2);
-  for (c = 0; c < C4; c += 4) {
-    const float32x4_t xv = vld1q_f32(x + c);
-    const float32x4_t d = m.t0 ? vsubq_f32(xv, vld1q_f32(m.t0 + c)) : xv;
-    const float32x4_t b1 = vbslq_f32(vcgeq_f32(d, zero), one, mone);
-    float32x4_t val = m.s1_mode != S1Mode::none ? vmulq_f32(b1, s1v) : b1;
-    if (two) {
-      float32x4_t r = vsubq_f32(xv, b1);
-      if (m.t1) r = vsubq_f32(r, vld1q_f32(m.t1 + c));
-      const float32x4_t b2 = vbslq_f32(vcgeq_f32(r, zero), one, mone);
-      val = vaddq_f32(val, vmulq_f32(b2, s2v));
-    }
-    if (m.t2) val = vsubq_f32(val, vld1q_f32(m.t2 + c));
-    vst1q_f32(v + c, val);
-  }
-  for (; c < C; ++c) {
-    const float b1 = sign_pm1(m.t0 ? x[c] - m.t0[c] : x[c]);
-    float val = m.s1_mode != S1Mode::none ? b1 * s1 : b1;
-    if (two) {
-      float r = x[c] - b1;
-      if (m.t1) r = r - m.t1[c];
-      val = val + sign_pm1(r) * s2;
-    }
-    if (m.t2) val = val - m.t2[c];
-    v[c] = val;
-  }
+void binary_conv2d(const BinaryConv2dArgs& a) {
+  const size_t O = a.plan->g.O, K = a.plan->K;
+  Scratch<uint32_t> own(a.w16 ? 1 : ((O + 15) / 16) * ((K + 31) / 32) * 16);
+  if (!a.w16) interleave_rows16_into(a.w, O, K, own.get());
+  binary_conv2d_w16<VNeon, NeonDots>(a, a.w16 ? a.w16 : own.get());
 }
 
-void binary_memory(const BinaryMemoryArgs& m) {
-  const size_t C = m.C, T = m.T, taps = m.left + m.right + 1, C4 = C / 4 * 4;
-  const bool cstride1 = m.stride_c == 1;
-  Scratch<float> v(T * C), wsf(taps * C), xrow(C), yrow(C);
-  for (size_t c = 0; c < C; ++c)
-    for (size_t k = 0; k < taps; ++k) wsf[k * C + c] = static_cast<float>(m.ws[c * taps + k]);
-  for (size_t b = 0; b < m.B; ++b) {
-    const ptrdiff_t ob = static_cast<ptrdiff_t>(b) * m.stride_b;
-    for (size_t t = 0; t < T; ++t) {
-      const float* xt = m.x + ob + static_cast<ptrdiff_t>(t) * m.stride_t;
-      if (!cstride1) {
-        for (size_t c = 0; c < C; ++c) xrow[c] = xt[static_cast<ptrdiff_t>(c) * m.stride_c];
-        xt = xrow.get();
-      }
-      memory_row(xt, C, m, v.get() + t * C);
-    }
-    for (size_t t = 0; t < T; ++t) {
-      const ptrdiff_t ot = ob + static_cast<ptrdiff_t>(t) * m.stride_t;
-      const float* xt = m.x + ot;
-      if (!cstride1) {
-        if (m.residual != 0.0f)
-          for (size_t c = 0; c < C; ++c) xrow[c] = xt[static_cast<ptrdiff_t>(c) * m.stride_c];
-        xt = xrow.get();
-      }
-      float* yt = cstride1 ? m.y + ot : yrow.get();
-      size_t c = 0;
-      for (; c < C4; c += 4) {
-        float32x4_t acc = vdupq_n_f32(0.0f);
-        for (size_t k = 0; k < taps; ++k) {
-          const ptrdiff_t tt = static_cast<ptrdiff_t>(t) +
-                               (static_cast<ptrdiff_t>(k) - static_cast<ptrdiff_t>(m.left)) *
-                                   static_cast<ptrdiff_t>(m.dilation);
-          if (tt < 0 || tt >= static_cast<ptrdiff_t>(T)) continue;
-          acc = vaddq_f32(acc, vmulq_f32(vld1q_f32(wsf.get() + k * C + c),
-                                         vld1q_f32(v.get() + tt * C + c)));
-        }
-        float32x4_t y = m.sw ? vmulq_f32(acc, vld1q_f32(m.sw + c)) : acc;
-        y = vaddq_f32(y, m.bias ? vld1q_f32(m.bias + c) : vdupq_n_f32(0.0f));
-        if (m.residual != 0.0f)
-          y = vaddq_f32(vmulq_f32(vld1q_f32(xt + c), vdupq_n_f32(m.residual)), y);
-        vst1q_f32(yt + c, y);
-      }
-      for (; c < C; ++c) {
-        float acc = 0.0f;
-        for (size_t k = 0; k < taps; ++k) {
-          const ptrdiff_t tt = static_cast<ptrdiff_t>(t) +
-                               (static_cast<ptrdiff_t>(k) - static_cast<ptrdiff_t>(m.left)) *
-                                   static_cast<ptrdiff_t>(m.dilation);
-          if (tt < 0 || tt >= static_cast<ptrdiff_t>(T)) continue;
-          acc = acc + wsf[k * C + c] * v[tt * C + c];
-        }
-        yt[c] = memory_output(acc, (m.residual != 0.0f) ? xt[c] : 0.0f, c, m);
-      }
-      if (!cstride1)
-        for (size_t c2 = 0; c2 < C; ++c2) m.y[ot + static_cast<ptrdiff_t>(c2) * m.stride_c] = yrow[c2];
-    }
-  }
+void binary_memory(const BinaryMemoryArgs& m) { binary_memory_v<VNeon>(m); }
+void memory_f32(const MemoryF32Args& m) { memory_f32_v<VNeon>(m); }
+void post_ops(const float* x, size_t outer, size_t N, size_t inner, const PostOps& post, float* y) {
+  post_ops_buffer<VNeon>(x, outer, N, inner, post, y);
 }
 
 }  // namespace
 }  // namespace neon
 
 const Kernels& neon_kernels() {
-  static const Kernels k = {"neon",
-                            neon::pack_threshold,
-                            neon::pack_dual,
-                            neon::pack_weights,
-                            neon::bgemm,
-                            neon::binary_linear,
-                            neon::binary_memory,
-                            neon::linear_f32,
-                            neon::conv2d_f32};
+  static const Kernels k = [] {
+    Kernels t{};
+    t.name = "neon";
+    t.pack_threshold = neon::pack_threshold;
+    t.pack_dual = neon::pack_dual;
+    t.pack_weights = neon::pack_weights;
+    t.bgemm = neon::bgemm;
+    t.binary_linear = neon::binary_linear;
+    t.binary_memory = neon::binary_memory;
+    t.linear_f32 = neon::linear_f32;
+    t.conv2d_f32 = neon::conv2d_f32;
+    t.wants_w16 = true;
+    t.post_ops = neon::post_ops;
+    t.binary_conv2d = neon::binary_conv2d;
+    t.memory_f32 = neon::memory_f32;
+    t.pack_f32_weights = pack_f32_weights_neon;
+    return t;
+  }();
   return k;
 }
 

@@ -12,6 +12,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <random>
 #include <tuple>
@@ -50,6 +51,7 @@ const char* dtype_name() {
   if (std::is_same_v<T, uint64_t>) return "uint64";
   if (std::is_same_v<T, int8_t>) return "int8";
   if (std::is_same_v<T, int32_t>) return "int32";
+  if (std::is_same_v<T, uint32_t>) return "uint32";
   return "?";
 }
 
@@ -183,6 +185,83 @@ std::pair<size_t, size_t> pair_arg(const nb::object& o, const char* fn, const ch
   return {size_t(t[0]), size_t(t[1])};
 }
 
+// The post-ops of kernels.h (PostOps) from a Python dict, with the plane outputs it asks for:
+//   scale, shift: [N] (an affine, both or neither); act: 'none' | 'relu' | 'prelu'; slope: [N]
+//   (with 'prelu'); res: the residual, shaped like the float output; planes: 0, 1 or 2 bit planes
+//   of the result (t0, t1: [N] thresholds, s1: True for mean |y| per position); float: False to
+//   skip the float output (planes only).
+struct PostSpec {
+  fbck::PostOps ops;
+  bool want_float = true;
+  Out<uint64_t> bits1, bits2;
+  Out<float> s1, s2;
+  int planes = 0;
+  bool with_s1 = false;
+};
+
+std::unique_ptr<PostSpec> parse_post(const std::optional<nb::dict>& d, size_t N, size_t P,
+                                     size_t ysize, const char* fn) {
+  if (!d) return nullptr;
+  auto ps = std::make_unique<PostSpec>();
+  const std::string f(fn);
+  auto arr = [&](const char* key, size_t n) -> const float* {
+    if (!d->contains(key) || (*d)[key].is_none()) return nullptr;
+    const In a = nb::cast<In>((*d)[key]);
+    const float* p = checked<float>(a, fn, key, {1, 2, 3, 4});
+    if (a.size() != n)
+      fail(f + "(): post['" + key + "'] has " + std::to_string(a.size()) + " values, expected " +
+           std::to_string(n));
+    return p;
+  };
+  for (auto item : *d) {
+    const std::string key = nb::cast<std::string>(item.first);
+    static const char* known[] = {"scale", "shift", "act", "slope", "res", "t0", "t1", "planes", "s1", "float"};
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    if (!ok)
+      fail(f + "(): unknown post key '" + key +
+           "' (expected scale, shift, act, slope, res, t0, t1, planes, s1, float)");
+  }
+  ps->ops.scale = arr("scale", N);
+  ps->ops.shift = arr("shift", N);
+  if (!ps->ops.scale != !ps->ops.shift) fail(f + "(): post needs both 'scale' and 'shift' (an affine)");
+  const std::string act = d->contains("act") ? nb::cast<std::string>((*d)["act"]) : "none";
+  if (act == "relu") ps->ops.act = fbck::Act::relu;
+  else if (act == "prelu") ps->ops.act = fbck::Act::prelu;
+  else if (act != "none") fail(f + "(): post['act'] must be 'none', 'relu' or 'prelu'");
+  ps->ops.slope = arr("slope", N);
+  if ((ps->ops.act == fbck::Act::prelu) != (ps->ops.slope != nullptr))
+    fail(f + "(): post['slope'] goes with act='prelu' (and only with it)");
+  ps->ops.res = arr("res", ysize);
+  ps->planes = d->contains("planes") ? nb::cast<int>((*d)["planes"]) : 0;
+  if (ps->planes < 0 || ps->planes > 2) fail(f + "(): post['planes'] must be 0, 1 or 2");
+  ps->with_s1 = d->contains("s1") && nb::cast<bool>((*d)["s1"]);
+  ps->want_float = !d->contains("float") || nb::cast<bool>((*d)["float"]);
+  if (!ps->want_float && ps->planes == 0) fail(f + "(): post with float=False needs planes");
+  ps->ops.planes.t0 = arr("t0", N);
+  ps->ops.planes.t1 = arr("t1", N);
+  if (ps->ops.planes.t1 && ps->planes != 2) fail(f + "(): post['t1'] needs planes=2");
+  const size_t WN = fbck::row_words(N);
+  ps->bits1 = new_array<uint64_t>({ps->planes >= 1 ? P : 0, WN});
+  ps->bits2 = new_array<uint64_t>({ps->planes == 2 ? P : 0, WN});
+  ps->s2 = new_array<float>({ps->planes == 2 ? P : 0});
+  ps->s1 = new_array<float>({ps->with_s1 && ps->planes ? P : 0});
+  if (ps->planes >= 1) ps->ops.planes.bits1 = ps->bits1.data();
+  if (ps->planes == 2) ps->ops.planes.bits2 = ps->bits2.data(), ps->ops.planes.s2 = ps->s2.data();
+  if (ps->with_s1 && ps->planes) ps->ops.planes.s1 = ps->s1.data();
+  return ps;
+}
+
+// (y or None, planes dict) when post-ops were given, else y.
+nb::object with_post(const nb::object& y, const std::unique_ptr<PostSpec>& ps) {
+  if (!ps) return y;
+  nb::dict d;
+  if (ps->planes >= 1) d["bits1"] = ps->bits1;
+  if (ps->planes == 2) d["bits2"] = ps->bits2, d["s2"] = ps->s2;
+  if (ps->with_s1 && ps->planes) d["s1"] = ps->s1;
+  return nb::make_tuple(ps->want_float ? y : nb::none(), d);
+}
+
 }  // namespace
 
 NB_MODULE(_fbck, m) {
@@ -291,7 +370,8 @@ NB_MODULE(_fbck, m) {
       "binary_linear",
       [](const In& a1, const In& w, size_t K, const OptIn& sw, const OptIn& bias, const OptIn& s1,
          const OptIn& a2, const OptIn& s2, const OptIn& slope, size_t inner, const OptIn& thr,
-         const std::string& out, const std::string& impl) -> nb::object {
+         const std::string& out, const std::optional<nb::dict>& post, bool use_w16,
+         const std::string& impl) -> nb::object {
         const char* fn = "binary_linear";
         check_k(K, fn);
         const uint64_t* a1p = packed(a1, K, fn, "a1");
@@ -324,35 +404,43 @@ NB_MODULE(_fbck, m) {
         g.thr = opt_vec(thr, N, fn, "thr");
         const auto& k = pick(impl);
         std::vector<uint32_t> w16;
-        if (k.wants_w16) {
+        if (k.wants_w16 && use_w16) {
           w16 = fbck::interleave_rows16(wp, N, K);
           g.w16 = w16.data();
         }
-        auto y = inner == 1 ? new_array<float>({want_f ? P : 0, N})
-                            : new_array<float>({want_f ? g.outer : 0, N, inner});
+        const auto ps = parse_post(post, N, P, P * N, fn);
+        if (ps) g.post = &ps->ops;
+        const bool keep_f = want_f && (!ps || ps->want_float);
+        auto y = inner == 1 ? new_array<float>({keep_f ? P : 0, N})
+                            : new_array<float>({keep_f ? g.outer : 0, N, inner});
         auto yb = new_array<uint64_t>({want_b ? P : 0, fbck::row_words(N)});
-        g.y = want_f ? y.data() : nullptr;
+        g.y = keep_f ? y.data() : nullptr;
         g.ybits = want_b ? yb.data() : nullptr;
         {
           nb::gil_scoped_release r;
           k.binary_linear(g);
         }
+        if (ps) return with_post(want_b ? nb::object(nb::make_tuple(y, yb)) : nb::cast(y), ps);
         if (want_f && want_b) return nb::make_tuple(y, yb);
         return want_f ? nb::cast(y) : nb::cast(yb);
       },
       "a1"_a, "w"_a, "K"_a, "sw"_a = nb::none(), "bias"_a = nb::none(), "s1"_a = nb::none(),
       "a2"_a = nb::none(), "s2"_a = nb::none(), "slope"_a = nb::none(), "inner"_a = 1,
-      "thr"_a = nb::none(), "out"_a = "float", "impl"_a = "auto",
+      "thr"_a = nb::none(), "out"_a = "float", "post"_a = nb::none(), "w16"_a = true,
+      "impl"_a = "auto",
       "Fused binary GEMM + epilogue (README float order). Float output (P, N) when inner == 1,\n"
       "else (P // inner, N, inner); out='bits' gives uint64 [P, row_words(N)] with\n"
-      "bit = !((y - thr[n]) >= 0); out='both' returns (y, bits).");
+      "bit = !((y - thr[n]) >= 0); out='both' returns (y, bits). post: a dict of post-ops and\n"
+      "bit planes (kernels.h PostOps: scale, shift, act, slope, res, planes, t0, t1, s1, float);\n"
+      "the result is then (that output, planes dict). w16=False: no interleaved weights.");
 
   // ------------------------------------------------------------------------- binary memory
   m.def(
       "binary_memory",
       [](const In& x, const In& ws, size_t left, size_t dilation, int channel_axis,
          const OptIn& t0, int planes, const nb::object& s1, const OptIn& t1, const OptIn& t2,
-         const OptIn& sw, const OptIn& bias, float residual, const std::string& impl) {
+         const OptIn& sw, const OptIn& bias, float residual, const std::optional<nb::dict>& post,
+         const std::string& impl) -> nb::object {
         const char* fn = "binary_memory";
         const float* xp = checked<float>(x, fn, "x", {3});
         if (channel_axis < 0) channel_axis += 3;
@@ -398,25 +486,31 @@ NB_MODULE(_fbck, m) {
           g.s1_const = nb::cast<float>(s1);
         }
         const auto& k = pick(impl);
-        auto y = new_array<float>({x.shape(0), x.shape(1), x.shape(2)});
-        g.y = y.data();
+        const auto ps = parse_post(post, g.C, g.B * g.T, g.B * g.C * g.T, fn);
+        if (ps) g.post = &ps->ops;
+        const bool keep_f = !ps || ps->want_float;
+        auto y = new_array<float>({keep_f ? x.shape(0) : 0, x.shape(1), x.shape(2)});
+        g.y = keep_f ? y.data() : nullptr;
         {
           nb::gil_scoped_release r;
           k.binary_memory(g);
         }
-        return y;
+        return with_post(nb::cast(y), ps);
       },
       "x"_a, "ws"_a, "left"_a, "dilation"_a = 1, "channel_axis"_a = 1, "t0"_a = nb::none(),
       "planes"_a = 1, "s1"_a = nb::none(), "t1"_a = nb::none(), "t2"_a = nb::none(),
-      "sw"_a = nb::none(), "bias"_a = nb::none(), "residual"_a = 0.0f, "impl"_a = "auto",
+      "sw"_a = nb::none(), "bias"_a = nb::none(), "residual"_a = 0.0f, "post"_a = nb::none(),
+      "impl"_a = "auto",
       "BiFSMN binary memory block on x (B, C, T) (channel_axis=1) or (B, T, C) (channel_axis=2);\n"
-      "ws int8 [C, left + right + 1]; s1: None, 'mean_abs' or a float. Output has x's shape.");
+      "ws int8 [C, left + right + 1]; s1: None, 'mean_abs' or a float. Output has x's shape.\n"
+      "post: post-ops and planes as binary_linear's (planes [B * T, row_words(C)]).");
 
   // ------------------------------------------------------------------------- FP32
   m.def(
       "linear_f32",
       [](const In& x, const In& w, const OptIn& bias, const OptIn& scale, const OptIn& shift,
-         const OptIn& slope, const std::string& impl) {
+         const OptIn& slope, bool relu, const std::optional<nb::dict>& post, bool prepacked,
+         const std::string& impl) -> nb::object {
         const char* fn = "linear_f32";
         fbck::LinearF32Args g;
         g.x = checked<float>(x, fn, "x", {2, 3});
@@ -431,26 +525,38 @@ NB_MODULE(_fbck, m) {
         g.ep.scale = opt_vec(scale, g.N, fn, "scale");
         g.ep.shift = opt_vec(shift, g.N, fn, "shift");
         g.ep.slope = opt_vec(slope, g.N, fn, "slope");
+        g.ep.relu = relu;
         const auto& k = pick(impl);
-        auto y = x.ndim() == 2 ? new_array<float>({s.outer, g.N})
-                               : new_array<float>({s.outer, g.N, s.inner});
-        g.y = y.data();
+        std::vector<float> wpk;
+        if (prepacked) {
+          wpk = k.pack_f32_weights(g.w, g.N, g.K);
+          g.wp = wpk.data();
+        }
+        const auto ps = parse_post(post, g.N, s.outer * s.inner, s.outer * g.N * s.inner, fn);
+        if (ps) g.post = &ps->ops;
+        const size_t rows = (!ps || ps->want_float) ? s.outer : 0;
+        auto y = x.ndim() == 2 ? new_array<float>({rows, g.N}) : new_array<float>({rows, g.N, s.inner});
+        g.y = rows ? y.data() : nullptr;
         {
           nb::gil_scoped_release r;
           k.linear_f32(g);
         }
-        return y;
+        return with_post(nb::cast(y), ps);
       },
       "x"_a, "w"_a, "bias"_a = nb::none(), "scale"_a = nb::none(), "shift"_a = nb::none(),
-      "slope"_a = nb::none(), "impl"_a = "auto",
+      "slope"_a = nb::none(), "relu"_a = false, "post"_a = nb::none(), "prepacked"_a = false,
+      "impl"_a = "auto",
       "y = W x over the K axis of x (P, K) or (outer, K, inner), then per-channel\n"
-      "y = ((y + bias) * scale + shift) and PReLU(slope), each step optional.");
+      "y = ((y + bias) * scale + shift), ReLU (relu=True) and PReLU(slope), each step optional;\n"
+      "post: post-ops and planes as binary_linear's. prepacked=True: the weights go through the\n"
+      "table's pack_f32_weights first (the same result).");
 
   m.def(
       "conv2d_f32",
       [](const In& x, const In& w, const nb::object& stride, const nb::object& padding,
          const nb::object& dilation, size_t groups, const OptIn& bias, const OptIn& scale,
-         const OptIn& shift, const OptIn& slope, const std::string& impl) {
+         const OptIn& shift, const OptIn& slope, bool relu, const std::optional<nb::dict>& post,
+         bool prepacked, const std::string& impl) -> nb::object {
         const char* fn = "conv2d_f32";
         fbck::Conv2dF32Args g;
         g.x = checked<float>(x, fn, "x", {4});
@@ -479,19 +585,166 @@ NB_MODULE(_fbck, m) {
         const size_t OH = fbck::conv_out_size(g.H, g.KH, g.stride_h, g.pad_h, g.dil_h);
         const size_t OW = fbck::conv_out_size(g.W, g.KW, g.stride_w, g.pad_w, g.dil_w);
         if (!OH || !OW) fail("conv2d_f32(): the kernel does not fit the padded input");
+        g.ep.relu = relu;
         const auto& k = pick(impl);
-        auto y = new_array<float>({g.B, g.O, OH, OW});
-        g.y = y.data();
+        std::vector<float> wpk;
+        if (prepacked && groups == 1) {
+          wpk = k.pack_f32_weights(g.w, g.O, g.C * g.KH * g.KW);
+          g.wp = wpk.data();
+        }
+        const auto ps = parse_post(post, g.O, g.B * OH * OW, g.B * g.O * OH * OW, fn);
+        if (ps) g.post = &ps->ops;
+        const size_t b = (!ps || ps->want_float) ? g.B : 0;
+        auto y = new_array<float>({b, g.O, OH, OW});
+        g.y = b ? y.data() : nullptr;
         {
           nb::gil_scoped_release r;
           k.conv2d_f32(g);
         }
-        return y;
+        return with_post(nb::cast(y), ps);
       },
       "x"_a, "w"_a, "stride"_a = 1, "padding"_a = 0, "dilation"_a = 1, "groups"_a = 1,
       "bias"_a = nb::none(), "scale"_a = nb::none(), "shift"_a = nb::none(),
-      "slope"_a = nb::none(), "impl"_a = "auto",
-      "NCHW conv2d (zero padding) with the per-output-channel epilogue of linear_f32.");
+      "slope"_a = nb::none(), "relu"_a = false, "post"_a = nb::none(), "prepacked"_a = false,
+      "impl"_a = "auto",
+      "NCHW conv2d (zero padding) with the per-output-channel epilogue of linear_f32; post-ops\n"
+      "and planes (positions (b, oh, ow)) as binary_linear's. A direct convolution for <= 4 input\n"
+      "channels, im2col + GEMM otherwise; every table sums in the same order.");
+
+  m.def(
+      "memory_f32",
+      [](const In& x, const In& w, size_t left, size_t dilation, int channel_axis, const OptIn& bias,
+         float residual, const std::optional<nb::dict>& post, const std::string& impl) -> nb::object {
+        const char* fn = "memory_f32";
+        const float* xp = checked<float>(x, fn, "x", {3});
+        if (channel_axis < 0) channel_axis += 3;
+        if (channel_axis != 1 && channel_axis != 2) fail("memory_f32(): channel_axis must be 1 or 2");
+        fbck::MemoryF32Args g;
+        g.x = xp;
+        g.B = x.shape(0);
+        g.C = x.shape(channel_axis);
+        g.T = x.shape(3 - channel_axis);
+        const ptrdiff_t s1d = static_cast<ptrdiff_t>(x.shape(2)), s0d = s1d * x.shape(1);
+        g.stride_b = s0d;
+        g.stride_c = channel_axis == 1 ? s1d : 1;
+        g.stride_t = channel_axis == 1 ? 1 : s1d;
+        g.w = checked<float>(w, fn, "w", {2});
+        expect_dim(w, 0, g.C, fn, "w", "one row of taps per channel");
+        const size_t taps = w.shape(1);
+        if (taps < 1 || left >= taps) fail("memory_f32(): need w.shape[1] = left + right + 1 > left");
+        if (dilation < 1) fail("memory_f32(): dilation must be >= 1");
+        g.left = left, g.right = taps - 1 - left, g.dilation = dilation;
+        g.bias = opt_vec(bias, g.C, fn, "bias");
+        g.residual = residual;
+        const auto& k = pick(impl);
+        const auto ps = parse_post(post, g.C, g.B * g.T, g.B * g.C * g.T, fn);
+        if (ps) g.post = &ps->ops;
+        const bool keep_f = !ps || ps->want_float;
+        auto y = new_array<float>({keep_f ? x.shape(0) : 0, x.shape(1), x.shape(2)});
+        g.y = keep_f ? y.data() : nullptr;
+        {
+          nb::gil_scoped_release r;
+          k.memory_f32(g);
+        }
+        return with_post(nb::cast(y), ps);
+      },
+      "x"_a, "w"_a, "left"_a, "dilation"_a = 1, "channel_axis"_a = 1, "bias"_a = nb::none(),
+      "residual"_a = 0.0f, "post"_a = nb::none(), "impl"_a = "auto",
+      "FP FSMN memory (Memory.exact_forward's order) on x (B, C, T) or (B, T, C); w float32\n"
+      "[C, left + right + 1]; post-ops and planes as binary_memory's.");
+
+  m.def(
+      "post_ops",
+      [](const In& x, const nb::dict& post, const std::string& impl) -> nb::object {
+        const char* fn = "post_ops";
+        const float* xp = checked<float>(x, fn, "x", {2, 3});
+        const auto s = act_shape(x);
+        const auto ps = parse_post(std::optional<nb::dict>(post), s.K, s.outer * s.inner, x.size(), fn);
+        const auto& k = pick(impl);
+        auto y = x.ndim() == 2 ? new_array<float>({ps->want_float ? s.outer : 0, s.K})
+                               : new_array<float>({ps->want_float ? s.outer : 0, s.K, s.inner});
+        {
+          nb::gil_scoped_release r;
+          k.post_ops(xp, s.outer, s.K, s.inner, ps->ops, ps->want_float ? y.data() : nullptr);
+        }
+        return with_post(nb::cast(y), ps);
+      },
+      "x"_a, "post"_a, "impl"_a = "auto",
+      "The post-ops alone on x (P, N) or (outer, N, inner) (channels on axis 1 of 3-D x): returns\n"
+      "(y or None, planes dict) as binary_linear(post=...).");
+
+  m.def(
+      "interleave_rows16",
+      [](const In& w, size_t K) {
+        const uint64_t* wp = packed(w, K, "interleave_rows16", "w");
+        const size_t N = w.shape(0);
+        auto v = fbck::interleave_rows16(wp, N, K);
+        auto out = new_array<uint32_t>({v.size()});
+        std::memcpy(out.data(), v.data(), v.size() * sizeof(uint32_t));
+        return out;
+      },
+      "w"_a, "K"_a, "Packed weights [N, row_words(K)] -> the 16-row interleaved copy (uint32).");
+
+  m.def(
+      "binary_conv2d",
+      [](const In& xbits, const In& w, size_t C, size_t H, size_t W, const nb::object& kernel,
+         const nb::object& stride, const nb::object& padding, const nb::object& dilation,
+         const OptIn& t2, const OptIn& s1, const OptIn& sw, const OptIn& bias, const nb::object& valid_h,
+         const nb::object& valid_w, const std::optional<nb::dict>& post, bool use_w16,
+         const std::string& impl) -> nb::object {
+        const char* fn = "binary_conv2d";
+        fbck::BinaryConv2dGeometry geo;
+        geo.C = C, geo.H = H, geo.W = W;
+        std::tie(geo.KH, geo.KW) = pair_arg(kernel, fn, "kernel");
+        std::tie(geo.stride_h, geo.stride_w) = pair_arg(stride, fn, "stride");
+        std::tie(geo.pad_h, geo.pad_w) = pair_arg(padding, fn, "padding");
+        std::tie(geo.dil_h, geo.dil_w) = pair_arg(dilation, fn, "dilation");
+        if (!valid_h.is_none()) std::tie(geo.h_lo, geo.h_hi) = pair_arg(valid_h, fn, "valid_h");
+        if (!valid_w.is_none()) std::tie(geo.w_lo, geo.w_hi) = pair_arg(valid_w, fn, "valid_w");
+        if (C < 1 || H < 1 || W < 1) fail("binary_conv2d(): C, H and W must be >= 1");
+        const uint64_t* xb = packed(xbits, C, fn, "xbits");
+        if (xbits.shape(0) % (H * W)) fail("binary_conv2d(): xbits must hold B * H * W rows");
+        const size_t B = xbits.shape(0) / (H * W), K = geo.KH * geo.KW * C;
+        const uint64_t* wb = packed(w, K, fn, "w");
+        geo.O = w.shape(0);
+        const float* t2p = opt_vec(t2, C, fn, "t2");
+        fbck::BinaryConv2dPlan plan;
+        try {
+          plan = fbck::plan_binary_conv2d(geo, wb, t2p);
+        } catch (const std::invalid_argument& e) {
+          fail(e.what());
+        }
+        fbck::BinaryConv2dArgs a;
+        a.plan = &plan, a.B = B, a.xbits = xb, a.w = wb;
+        a.s1 = opt_vec(s1, 1, fn, "s1");
+        a.sw = opt_vec(sw, geo.O, fn, "sw");
+        a.bias = opt_vec(bias, geo.O, fn, "bias");
+        const auto& k = pick(impl);
+        std::vector<uint32_t> w16;
+        if (k.wants_w16 && use_w16) {
+          w16 = fbck::interleave_rows16(wb, geo.O, K);
+          a.w16 = w16.data();
+        }
+        const size_t P = B * plan.Ho * plan.Wo;
+        const auto ps = parse_post(post, geo.O, P, P * geo.O, fn);
+        if (ps) a.post = &ps->ops;
+        const size_t b = (!ps || ps->want_float) ? B : 0;
+        auto y = new_array<float>({b, geo.O, plan.Ho, plan.Wo});
+        a.y = b ? y.data() : nullptr;
+        {
+          nb::gil_scoped_release r;
+          k.binary_conv2d(a);
+        }
+        return with_post(nb::cast(y), ps);
+      },
+      "xbits"_a, "w"_a, "C"_a, "H"_a, "W"_a, "kernel"_a, "stride"_a = 1, "padding"_a = 0,
+      "dilation"_a = 1, "t2"_a = nb::none(), "s1"_a = nb::none(), "sw"_a = nb::none(),
+      "bias"_a = nb::none(), "valid_h"_a = nb::none(), "valid_w"_a = nb::none(),
+      "post"_a = nb::none(), "w16"_a = true, "impl"_a = "auto",
+      "Binary k x k conv on bits (kernels.h BinaryConv2dArgs): xbits uint64 [B*H*W, row_words(C)]\n"
+      "(position-major rows), w uint64 [O, row_words(KH*KW*C)] (bit (kh*KW + kw)*C + c); exact zero\n"
+      "padding; valid_h/valid_w: (lo, hi) input rows/columns holding real values. Output\n"
+      "(B, O, Ho, Wo) float32 (or with post: (y, planes)).");
 
 #if defined(FBCK_WITH_RUNTIME)
   bind_runtime(m);

@@ -1,13 +1,17 @@
 // FBCK binary kernels for x86-64 AVX2 (+POPCNT, FMA). This file is compiled with
 // -mavx2 -mpopcnt -mfma and only reached through the dispatch table after cpuid said so.
 // Float arithmetic follows backends/README.md exactly (no FMA in the fixed-order parts; the file
-// is compiled with -ffp-contract=off and every multiply/add below is a separate intrinsic).
+// is compiled with -ffp-contract=off and every multiply/add below is a separate intrinsic). The
+// epilogues, post-ops and memories are the shared templates (output_transform.h, binary_tile.h,
+// memory_tile.h) on 8-lane vectors.
 #include <immintrin.h>
 
 #include <type_traits>
 
+#include "fbck/binary_tile.h"
 #include "fbck/bits.h"
 #include "fbck/impls.h"
+#include "fbck/memory_tile.h"
 #include "fbck/pack_driver.h"
 #include "x86_popcount.h"
 
@@ -240,232 +244,94 @@ void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, i
 }
 
 // ---------------------------------------------------------------------------------------------
-// binary_linear: the bgemm tile + the README epilogue on 4 outputs at a time.
+// binary_linear / binary_conv2d on interleaved weights (binary_tile.h): 16 rows per two ymm of
+// 32-bit chunks. Popcount per byte by the nibble LUT, byte counts summed over up to 31 chunks,
+// then widened to 32-bit lanes (VPMADDUBSW + VPMADDWD): 16 dot products in lanes, no horizontal sum.
 // ---------------------------------------------------------------------------------------------
-template <size_t WF>
-void binary_linear_w(const BinaryLinearArgs& g, size_t W) {
-  const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), N4 = (N + 3) / 4 * 4;
-  const bool dual = g.a2 != nullptr;
-  // per-channel vectors padded to a multiple of 4
-  const PaddedEpilogue pad(g, N4);
-  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
-  const Lut L;
-  const __m128i kv = _mm_set1_epi32(static_cast<int>(g.K));
-  const __m128 zero = _mm_setzero_ps();
-  for (size_t n0 = 0; n0 < N; n0 += 4) {
-    const size_t nv = N - n0 < 4 ? N - n0 : 4;
-    const uint64_t* wr[4];
-    for (size_t r = 0; r < 4; ++r) wr[r] = g.w + (n0 + (r < nv ? r : nv - 1)) * W;
-    const __m128i smask = tail_mask(nv);
-    const __m128 sw4 = _mm_loadu_ps(sw + n0), bias4 = _mm_loadu_ps(bias + n0),
-                 slope4 = _mm_loadu_ps(slope + n0), thr4 = _mm_loadu_ps(thr + n0);
-    const unsigned vmask = (1u << nv) - 1u;
-    auto emit = [&](size_t p, __m128i pc1, __m128i pc2) FBCK_LAMBDA_INLINE {
-      const __m128 d1 = _mm_cvtepi32_ps(_mm_sub_epi32(kv, _mm_slli_epi32(pc1, 1)));
-      __m128 u = g.s1 ? _mm_mul_ps(d1, _mm_set1_ps(g.s1[p])) : d1;
-      __m128 z = u;
-      if (dual) {
-        const __m128 d2 = _mm_cvtepi32_ps(_mm_sub_epi32(kv, _mm_slli_epi32(pc2, 1)));
-        z = _mm_add_ps(u, _mm_mul_ps(d2, _mm_set1_ps(g.s2[p])));
-      }
-      __m128 y = g.sw ? _mm_mul_ps(z, sw4) : z;
-      y = _mm_add_ps(y, bias4);
-      if (g.slope) y = _mm_blendv_ps(_mm_mul_ps(y, slope4), y, _mm_cmpgt_ps(y, zero));
-      if (g.y) {
-        const size_t o = p / g.inner, i = p % g.inner;
-        float* yo = g.y + o * N * g.inner + i;
-        if (g.inner == 1) {
-          if (nv == 4)
-            _mm_storeu_ps(yo + n0, y);
-          else
-            _mm_maskstore_ps(yo + n0, smask, y);
-        } else {
-          alignas(16) float t[4];
-          _mm_store_ps(t, y);
-          for (size_t q = 0; q < nv; ++q) yo[(n0 + q) * g.inner] = t[q];
+struct Avx2Dots {
+  static FBCK_INLINE __m256i pcnt8(__m256i x, __m256i lut, __m256i m0f) {
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, m0f)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), m0f)));
+  }
+  template <int NC>
+  static FBCK_INLINE void dots16(const uint32_t* wt, size_t C, const uint32_t* const* cols,
+                                 int32_t K, int32_t* out) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i m0f = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1),
+                  ones16 = _mm256_set1_epi16(1);
+    __m256i acc[NC][2];
+    for (int c = 0; c < NC; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_si256();
+    size_t j = 0;
+    while (j < C) {
+      const size_t end = C - j > 31 ? j + 31 : C;  // byte counts <= 8 per chunk: 31 fit in a byte
+      __m256i b[NC][2];
+      for (int c = 0; c < NC; ++c) b[c][0] = b[c][1] = _mm256_setzero_si256();
+      for (; j < end; ++j) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + j * 16));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + j * 16 + 8));
+        for (int c = 0; c < NC; ++c) {
+          const __m256i a = _mm256_set1_epi32(static_cast<int>(cols[c][j]));
+          b[c][0] = _mm256_add_epi8(b[c][0], pcnt8(_mm256_xor_si256(w0, a), lut, m0f));
+          b[c][1] = _mm256_add_epi8(b[c][1], pcnt8(_mm256_xor_si256(w1, a), lut, m0f));
         }
       }
-      if (g.ybits) {
-        const __m128 ge = _mm_cmp_ps(_mm_sub_ps(y, thr4), zero, _CMP_GE_OQ);
-        const unsigned m = ~static_cast<unsigned>(_mm_movemask_ps(ge)) & vmask;
-        g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m) << (n0 & 63);
-      }
-    };
-    if (dual) {
-      for (size_t p = 0; p < P; ++p) {
-        const uint64_t* ac[2] = {g.a1 + p * W, g.a2 + p * W};
-        __m128i pc[2];
-        tile4<2, WF>(wr, ac, W, L, pc);
-        emit(p, pc[0], pc[1]);
-      }
-    } else {
-      size_t p = 0;
-      for (; p + 2 <= P; p += 2) {
-        const uint64_t* ac[2] = {g.a1 + p * W, g.a1 + (p + 1) * W};
-        __m128i pc[2];
-        tile4<2, WF>(wr, ac, W, L, pc);
-        emit(p, pc[0], pc[0]);
-        emit(p + 1, pc[1], pc[1]);
-      }
-      if (p < P) {
-        const uint64_t* ac[1] = {g.a1 + p * W};
-        __m128i pc[1];
-        tile4<1, WF>(wr, ac, W, L, pc);
-        emit(p, pc[0], pc[0]);
-      }
+      for (int c = 0; c < NC; ++c)
+        for (int h = 0; h < 2; ++h)
+          acc[c][h] = _mm256_add_epi32(acc[c][h], _mm256_madd_epi16(_mm256_maddubs_epi16(b[c][h], ones8), ones16));
     }
+    const __m256i kv = _mm256_set1_epi32(K);
+    for (int c = 0; c < NC; ++c)
+      for (int h = 0; h < 2; ++h)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * c + 8 * h),
+                            _mm256_sub_epi32(kv, _mm256_slli_epi32(acc[c][h], 1)));
   }
-}
+};
 
 void binary_linear(const BinaryLinearArgs& g) {
-  const size_t W = row_words(g.K);
-  switch (W) {
-    case 2: return binary_linear_w<2>(g, W);
-    case 4: return binary_linear_w<4>(g, W);
-    case 6: return binary_linear_w<6>(g, W);
-    case 8: return binary_linear_w<8>(g, W);
-    default: return binary_linear_w<0>(g, W);
-  }
+  if (g.w16) return binary_linear_w16<VAvx2, Avx2Dots>(g);
+  Scratch<uint32_t> w16(((g.N + 15) / 16) * ((g.K + 31) / 32) * 16);
+  interleave_rows16_into(g.w, g.N, g.K, w16.get());
+  BinaryLinearArgs h = g;
+  h.w16 = w16.get();
+  binary_linear_w16<VAvx2, Avx2Dots>(h);
 }
 
-// ---------------------------------------------------------------------------------------------
-// binary_memory: binarize each (b, t) over channels (vectorised over c), then the depthwise
-// temporal filter vectorised over c. Bit-identical to the reference (same operations per element,
-// canonical double sums).
-// ---------------------------------------------------------------------------------------------
-void memory_row(const float* x, size_t C, const BinaryMemoryArgs& m, float* v) {
-  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f),
-               mone = _mm256_set1_ps(-1.0f);
-  const bool two = m.planes == 2;
-  // pass 1: scales
-  __m256d ax = _mm256_setzero_pd(), ar = _mm256_setzero_pd();
-  size_t c = 0;
-  const size_t C8 = C / 8 * 8;
-  for (; c < C8; c += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + c);
-    if (m.s1_mode == S1Mode::mean_abs) ax = add_abs8(ax, xv);
-    if (two) {
-      const __m256 d = m.t0 ? _mm256_sub_ps(xv, _mm256_loadu_ps(m.t0 + c)) : xv;
-      const __m256 b1 = _mm256_blendv_ps(mone, one, _mm256_cmp_ps(d, zero, _CMP_GE_OQ));
-      __m256 r = _mm256_sub_ps(xv, b1);
-      if (m.t1) r = _mm256_sub_ps(r, _mm256_loadu_ps(m.t1 + c));
-      ar = add_abs8(ar, r);
-    }
-  }
-  alignas(32) double sx[4], sr[4];
-  _mm256_store_pd(sx, ax);
-  _mm256_store_pd(sr, ar);
-  for (; c < C; ++c) {
-    sx[c & 3] += std::fabs(static_cast<double>(x[c]));
-    if (two) {
-      float r = x[c] - sign_pm1(m.t0 ? x[c] - m.t0[c] : x[c]);
-      if (m.t1) r = r - m.t1[c];
-      sr[c & 3] += std::fabs(static_cast<double>(r));
-    }
-  }
-  const float s1 = m.s1_mode == S1Mode::mean_abs ? canonical_mean(sx, C) : m.s1_const;
-  const float s2 = two ? canonical_mean(sr, C) : 0.0f;
-  // pass 2: v
-  const __m256 s1v = _mm256_set1_ps(s1), s2v = _mm256_set1_ps(s2);
-  for (c = 0; c < C8; c += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + c);
-    const __m256 d = m.t0 ? _mm256_sub_ps(xv, _mm256_loadu_ps(m.t0 + c)) : xv;
-    const __m256 b1 = _mm256_blendv_ps(mone, one, _mm256_cmp_ps(d, zero, _CMP_GE_OQ));
-    __m256 val = m.s1_mode != S1Mode::none ? _mm256_mul_ps(b1, s1v) : b1;
-    if (two) {
-      __m256 r = _mm256_sub_ps(xv, b1);
-      if (m.t1) r = _mm256_sub_ps(r, _mm256_loadu_ps(m.t1 + c));
-      const __m256 b2 = _mm256_blendv_ps(mone, one, _mm256_cmp_ps(r, zero, _CMP_GE_OQ));
-      val = _mm256_add_ps(val, _mm256_mul_ps(b2, s2v));
-    }
-    if (m.t2) val = _mm256_sub_ps(val, _mm256_loadu_ps(m.t2 + c));
-    _mm256_storeu_ps(v + c, val);
-  }
-  for (; c < C; ++c) {
-    const float b1 = sign_pm1(m.t0 ? x[c] - m.t0[c] : x[c]);
-    float val = m.s1_mode != S1Mode::none ? b1 * s1 : b1;
-    if (two) {
-      float r = x[c] - b1;
-      if (m.t1) r = r - m.t1[c];
-      val = val + sign_pm1(r) * s2;
-    }
-    if (m.t2) val = val - m.t2[c];
-    v[c] = val;
-  }
+void binary_conv2d(const BinaryConv2dArgs& a) {
+  const size_t O = a.plan->g.O, K = a.plan->K;
+  Scratch<uint32_t> own(a.w16 ? 1 : ((O + 15) / 16) * ((K + 31) / 32) * 16);
+  if (!a.w16) interleave_rows16_into(a.w, O, K, own.get());
+  binary_conv2d_w16<VAvx2, Avx2Dots>(a, a.w16 ? a.w16 : own.get());
 }
 
-void binary_memory(const BinaryMemoryArgs& m) {
-  const size_t C = m.C, T = m.T, taps = m.left + m.right + 1, C8 = C / 8 * 8;
-  const bool cstride1 = m.stride_c == 1;
-  Scratch<float> v(T * C), wsf(taps * C), xrow(C), yrow(C);
-  for (size_t c = 0; c < C; ++c)
-    for (size_t k = 0; k < taps; ++k) wsf[k * C + c] = static_cast<float>(m.ws[c * taps + k]);
-  for (size_t b = 0; b < m.B; ++b) {
-    const ptrdiff_t ob = static_cast<ptrdiff_t>(b) * m.stride_b;
-    for (size_t t = 0; t < T; ++t) {
-      const float* xt = m.x + ob + static_cast<ptrdiff_t>(t) * m.stride_t;
-      if (!cstride1) {
-        for (size_t c = 0; c < C; ++c) xrow[c] = xt[static_cast<ptrdiff_t>(c) * m.stride_c];
-        xt = xrow.get();
-      }
-      memory_row(xt, C, m, v.get() + t * C);
-    }
-    for (size_t t = 0; t < T; ++t) {
-      const ptrdiff_t ot = ob + static_cast<ptrdiff_t>(t) * m.stride_t;
-      const float* xt = m.x + ot;
-      if (!cstride1) {
-        if (m.residual != 0.0f)
-          for (size_t c = 0; c < C; ++c) xrow[c] = xt[static_cast<ptrdiff_t>(c) * m.stride_c];
-        xt = xrow.get();
-      }
-      float* yt = cstride1 ? m.y + ot : yrow.get();
-      size_t c = 0;
-      for (; c < C8; c += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (size_t k = 0; k < taps; ++k) {
-          const ptrdiff_t tt = static_cast<ptrdiff_t>(t) +
-                               (static_cast<ptrdiff_t>(k) - static_cast<ptrdiff_t>(m.left)) *
-                                   static_cast<ptrdiff_t>(m.dilation);
-          if (tt < 0 || tt >= static_cast<ptrdiff_t>(T)) continue;
-          acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(wsf.get() + k * C + c),
-                                                 _mm256_loadu_ps(v.get() + tt * C + c)));
-        }
-        __m256 y = m.sw ? _mm256_mul_ps(acc, _mm256_loadu_ps(m.sw + c)) : acc;
-        y = _mm256_add_ps(y, m.bias ? _mm256_loadu_ps(m.bias + c) : _mm256_setzero_ps());
-        if (m.residual != 0.0f)
-          y = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(xt + c), _mm256_set1_ps(m.residual)), y);
-        _mm256_storeu_ps(yt + c, y);
-      }
-      for (; c < C; ++c) {
-        float acc = 0.0f;
-        for (size_t k = 0; k < taps; ++k) {
-          const ptrdiff_t tt = static_cast<ptrdiff_t>(t) +
-                               (static_cast<ptrdiff_t>(k) - static_cast<ptrdiff_t>(m.left)) *
-                                   static_cast<ptrdiff_t>(m.dilation);
-          if (tt < 0 || tt >= static_cast<ptrdiff_t>(T)) continue;
-          acc = acc + wsf[k * C + c] * v[tt * C + c];
-        }
-        yt[c] = memory_output(acc, (m.residual != 0.0f) ? xt[c] : 0.0f, c, m);
-      }
-      if (!cstride1)
-        for (size_t c2 = 0; c2 < C; ++c2) m.y[ot + static_cast<ptrdiff_t>(c2) * m.stride_c] = yrow[c2];
-    }
-  }
+void binary_memory(const BinaryMemoryArgs& m) { binary_memory_v<VAvx2>(m); }
+void memory_f32(const MemoryF32Args& m) { memory_f32_v<VAvx2>(m); }
+void post_ops(const float* x, size_t outer, size_t N, size_t inner, const PostOps& post, float* y) {
+  post_ops_buffer<VAvx2>(x, outer, N, inner, post, y);
 }
 
 }  // namespace
 }  // namespace avx2
 
 const Kernels& avx2_kernels() {
-  static const Kernels k = {"avx2",
-                            avx2::pack_threshold,
-                            avx2::pack_dual,
-                            avx2::pack_weights,
-                            avx2::bgemm,
-                            avx2::binary_linear,
-                            avx2::binary_memory,
-                            avx2::linear_f32,
-                            avx2::conv2d_f32};
+  static const Kernels k = [] {
+    Kernels t{};
+    t.name = "avx2";
+    t.pack_threshold = avx2::pack_threshold;
+    t.pack_dual = avx2::pack_dual;
+    t.pack_weights = avx2::pack_weights;
+    t.bgemm = avx2::bgemm;
+    t.binary_linear = avx2::binary_linear;
+    t.binary_memory = avx2::binary_memory;
+    t.linear_f32 = avx2::linear_f32;
+    t.conv2d_f32 = avx2::conv2d_f32;
+    t.wants_w16 = true;
+    t.post_ops = avx2::post_ops;
+    t.binary_conv2d = avx2::binary_conv2d;
+    t.memory_f32 = avx2::memory_f32;
+    t.pack_f32_weights = pack_f32_weights_avx2;
+    return t;
+  }();
   return k;
 }
 

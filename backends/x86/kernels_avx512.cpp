@@ -6,12 +6,15 @@
 // with the AVX2 nibble LUT). Rows of 128 bits (K <= 128) are laid four to a zmm (the weight rows
 // are contiguous) against a broadcast activation; rows of 256 or 384 bits use the AVX2 tile, which
 // is as fast there; longer rows use a 4-row x 2-column tile of zmm accumulators with a masked last
-// chunk. Everything except bgemm and binary_linear is the AVX2 table's. Integer results are exact
-// and the binary_linear epilogue keeps the README's float order (separate multiplies and adds).
+// chunk. Binary linear / conv run on interleaved weights (16 rows per zmm); the epilogues, post-ops
+// and memories are the shared templates on 16-lane vectors; packing and the FP32 GEMM are the
+// AVX2 table's. Integer results are exact and the float order is the README's.
 #include <immintrin.h>
 
+#include "fbck/binary_tile.h"
 #include "fbck/bits.h"
 #include "fbck/impls.h"
+#include "fbck/memory_tile.h"
 
 #define FBCK_INLINE inline __attribute__((always_inline))
 #define FBCK_INLINE_LAMBDA __attribute__((always_inline))
@@ -163,114 +166,59 @@ void bgemm(const uint64_t* a, size_t P, const uint64_t* w, size_t N, size_t K, i
            });
 }
 
-// ---- interleaved weights (BinaryLinearArgs::w16): 16 rows per zmm, no horizontal sums ---------
-// Per 16-row tile and position: for each 32-bit chunk j, VPXORD with the broadcast activation
-// chunk, VPOPCNTD, VPADDD: 16 dot products in lanes, already int32 for the float epilogue.
-FBCK_INLINE __m512i popc16(const uint32_t* wt, const uint32_t* a, size_t C) {
-  __m512i c0 = _mm512_setzero_si512(), c1 = c0;  // two chains hide the popcount latency
-  size_t j = 0;
-  for (; j + 2 <= C; j += 2) {
-    c0 = _mm512_add_epi32(c0, _mm512_popcnt_epi32(_mm512_xor_si512(
-                                  _mm512_loadu_si512(wt + j * 16), _mm512_set1_epi32(static_cast<int>(a[j])))));
-    c1 = _mm512_add_epi32(c1, _mm512_popcnt_epi32(_mm512_xor_si512(
-                                  _mm512_loadu_si512(wt + (j + 1) * 16), _mm512_set1_epi32(static_cast<int>(a[j + 1])))));
-  }
-  if (j < C)
-    c0 = _mm512_add_epi32(c0, _mm512_popcnt_epi32(_mm512_xor_si512(
-                                  _mm512_loadu_si512(wt + j * 16), _mm512_set1_epi32(static_cast<int>(a[j])))));
-  return _mm512_add_epi32(c0, c1);
-}
-
-void binary_linear_w16(const BinaryLinearArgs& g) {
-  const size_t P = g.outer * g.inner, N = g.N, W = row_words(g.K), C = (g.K + 31) / 32;
-  const size_t tiles = (N + 15) / 16, NP = tiles * 16, WN = row_words(N);
-  const bool dual = g.a2 != nullptr;
-  const PaddedEpilogue pad(g, NP);
-  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
-  const __m512i kv = _mm512_set1_epi32(static_cast<int>(g.K));
-  const __m512 zero = _mm512_setzero_ps();
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i strided = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(g.inner)));
-  for (size_t t = 0; t < tiles; ++t) {
-    const size_t n0 = 16 * t, nv = N - n0 < 16 ? N - n0 : 16;
-    const __mmask16 valid = static_cast<__mmask16>((1u << nv) - 1u);
-    const uint32_t* wt = g.w16 + t * C * 16;
-    const __m512 swv = _mm512_load_ps(sw + n0), bv = _mm512_load_ps(bias + n0);
-    const __m512 slv = _mm512_load_ps(slope + n0), thv = _mm512_load_ps(thr + n0);
-    for (size_t p = 0; p < P; ++p) {
-      // the README epilogue, lane-wise (separate multiplies and adds, as the reference)
-      const __m512i pc1 = popc16(wt, reinterpret_cast<const uint32_t*>(g.a1 + p * W), C);
-      const __m512 f1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(kv, _mm512_slli_epi32(pc1, 1)));
-      __m512 z = g.s1 ? _mm512_mul_ps(f1, _mm512_set1_ps(g.s1[p])) : f1;
-      if (dual) {
-        const __m512i pc2 = popc16(wt, reinterpret_cast<const uint32_t*>(g.a2 + p * W), C);
-        const __m512 f2 = _mm512_cvtepi32_ps(_mm512_sub_epi32(kv, _mm512_slli_epi32(pc2, 1)));
-        z = _mm512_add_ps(z, _mm512_mul_ps(f2, _mm512_set1_ps(g.s2[p])));
-      }
-      __m512 y = g.sw ? _mm512_mul_ps(z, swv) : z;
-      y = _mm512_add_ps(y, bv);
-      if (g.slope)
-        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), _mm512_mul_ps(y, slv), y);
-      if (g.y) {
-        const size_t o = p / g.inner, i = p % g.inner;
-        float* yo = g.y + (o * N + n0) * g.inner + i;
-        if (g.inner == 1)
-          _mm512_mask_storeu_ps(yo, valid, y);
-        else
-          _mm512_mask_i32scatter_ps(yo, valid, strided, y, 4);
-      }
-      if (g.ybits) {
-        const __mmask16 ge = _mm512_cmp_ps_mask(_mm512_sub_ps(y, thv), zero, _CMP_GE_OQ);
-        const unsigned m = ~static_cast<unsigned>(ge) & valid;
-        g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m) << (n0 & 63);
+// ---- interleaved weights (w16): 16 rows per zmm, no horizontal sums ---------------------------
+// Per 16-row tile and column: for each 32-bit chunk j, VPXORD with the broadcast activation
+// chunk, VPOPCNTD, VPADDD: 16 dot products in lanes, already int32 for the epilogue
+// (binary_tile.h: the epilogue, post-ops and bit planes on 16-lane vectors).
+struct Avx512Dots {
+  template <int NC>
+  static FBCK_INLINE void dots16(const uint32_t* wt, size_t C, const uint32_t* const* cols,
+                                 int32_t K, int32_t* out) {
+    __m512i acc[NC][2];  // two chains per column hide the popcount latency
+    for (int c = 0; c < NC; ++c) acc[c][0] = acc[c][1] = _mm512_setzero_si512();
+    size_t j = 0;
+    for (; j + 2 <= C; j += 2) {
+      const __m512i w0 = _mm512_loadu_si512(wt + j * 16), w1 = _mm512_loadu_si512(wt + (j + 1) * 16);
+      for (int c = 0; c < NC; ++c) {
+        acc[c][0] = _mm512_add_epi32(acc[c][0], _mm512_popcnt_epi32(_mm512_xor_si512(
+                                                    w0, _mm512_set1_epi32(static_cast<int>(cols[c][j])))));
+        acc[c][1] = _mm512_add_epi32(acc[c][1], _mm512_popcnt_epi32(_mm512_xor_si512(
+                                                    w1, _mm512_set1_epi32(static_cast<int>(cols[c][j + 1])))));
       }
     }
+    if (j < C) {
+      const __m512i w0 = _mm512_loadu_si512(wt + j * 16);
+      for (int c = 0; c < NC; ++c)
+        acc[c][0] = _mm512_add_epi32(acc[c][0], _mm512_popcnt_epi32(_mm512_xor_si512(
+                                                    w0, _mm512_set1_epi32(static_cast<int>(cols[c][j])))));
+    }
+    const __m512i kv = _mm512_set1_epi32(K);
+    for (int c = 0; c < NC; ++c)
+      _mm512_storeu_si512(out + 16 * c,
+                          _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_add_epi32(acc[c][0], acc[c][1]), 1)));
   }
-}
+};
 
 void binary_linear(const BinaryLinearArgs& g) {
-  if (g.w16) return binary_linear_w16(g);
-  if (use_avx2(g.K)) return avx2_kernels().binary_linear(g);
-  const size_t P = g.outer * g.inner, N = g.N, WN = row_words(N), NP = (N + 7) / 8 * 8 + 8;
-  const bool dual = g.a2 != nullptr;
-  const PaddedEpilogue pad(g, NP);
-  const float *sw = pad.sw, *bias = pad.bias, *slope = pad.slope, *thr = pad.thr;
-  const __m256 zero = _mm256_setzero_ps();
-  // the README epilogue on up to 8 outputs (separate multiplies and adds, as the reference)
-  dots_all(g.a1, g.a2, P, g.w, N, g.K,
-           [&](size_t p, size_t n0, size_t nv, const int32_t* d1, const int32_t* d2) {
-             const __m256 f1 = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d1)));
-             const __m256 u = g.s1 ? _mm256_mul_ps(f1, _mm256_set1_ps(g.s1[p])) : f1;
-             __m256 z = u;
-             if (dual) {
-               const __m256 f2 = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d2)));
-               z = _mm256_add_ps(u, _mm256_mul_ps(f2, _mm256_set1_ps(g.s2[p])));
-             }
-             __m256 y = g.sw ? _mm256_mul_ps(z, _mm256_loadu_ps(sw + n0)) : z;
-             y = _mm256_add_ps(y, _mm256_loadu_ps(bias + n0));
-             if (g.slope)
-               y = _mm256_blendv_ps(_mm256_mul_ps(y, _mm256_loadu_ps(slope + n0)), y,
-                                    _mm256_cmp_ps(y, zero, _CMP_GT_OQ));
-             const unsigned valid = (1u << nv) - 1u;
-             if (g.y) {
-               const size_t o = p / g.inner, i = p % g.inner;
-               float* yo = g.y + o * N * g.inner + i;
-               if (g.inner == 1) {
-                 _mm512_mask_storeu_ps(yo + n0, static_cast<__mmask16>(valid),
-                                       _mm512_castps256_ps512(y));
-               } else {
-                 alignas(32) float t[8];
-                 _mm256_store_ps(t, y);
-                 for (size_t q = 0; q < nv; ++q) yo[(n0 + q) * g.inner] = t[q];
-               }
-             }
-             if (g.ybits) {
-               const __m256 ge = _mm256_cmp_ps(_mm256_sub_ps(y, _mm256_loadu_ps(thr + n0)), zero,
-                                               _CMP_GE_OQ);
-               const unsigned m = ~static_cast<unsigned>(_mm256_movemask_ps(ge)) & valid;
-               g.ybits[p * WN + (n0 >> 6)] |= static_cast<uint64_t>(m) << (n0 & 63);
-             }
-           });
+  if (g.w16) return binary_linear_w16<VAvx512, Avx512Dots>(g);
+  Scratch<uint32_t> w16(((g.N + 15) / 16) * ((g.K + 31) / 32) * 16);
+  interleave_rows16_into(g.w, g.N, g.K, w16.get());
+  BinaryLinearArgs h = g;
+  h.w16 = w16.get();
+  binary_linear_w16<VAvx512, Avx512Dots>(h);
+}
+
+void binary_conv2d(const BinaryConv2dArgs& a) {
+  const size_t O = a.plan->g.O, K = a.plan->K;
+  Scratch<uint32_t> own(a.w16 ? 1 : ((O + 15) / 16) * ((K + 31) / 32) * 16);
+  if (!a.w16) interleave_rows16_into(a.w, O, K, own.get());
+  binary_conv2d_w16<VAvx512, Avx512Dots>(a, a.w16 ? a.w16 : own.get());
+}
+
+void binary_memory(const BinaryMemoryArgs& m) { binary_memory_v<VAvx512>(m); }
+void memory_f32(const MemoryF32Args& m) { memory_f32_v<VAvx512>(m); }
+void post_ops(const float* x, size_t outer, size_t N, size_t inner, const PostOps& post, float* y) {
+  post_ops_buffer<VAvx512>(x, outer, N, inner, post, y);
 }
 
 }  // namespace
@@ -282,6 +230,10 @@ const Kernels& avx512_kernels() {
     t.name = "avx512";
     t.bgemm = avx512::bgemm;
     t.binary_linear = avx512::binary_linear;
+    t.binary_conv2d = avx512::binary_conv2d;
+    t.binary_memory = avx512::binary_memory;
+    t.memory_f32 = avx512::memory_f32;
+    t.post_ops = avx512::post_ops;
     t.wants_w16 = true;
     return t;
   }();

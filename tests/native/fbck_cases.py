@@ -291,3 +291,135 @@ def write_case(path: Path, kernel: str, entries: dict) -> None:
         v = np.ascontiguousarray(v)
         put(name, _DT[v.dtype], v.shape, v.astype(v.dtype.newbyteorder("<")).tobytes())
     path.write_bytes(b"".join(out))
+
+
+# --------------------------------------------------------------------------------- post-ops
+def oracle_post(y, post, res=None):
+    """kernels.h PostOps on (P, N) rows y (float32), res rows (P, N) or None: the final rows and
+    the planes dict (bits1, bits2, s2, s1 as the kernel returns them)."""
+    y = y.astype(F32)
+    if post.get("scale") is not None:
+        y = (y * post["scale"] + post["shift"]).astype(F32)
+    act = post.get("act", "none")
+    if act == "relu":
+        y = np.where(y > 0, y, F32(0)).astype(F32)
+    elif act == "prelu":
+        y = np.where(y > 0, y, y * post["slope"]).astype(F32)
+    if res is not None:
+        y = (res + y).astype(F32)
+    planes = {}
+    n_planes = post.get("planes", 0)
+    if n_planes:
+        b1, b2, s2, s1 = oracle_pack_dual(y, post.get("t0"), post.get("t1"))
+        planes["bits1"] = b1
+        if n_planes == 2:
+            planes["bits2"], planes["s2"] = b2, s2
+        if post.get("s1"):
+            planes["s1"] = s1
+    return y, planes
+
+
+def random_post(rng, n, res_shape=None, planes=None):
+    """A random post-ops dict over n channels (kernels.h PostOps), as the bindings take it."""
+    post: dict = {}
+    if rng.random() < 0.6:
+        post["scale"] = (rng.standard_normal(n) * (rng.random(n) < 0.8)).astype(F32)  # signs, zeros
+        post["shift"] = rng.standard_normal(n).astype(F32)
+    post["act"] = ["none", "relu", "prelu"][rng.integers(3)]
+    if post["act"] == "prelu":
+        post["slope"] = (0.25 * rng.standard_normal(n)).astype(F32)
+    if res_shape is not None and rng.random() < 0.5:
+        post["res"] = rng.standard_normal(res_shape).astype(F32)
+    post["planes"] = int(rng.integers(0, 3)) if planes is None else planes
+    if post["planes"]:
+        if rng.random() < 0.7:
+            post["t0"] = (0.3 * rng.standard_normal(n)).astype(F32)
+        if post["planes"] == 2 and rng.random() < 0.7:
+            post["t1"] = (0.3 * rng.standard_normal(n)).astype(F32)
+        post["s1"] = bool(rng.random() < 0.5)
+        post["float"] = bool(rng.random() < 0.7)
+    return post
+
+
+# --------------------------------------------------------------------------------- binary conv
+def oracle_binary_conv2d(
+    xbits,
+    w,
+    c,
+    h,
+    wd,
+    kernel,
+    stride=(1, 1),
+    padding=(0, 0),
+    dilation=(1, 1),
+    *,
+    t2=None,
+    s1=None,
+    sw=None,
+    bias=None,
+    valid_h=None,
+    valid_w=None,
+):
+    """kernels.h BinaryConv2dArgs on packed input rows [B*H*W, row_words(C)] and tap-major weights:
+    integer dots over the valid taps, the float64 t2 correction, then the epilogue in float32."""
+    kh, kw = kernel
+    (sh, sw_), (ph, pw), (dh, dw) = stride, padding, dilation
+    hlo, hhi = valid_h if valid_h is not None else (0, h)
+    wlo, whi = valid_w if valid_w is not None else (0, wd)
+    hhi, whi = min(hhi, h), min(whi, wd)
+    b = xbits.shape[0] // (h * wd)
+    xs = unpack_signs(xbits, c).reshape(b, h, wd, c).astype(np.int64)
+    o = w.shape[0]
+    ws = unpack_signs(w, kh * kw * c).reshape(o, kh, kw, c).astype(np.int64)
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw_ + 1
+    d = np.zeros((b, o, oh, ow), np.int64)
+    off = np.zeros((o, oh, ow), np.float64)
+    t2s = (
+        None
+        if t2 is None
+        else np.einsum("okjc,c->okj", ws.astype(np.float64), t2.astype(np.float64))
+    )
+    for i in range(kh):
+        for j in range(kw):
+            ih = np.arange(oh) * sh + i * dh - ph
+            iw = np.arange(ow) * sw_ + j * dw - pw
+            vh = (ih >= hlo) & (ih < hhi)
+            vw = (iw >= wlo) & (iw < whi)
+            mask = vh[:, None] & vw[None, :]
+            patch = xs[:, np.clip(ih, 0, h - 1)][:, :, np.clip(iw, 0, wd - 1)]  # (b, oh, ow, c)
+            d += np.einsum("bhwc,oc->bohw", patch, ws[:, i, j]) * mask[None, None]
+            if t2s is not None:
+                off += t2s[:, i, j][:, None, None] * mask[None]
+    z = d.astype(F32)
+    if s1 is not None:
+        z = (z * F32(s1[0])).astype(F32)
+    if t2 is not None:
+        z = (z - off.astype(F32)[None]).astype(F32)
+    y = z * sw.reshape(1, -1, 1, 1) if sw is not None else z
+    y = (y + (bias.reshape(1, -1, 1, 1) if bias is not None else F32(0))).astype(F32)
+    return y
+
+
+def conv_weight_rows(rng, o, kh, kw, c):
+    """Random tap-major packed weights [O, row_words(KH*KW*C)]."""
+    return pack_signs(rng.random((o, kh * kw * c)) < 0.5)
+
+
+# --------------------------------------------------------------------------------- FP memory
+def oracle_memory_f32(x, w, left, *, dilation=1, channel_axis=1, bias=None, residual=0.0):
+    """Memory.exact_forward's float order (multiply then add per tap) in float32."""
+    xb = x if channel_axis == 2 else x.transpose(0, 2, 1)  # (B, T, C)
+    steps = xb.shape[1]
+    acc = np.zeros_like(xb)
+    for k in range(w.shape[1]):
+        off = (k - left) * dilation
+        lo, hi = max(0, -off), min(steps, steps - off)
+        if lo < hi:
+            acc[:, lo:hi] = (
+                acc[:, lo:hi] + (w[:, k] * xb[:, lo + off : hi + off]).astype(F32)
+            ).astype(F32)
+    y = (acc + bias).astype(F32) if bias is not None else acc
+    if residual != 0.0:
+        y = (xb * F32(residual) + y).astype(F32)
+    return y if channel_axis == 2 else np.ascontiguousarray(y.transpose(0, 2, 1))

@@ -123,7 +123,51 @@ fbck::Epilogue epilogue(const View& v) {
   ep.scale = v.ptr<float>("scale");
   ep.shift = v.ptr<float>("shift");
   ep.slope = v.ptr<float>("slope");
+  ep.relu = v.has("relu") && v.i("relu") != 0;
   return ep;
+}
+
+// The post-ops of a case (entries post_*) and their plane outputs, checked against expect_p*.
+struct PostCase {
+  fbck::PostOps ops;
+  bool on = false;
+  size_t P = 0, N = 0;
+  std::vector<uint64_t> b1, b2;
+  std::vector<float> s1, s2;
+  PostCase(const View& v, size_t positions, size_t channels) : P(positions), N(channels) {
+    on = v.has("post_planes");
+    if (!on) return;
+    ops.scale = v.ptr<float>("post_scale");
+    ops.shift = v.ptr<float>("post_shift");
+    ops.act = static_cast<fbck::Act>(v.i("post_act"));
+    ops.slope = v.ptr<float>("post_slope");
+    ops.res = v.ptr<float>("post_res");
+    ops.planes.t0 = v.ptr<float>("post_t0");
+    ops.planes.t1 = v.ptr<float>("post_t1");
+    const int planes = static_cast<int>(v.i("post_planes"));
+    const size_t WN = fbck::row_words(N);
+    b1.assign(P * WN, ~0ull), b2.assign(P * WN, ~0ull), s1.assign(P, -1.0f), s2.assign(P, -1.0f);
+    if (planes >= 1) ops.planes.bits1 = b1.data();
+    if (planes == 2) ops.planes.bits2 = b2.data(), ops.planes.s2 = s2.data();
+    if (planes >= 1 && v.i("post_s1")) ops.planes.s1 = s1.data();
+  }
+  const fbck::PostOps* get() const { return on ? &ops : nullptr; }
+  std::string check(const View& v) const {
+    if (!on) return "";
+    std::string r;
+    if (ops.planes.bits1) r = same(v, "expect_pb1", b1.data(), b1.size() * 8);
+    if (r.empty() && ops.planes.bits2) r = same(v, "expect_pb2", b2.data(), b2.size() * 8);
+    if (r.empty() && ops.planes.s2) r = same(v, "expect_ps2", s2.data(), s2.size() * 4);
+    if (r.empty() && ops.planes.s1) r = same(v, "expect_ps1", s1.data(), s1.size() * 4);
+    return r;
+  }
+};
+
+// FP32 results: bit-exact against the x86 reference when the case says so (kernels.h fixes the
+// float order), else within the float64 bound.
+std::string fp_check(const View& v, const std::vector<float>& y) {
+  if (v.has("expect_exact")) return same(v, "expect_exact", y.data(), y.size() * 4);
+  return close(v, y);
 }
 
 std::string run_case(const fbck::Kernels& k, const View& v) {
@@ -181,10 +225,18 @@ std::string run_case(const fbck::Kernels& k, const View& v) {
     std::vector<uint64_t> yb(P * fbck::row_words(g.N), ~0ull);
     if (v.has("expect_y")) g.y = y.data();
     if (v.has("expect_ybits")) g.ybits = yb.data();
+    std::vector<uint32_t> w16;
+    if (v.has("w16") && v.i("w16") && k.wants_w16) {
+      w16 = fbck::interleave_rows16(g.w, g.N, g.K);
+      g.w16 = w16.data();
+    }
+    const PostCase post(v, P, g.N);
+    g.post = post.get();
     k.binary_linear(g);
     std::string r;
     if (g.y) r = same(v, "expect_y", y.data(), y.size() * 4);
     if (r.empty() && g.ybits) r = same(v, "expect_ybits", yb.data(), yb.size() * 8);
+    if (r.empty()) r = post.check(v);
     return r;
   }
   if (kernel == "binary_memory") {
@@ -212,9 +264,73 @@ std::string run_case(const fbck::Kernels& k, const View& v) {
     g.dilation = v.i("dilation");
     g.residual = static_cast<float>(v.d("residual"));
     std::vector<float> y(xs[0] * xs[1] * xs[2], -7.0f);
-    g.y = y.data();
+    g.y = v.has("expect_y") ? y.data() : nullptr;
+    const PostCase post(v, g.B * g.T, g.C);
+    g.post = post.get();
     k.binary_memory(g);
+    std::string r = g.y ? same(v, "expect_y", y.data(), y.size() * 4) : "";
+    return r.empty() ? post.check(v) : r;
+  }
+  if (kernel == "memory_f32") {
+    const auto& xs = v.at("x").shape;
+    const int axis = static_cast<int>(v.i("channel_axis"));
+    fbck::MemoryF32Args g;
+    g.x = v.ptr<float>("x");
+    g.B = xs[0];
+    g.C = xs[axis];
+    g.T = xs[3 - axis];
+    g.stride_b = static_cast<ptrdiff_t>(xs[1] * xs[2]);
+    g.stride_c = axis == 1 ? static_cast<ptrdiff_t>(xs[2]) : 1;
+    g.stride_t = axis == 1 ? 1 : static_cast<ptrdiff_t>(xs[2]);
+    g.w = v.ptr<float>("w");
+    g.left = v.i("left");
+    g.right = v.at("w").shape[1] - 1 - g.left;
+    g.dilation = v.i("dilation");
+    g.bias = v.ptr<float>("bias");
+    g.residual = static_cast<float>(v.d("residual"));
+    std::vector<float> y(xs[0] * xs[1] * xs[2], -7.0f);
+    g.y = y.data();
+    k.memory_f32(g);
     return same(v, "expect_y", y.data(), y.size() * 4);
+  }
+  if (kernel == "post_ops") {
+    const auto& xs = v.at("x").shape;  // (outer, N, inner)
+    const size_t outer = xs[0], N = xs[1], inner = xs[2];
+    const PostCase post(v, outer * inner, N);
+    std::vector<float> y(outer * N * inner, -7.0f);
+    k.post_ops(v.ptr<float>("x"), outer, N, inner, post.ops, v.has("expect_y") ? y.data() : nullptr);
+    std::string r = v.has("expect_y") ? same(v, "expect_y", y.data(), y.size() * 4) : "";
+    return r.empty() ? post.check(v) : r;
+  }
+  if (kernel == "binary_conv2d") {
+    fbck::BinaryConv2dGeometry geo;
+    geo.C = v.i("C"), geo.H = v.i("H"), geo.W = v.i("W"), geo.KH = v.i("KH"), geo.KW = v.i("KW");
+    geo.stride_h = v.i("stride_h"), geo.stride_w = v.i("stride_w");
+    geo.pad_h = v.i("pad_h"), geo.pad_w = v.i("pad_w"), geo.dil_h = v.i("dil_h"), geo.dil_w = v.i("dil_w");
+    geo.h_lo = v.i("h_lo"), geo.h_hi = v.i("h_hi"), geo.w_lo = v.i("w_lo"), geo.w_hi = v.i("w_hi");
+    geo.O = v.at("w").shape[0];
+    const fbck::BinaryConv2dPlan plan = fbck::plan_binary_conv2d(geo, v.ptr<uint64_t>("w"), v.ptr<float>("t2"));
+    fbck::BinaryConv2dArgs a;
+    a.plan = &plan;
+    a.B = v.at("xbits").shape[0] / (geo.H * geo.W);
+    a.xbits = v.ptr<uint64_t>("xbits");
+    a.w = v.ptr<uint64_t>("w");
+    a.s1 = v.ptr<float>("s1");
+    a.sw = v.ptr<float>("sw");
+    a.bias = v.ptr<float>("bias");
+    std::vector<uint32_t> w16;
+    if (v.i("w16") && k.wants_w16) {
+      w16 = fbck::interleave_rows16(a.w, geo.O, plan.K);
+      a.w16 = w16.data();
+    }
+    const size_t P = a.B * plan.Ho * plan.Wo;
+    const PostCase post(v, P, geo.O);
+    a.post = post.get();
+    std::vector<float> y(P * geo.O, -7.0f);
+    a.y = v.has("expect_y") ? y.data() : nullptr;
+    k.binary_conv2d(a);
+    std::string r = a.y ? same(v, "expect_y", y.data(), y.size() * 4) : "";
+    return r.empty() ? post.check(v) : r;
   }
   if (kernel == "linear_f32") {
     const auto& xs = v.at("x").shape;  // (outer, K, inner)
@@ -226,10 +342,14 @@ std::string run_case(const fbck::Kernels& k, const View& v) {
     g.w = v.ptr<float>("w");
     g.N = v.at("w").shape[0];
     g.ep = epilogue(v);
-    std::vector<float> y(g.outer * g.N * g.inner, NAN);
+    std::vector<float> y(g.outer * g.N * g.inner, NAN), wp;
+    if (v.has("prepacked") && v.i("prepacked")) {
+      wp = k.pack_f32_weights(g.w, g.N, g.K);
+      g.wp = wp.data();
+    }
     g.y = y.data();
     k.linear_f32(g);
-    return close(v, y);
+    return fp_check(v, y);
   }
   if (kernel == "conv2d_f32") {
     const auto& xs = v.at("x").shape;
@@ -254,10 +374,17 @@ std::string run_case(const fbck::Kernels& k, const View& v) {
     g.ep = epilogue(v);
     const size_t OH = fbck::conv_out_size(g.H, g.KH, g.stride_h, g.pad_h, g.dil_h);
     const size_t OW = fbck::conv_out_size(g.W, g.KW, g.stride_w, g.pad_w, g.dil_w);
-    std::vector<float> y(g.B * g.O * OH * OW, NAN);
+    std::vector<float> y(g.B * g.O * OH * OW, NAN), wp;
+    if (v.has("prepacked") && v.i("prepacked") && g.groups == 1) {
+      wp = k.pack_f32_weights(g.w, g.O, g.C * g.KH * g.KW);
+      g.wp = wp.data();
+    }
+    const PostCase post(v, g.B * OH * OW, g.O);
+    g.post = post.get();
     g.y = y.data();
     k.conv2d_f32(g);
-    return close(v, y);
+    std::string r = fp_check(v, y);
+    return r.empty() ? post.check(v) : r;
   }
   return "unknown kernel " + kernel;
 }

@@ -58,6 +58,7 @@ inline float fp_epilogue(float acc, size_t c, const Epilogue& ep) {
   if (ep.bias) y = y + ep.bias[c];
   if (ep.scale) y = y * ep.scale[c];
   if (ep.shift) y = y + ep.shift[c];
+  if (ep.relu) y = y > 0.0f ? y : 0.0f;
   if (ep.slope) y = y > 0.0f ? y : y * ep.slope[c];
   return y;
 }

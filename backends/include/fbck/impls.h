@@ -20,7 +20,27 @@ void binary_memory(const BinaryMemoryArgs& m);
 void memory_activation(const BinaryMemoryArgs& m, size_t b, float* v);
 void linear_f32(const LinearF32Args& g);
 void conv2d_f32(const Conv2dF32Args& g);
+void post_ops(const float* x, size_t outer, size_t N, size_t inner, const PostOps& post, float* y);
+void binary_conv2d(const BinaryConv2dArgs& a);
+void memory_f32(const MemoryF32Args& a);
+std::vector<float> pack_f32_weights(const float* w, size_t rows, size_t K);
 }  // namespace ref
+
+// Portable helpers (compiled for the baseline ISA, callable from every table; SIMD translation
+// units must not instantiate std containers, whose inline copies could win at link time).
+// out[(tile * C + j) * 16 + r] as interleave_rows16 (out: ceil(N / 16) * C * 16 uint32).
+void interleave_rows16_into(const uint64_t* w, size_t N, size_t K, uint32_t* out);
+// The FP32 GEMM weight panels of sgemm.h for a micro-kernel of MR rows and KC-step cache blocks:
+// panels_floats(rows, K, MR) floats (16 of zero slack at the end).
+void pack_f32_panels(const float* w, size_t rows, size_t K, size_t MR, size_t KC, float* dst);
+std::vector<float> pack_f32_panels(const float* w, size_t rows, size_t K, size_t MR, size_t KC);
+
+// The micro-kernel shapes the packed panels depend on (sgemm.h's UK::MR and UK::KC), and each
+// SIMD table's Kernels::pack_f32_weights (portable code, so no std::vector is built under SIMD flags).
+constexpr size_t kAvx2MR = 6, kAvx2KC = 256;
+constexpr size_t kNeonMR = 12, kNeonKC = 256;
+std::vector<float> pack_f32_weights_avx2(const float* w, size_t rows, size_t K);
+std::vector<float> pack_f32_weights_neon(const float* w, size_t rows, size_t K);
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define FBCK_HAVE_X86 1

@@ -1,16 +1,23 @@
-// Internal: a BLIS-style FP32 GEMM driver (packing, cache blocking, edge tiles, fused epilogue)
-// shared by the SIMD backends. Each backend supplies a register-tiled micro-kernel `UK`:
+// Internal: a BLIS-style FP32 GEMM driver (packing, cache blocking, edge tiles) shared by the
+// SIMD backends, in the float order of kernels.h: every output is one fma chain over k in order
+// (a cache block of k continues the chain from the value in C, never a separate partial sum), so
+// the result is bit-identical to the reference's loop whatever the tiling. The epilogue and the
+// post-ops run after the sums (fp_direct.h: fp_finish). Each backend supplies a micro-kernel `UK`:
 //
 //   struct UK {
-//     static constexpr size_t MR, NR, KC, MC, NC;  // register tile and cache blocks
-//     // C[MR x NR] (row stride ldc, columns contiguous) = (load ? C : 0) + sum_k Ap[k] (x) Bp[k]
-//     // Ap: kc x MR (packed, k-major), Bp: kc x NR (packed, k-major)
+//     using V = ...;                                  // vector traits (output_transform.h)
+//     static constexpr size_t MR, NR, KC, MC, NC;     // register tile and cache blocks
+//     // C[MR x NR] (row stride ldc, columns contiguous): acc = (load ? C : +0), then for each k
+//     // acc = fma(Ap[k][r], Bp[k][c], acc); Ap: kc x MR (packed, k-major), Bp: kc x NR
 //     static void run(size_t kc, const float* Ap, const float* Bp, float* C, size_t ldc, bool load);
 //     // d[i * ldd + j] = s_j[i] for i, j < 4 (used by the packing)
 //     static void transpose4x4(const float* s0, const float* s1, const float* s2, const float* s3,
 //                              float* d, size_t ldd);
-//     static void dot4(...);  // four dot products (skinny linear), GEMV_MAX_ROWS
 //   };
+//
+// Weights packed once (Kernels::pack_f32_weights, ref/kernels_ref.cpp: pack_f32_panels) have the
+// layout pack_a gives per cache block: for each k block k0 (KC steps), the MR-row micro-panels of
+// all rows, kc x MR each, at offset k0 * Mpad (Mpad = rows rounded up to MR).
 //
 // Everything is in an anonymous namespace: each backend's instantiation stays local to its
 // translation unit (compiled with its own ISA flags).
@@ -21,6 +28,8 @@
 #include <cstring>
 
 #include "fbck/bits.h"
+#include "fbck/fp_direct.h"
+#include "fbck/impls.h"
 #include "fbck/kernels.h"
 
 namespace fbck {
@@ -34,12 +43,6 @@ struct View {
   inline float at(size_t r, size_t c) const {
     return p[static_cast<ptrdiff_t>(r) * rs + static_cast<ptrdiff_t>(c) * cs];
   }
-};
-
-// Implicit im2col of one image and group: B(k, n) with k = (c, kh, kw), n = (oh, ow).
-struct Im2col {
-  const float* x;  // first channel of the group, [Cg, H, W]
-  size_t H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW;
 };
 
 // dst[k * R + r] = rows[r][k] for r < nr, k < kc: 4 x 4 blocks through UK::transpose4x4
@@ -57,6 +60,29 @@ void pack_kmajor(const float* const* rows, size_t nr, size_t kc, float* dst) {
   }
   for (; r < nr; ++r)
     for (size_t k = 0; k < kc; ++k) dst[k * R + r] = rows[r][k];
+}
+
+// im2col over phase-split input rows: phase r of row (c, h) holds the zero-padded columns
+// r, r + sw, r + 2 sw, ..., so tap (kh, kw) of consecutive outputs ow of one output row is a
+// contiguous run (no per-element index work); rows on padding read as zeros.
+struct PhaseCols {
+  const float* ph;  // [Cg][H][sw][RW]
+  size_t H, KH, KW, sh, sw, pad_h, dh, dw, OW, RW;
+};
+
+// The phase rows of one image and group: xg [Cg, H, W] -> ph [Cg][H][sw][RW].
+inline void build_phases(const float* xg, size_t Cg, size_t H, size_t W, size_t sw, size_t pad_w,
+                         size_t RW, float* ph, float* padded) {
+  const size_t PL = RW * sw + W + pad_w;
+  for (size_t i = 0; i < PL; ++i) padded[i] = 0.0f;
+  for (size_t ch = 0; ch < Cg * H; ++ch) {
+    std::memcpy(padded + pad_w, xg + ch * W, W * sizeof(float));
+    for (size_t r = 0; r < sw; ++r) {
+      float* d = ph + (ch * sw + r) * RW;
+      const float* src = padded + r;
+      for (size_t j = 0; j < RW; ++j) d[j] = src[j * sw];
+    }
+  }
 }
 
 // Pack rows [i0, i0 + mc) x cols [k0, k0 + kc) of A into MR-row micro-panels (k-major), zero-padded.
@@ -111,51 +137,56 @@ void pack_b(const View& B, size_t N, size_t k0, size_t kc, size_t j0, size_t nc,
 }
 
 template <class UK, size_t NR = UK::NR>
-void pack_b(const Im2col& g, size_t N, size_t k0, size_t kc, size_t j0, size_t nc, float* dst) {
-  for (size_t jr = 0; jr < nc; jr += NR) {
-    const size_t nr = std::min(NR, N - (j0 + jr));
-    ptrdiff_t ih0[NR], iw0[NR];
-    for (size_t c = 0; c < nr; ++c) {
-      const size_t n = j0 + jr + c, oh = n / g.OW, ow = n % g.OW;
-      ih0[c] = static_cast<ptrdiff_t>(oh * g.sh) - static_cast<ptrdiff_t>(g.ph);
-      iw0[c] = static_cast<ptrdiff_t>(ow * g.sw) - static_cast<ptrdiff_t>(g.pw);
-    }
-    for (size_t k = k0; k < k0 + kc; ++k) {
-      const size_t ch = k / (g.KH * g.KW), kh = (k / g.KW) % g.KH, kw = k % g.KW;
-      const float* xc = g.x + ch * g.H * g.W;
-      const ptrdiff_t dh = static_cast<ptrdiff_t>(kh * g.dh), dw = static_cast<ptrdiff_t>(kw * g.dw);
-      for (size_t c = 0; c < nr; ++c) {
-        const ptrdiff_t ih = ih0[c] + dh, iw = iw0[c] + dw;
-        const bool in = ih >= 0 && ih < static_cast<ptrdiff_t>(g.H) && iw >= 0 &&
-                        iw < static_cast<ptrdiff_t>(g.W);
-        dst[c] = in ? xc[ih * static_cast<ptrdiff_t>(g.W) + iw] : 0.0f;
-      }
-      for (size_t c = nr; c < NR; ++c) dst[c] = 0.0f;
-      dst += NR;
-    }
+void pack_b(const PhaseCols& g, size_t N, size_t k0, size_t kc, size_t j0, size_t nc, float* dst) {
+  const size_t taps = g.KH * g.KW;
+  // per k: the source's phase-row offset (without the input row) and kernel row
+  Scratch<size_t> kbase(kc), kh_of(kc);
+  for (size_t k = k0; k < k0 + kc; ++k) {
+    const size_t c = k / taps, kh = (k / g.KW) % g.KH, off = (k % g.KW) * g.dw;
+    kbase[k - k0] = (c * g.H * g.sw + off % g.sw) * g.RW + off / g.sw;
+    kh_of[k - k0] = kh;
   }
-}
-
-// The epilogue on a row-major tile t (row stride ld): channel ch0 + row (per_row) or ch0 + col.
-inline void epilogue_tile(float* t, size_t ld, size_t mr, size_t nr, size_t ch0, bool per_row,
-                          const Epilogue& ep) {
-  for (size_t r = 0; r < mr; ++r) {
-    float* row = t + r * ld;
-    if (per_row) {
-      const size_t ch = ch0 + r;
-      if (ep.bias) for (size_t q = 0; q < nr; ++q) row[q] += ep.bias[ch];
-      if (ep.scale) for (size_t q = 0; q < nr; ++q) row[q] *= ep.scale[ch];
-      if (ep.shift) for (size_t q = 0; q < nr; ++q) row[q] += ep.shift[ch];
-      if (ep.slope) {
-        const float sl = ep.slope[ch];
-        for (size_t q = 0; q < nr; ++q) row[q] = row[q] > 0.0f ? row[q] : row[q] * sl;
+  for (size_t jr = 0; jr < nc; jr += NR, dst += NR * kc) {
+    const size_t n0 = j0 + jr, nr = std::min(NR, N - n0);
+    // the panel's runs inside output rows: (first column in the panel, oh, ow, length)
+    size_t seg_q[NR], seg_oh[NR], seg_ow[NR], seg_len[NR], nseg = 0;
+    for (size_t q = 0, n = n0; q < nr; ++nseg) {
+      const size_t oh = n / g.OW, ow = n % g.OW, run = std::min(nr - q, g.OW - ow);
+      seg_q[nseg] = q, seg_oh[nseg] = oh, seg_ow[nseg] = ow, seg_len[nseg] = run;
+      q += run, n += run;
+    }
+    if (nseg == 1 && nr == NR) {  // the panel lies in one output row: one copy per k
+      const ptrdiff_t ih0 = static_cast<ptrdiff_t>(seg_oh[0] * g.sh) - static_cast<ptrdiff_t>(g.pad_h);
+      const ptrdiff_t H = static_cast<ptrdiff_t>(g.H), dh = static_cast<ptrdiff_t>(g.dh);
+      const size_t rowstride = g.sw * g.RW, ow = seg_ow[0];
+      const float* const ph = g.ph;
+      for (size_t kk = 0; kk < kc; ++kk) {
+        const ptrdiff_t ih = ih0 + static_cast<ptrdiff_t>(kh_of[kk]) * dh;
+        float* d = dst + kk * NR;
+        if (ih < 0 || ih >= H)
+          std::memset(d, 0, NR * sizeof(float));
+        else
+          std::memcpy(d, ph + kbase[kk] + static_cast<size_t>(ih) * rowstride + ow, NR * sizeof(float));
       }
-    } else {
-      if (ep.bias) for (size_t q = 0; q < nr; ++q) row[q] += ep.bias[ch0 + q];
-      if (ep.scale) for (size_t q = 0; q < nr; ++q) row[q] *= ep.scale[ch0 + q];
-      if (ep.shift) for (size_t q = 0; q < nr; ++q) row[q] += ep.shift[ch0 + q];
-      if (ep.slope)
-        for (size_t q = 0; q < nr; ++q) row[q] = row[q] > 0.0f ? row[q] : row[q] * ep.slope[ch0 + q];
+      continue;
+    }
+    for (size_t kk = 0; kk < kc; ++kk) {
+      float* d = dst + kk * NR;
+      for (size_t sgi = 0; sgi < nseg; ++sgi) {
+        const ptrdiff_t ih = static_cast<ptrdiff_t>(seg_oh[sgi] * g.sh + kh_of[kk] * g.dh) -
+                             static_cast<ptrdiff_t>(g.pad_h);
+        float* dd = d + seg_q[sgi];
+        if (ih < 0 || ih >= static_cast<ptrdiff_t>(g.H)) {
+          for (size_t i = 0; i < seg_len[sgi]; ++i) dd[i] = 0.0f;
+        } else {
+          const float* src = g.ph + kbase[kk] + static_cast<size_t>(ih) * g.sw * g.RW + seg_ow[sgi];
+          if (seg_len[sgi] == NR)
+            std::memcpy(dd, src, NR * sizeof(float));
+          else
+            for (size_t i = 0; i < seg_len[sgi]; ++i) dd[i] = src[i];
+        }
+      }
+      for (size_t q = nr; q < NR; ++q) d[q] = 0.0f;
     }
   }
 }
@@ -188,51 +219,47 @@ void load_tile(float* t, const float* c, size_t rsc, size_t csc, size_t mr, size
     for (size_t q = 0; q < nr; ++q) t[r * NR + q] = c[r * rsc + q * csc];
 }
 
-// C (M x N) = A B, then the epilogue with channel ch_off + row (per_row) or ch_off + col.
-// C element (i, j) is at C[i * ldc + j], or at C[j * ldc + i] when ct (transposed store).
+// C (M x N) = A B (raw fma sums). C element (i, j) is at C[i * ldc + j], or at C[j * ldc + i]
+// when ct (transposed store). Apre: A already packed (pack_f32_panels layout) or null.
 template <class UK, class BSrc>
-void gemm(size_t M, size_t N, size_t K, const View& A, const BSrc& B, float* C, size_t ldc,
-          const Epilogue& ep, size_t ch_off, bool per_row, bool ct = false) {
+void gemm(size_t M, size_t N, size_t K, const View& A, const float* Apre, const BSrc& B, float* C,
+          size_t ldc, bool ct = false) {
   constexpr size_t MR = UK::MR, NR = UK::NR, KC = UK::KC, MC = UK::MC, NC = UK::NC;
   static_assert(MC % MR == 0 && NC % NR == 0, "cache blocks must hold whole register tiles");
   if (M == 0 || N == 0) return;
-  const bool has_ep = ep.bias || ep.scale || ep.shift || ep.slope;
   const size_t rsc = ct ? 1 : ldc, csc = ct ? ldc : 1;
   if (K == 0) {
     for (size_t i = 0; i < M; ++i)
-      for (size_t j = 0; j < N; ++j)
-        C[i * rsc + j * csc] = fp_epilogue(0.0f, ch_off + (per_row ? i : j), ep);
+      for (size_t j = 0; j < N; ++j) C[i * rsc + j * csc] = 0.0f;
     return;
   }
   const size_t ncb = std::min(NC, (N + NR - 1) / NR * NR), kcb = std::min(KC, K);
-  const size_t mcb = std::min(MC, (M + MR - 1) / MR * MR);
-  Scratch<float> Bp(kcb * ncb), Ap(mcb * kcb);
+  const size_t mcb = std::min(MC, (M + MR - 1) / MR * MR), Mpad = (M + MR - 1) / MR * MR;
+  Scratch<float> Bp(kcb * ncb), Ap(Apre ? 1 : mcb * kcb);
   alignas(64) float tmp[MR * NR] = {};
   for (size_t j0 = 0; j0 < N; j0 += NC) {
     const size_t nc = std::min(NC, N - j0);
     for (size_t k0 = 0; k0 < K; k0 += KC) {
       const size_t kc = std::min(KC, K - k0);
-      const bool first = k0 == 0, last = k0 + kc == K;
+      const bool first = k0 == 0;
       pack_b<UK>(B, N, k0, kc, j0, nc, Bp.get());
       for (size_t i0 = 0; i0 < M; i0 += MC) {
         const size_t mc = std::min(MC, M - i0);
-        pack_a<UK>(A, M, i0, mc, k0, kc, Ap.get());
+        if (!Apre) pack_a<UK>(A, M, i0, mc, k0, kc, Ap.get());
+        const float* apb = Apre ? Apre + k0 * Mpad + i0 * kc : Ap.get();
         for (size_t jr = 0; jr < nc; jr += NR) {
           const size_t nr = std::min(NR, nc - jr);
           const float* bp = Bp.get() + jr * kc;
           for (size_t ir = 0; ir < mc; ir += MR) {
             const size_t mr = std::min(MR, mc - ir);
-            const float* ap = Ap.get() + ir * kc;
+            const float* ap = apb + ir * kc;
             float* c = C + (i0 + ir) * rsc + (j0 + jr) * csc;
-            const size_t chr = ch_off + i0 + ir, chc = ch_off + j0 + jr;
             if (mr == MR && nr == NR && !ct) {
               UK::run(kc, ap, bp, c, ldc, !first);
-              if (last && has_ep) epilogue_tile(c, ldc, MR, NR, per_row ? chr : chc, per_row, ep);
               continue;
             }
             if (!first) load_tile<UK, MR, NR>(tmp, c, rsc, csc, mr, nr, ct);
             UK::run(kc, ap, bp, tmp, NR, !first);
-            if (last && has_ep) epilogue_tile(tmp, NR, mr, nr, per_row ? chr : chc, per_row, ep);
             store_tile<UK, MR, NR>(tmp, c, rsc, csc, mr, nr, ct);
           }
         }
@@ -241,26 +268,66 @@ void gemm(size_t M, size_t N, size_t K, const View& A, const BSrc& B, float* C, 
   }
 }
 
-// y[m * ldy + n*?]: skinny case (few rows of activations, inner == 1): y[p, n] = dot(x[p], w[n]).
-// UK::dot4(K, w0, w1, w2, w3, x, out4) computes four dot products.
+// All rows of A [M, K] (row-major, or any View) packed as pack_f32_panels does, with 16 floats of
+// zero slack at the end (vector loads of a last MR-row panel may run past it).
 template <class UK>
-void gemv_rows(const float* x, size_t P, size_t K, const float* w, size_t N, const Epilogue& ep,
-               float* y) {
-  for (size_t p = 0; p < P; ++p) {
-    const float* xp = x + p * K;
-    size_t n = 0;
-    for (; n + 4 <= N; n += 4) {
-      float d[4];
-      UK::dot4(K, w + n * K, w + (n + 1) * K, w + (n + 2) * K, w + (n + 3) * K, xp, d);
-      for (size_t q = 0; q < 4; ++q) y[p * N + n + q] = fp_epilogue(d[q], n + q, ep);
-    }
-    for (; n < N; ++n) {
-      float d[4];
-      const float* wn = w + n * K;
-      UK::dot4(K, wn, wn, wn, wn, xp, d);
-      y[p * N + n] = fp_epilogue(d[0], n, ep);
+void pack_all_a(const View& A, size_t M, size_t K, float* dst) {
+  constexpr size_t MR = UK::MR, KC = UK::KC;
+  const size_t Mpad = (M + MR - 1) / MR * MR;
+  for (size_t k0 = 0; k0 < K; k0 += KC) {
+    const size_t kc = std::min(KC, K - k0);
+    pack_a<UK>(A, M, 0, M, k0, kc, dst + k0 * Mpad);
+  }
+  for (size_t i = 0; i < 16; ++i) dst[Mpad * K + i] = 0.0f;
+}
+
+inline size_t panels_floats(size_t M, size_t K, size_t MR) { return (M + MR - 1) / MR * MR * K + 16; }
+
+// out[p * N + n] = sum_k W[n, k] x[p, k] for a few positions, straight from the packed weight
+// panels: lanes = the MR rows of panel m, one fma chain per output over k in order. t receives
+// NP x NVEC * L floats (lanes past MR are junk).
+template <class UK, int NP>
+void gemv_panel(const float* panels, size_t Mpad, size_t m, size_t K, const float* x, float* t) {
+  using V = typename UK::V;
+  constexpr size_t MR = UK::MR, KC = UK::KC, L = V::L, NVEC = (MR + L - 1) / L;
+  typename V::F acc[NP][NVEC];
+  for (auto& a : acc)
+    for (auto& v : a) v = V::set1(0.0f);
+  for (size_t k0 = 0; k0 < K; k0 += KC) {
+    const size_t kc = std::min(KC, K - k0);
+    const float* pa = panels + k0 * Mpad + m * MR * kc;
+    for (size_t k = 0; k < kc; ++k) {
+      typename V::F wv[NVEC];
+      for (size_t v = 0; v < NVEC; ++v) wv[v] = V::load(pa + (k * MR + v * L));
+      for (int j = 0; j < NP; ++j) {
+        const typename V::F xs = V::set1(x[j * K + k0 + k]);
+        for (size_t v = 0; v < NVEC; ++v) acc[j][v] = V::fma(wv[v], xs, acc[j][v]);
+      }
     }
   }
+  for (int j = 0; j < NP; ++j)
+    for (size_t v = 0; v < NVEC; ++v) V::store(t + (j * NVEC + v) * L, acc[j][v]);
+}
+
+template <class UK>
+void gemv_panels(const float* panels, size_t N, size_t K, const float* x, size_t P, float* out) {
+  using V = typename UK::V;
+  constexpr size_t MR = UK::MR, NV = ((MR + V::L - 1) / V::L) * V::L;
+  const size_t Mpad = (N + MR - 1) / MR * MR;
+  alignas(64) float t[4 * NV];
+  for (size_t m = 0; m < Mpad / MR; ++m)
+    for (size_t p0 = 0; p0 < P; p0 += 4) {
+      const size_t np = std::min<size_t>(4, P - p0);
+      const float* xp = x + p0 * K;
+      switch (np) {
+        case 1: gemv_panel<UK, 1>(panels, Mpad, m, K, xp, t); break;
+        case 2: gemv_panel<UK, 2>(panels, Mpad, m, K, xp, t); break;
+        case 3: gemv_panel<UK, 3>(panels, Mpad, m, K, xp, t); break;
+        default: gemv_panel<UK, 4>(panels, Mpad, m, K, xp, t); break;
+      }
+      for (size_t j = 0; j < np; ++j)
+        for (size_t r = 0; r < MR && m * MR + r < N; ++r) out[(p0 + j) * N + m * MR + r] = t[j * NV + r];
+    }
 }
 
 // Fraction of a register tile's rows or columns doing useful work for an extent n.
@@ -270,36 +337,50 @@ inline double tile_use(size_t n, size_t t) {
 
 template <class UK>
 void linear(const LinearF32Args& g) {
+  using V = typename UK::V;
+  const size_t P = g.outer * g.inner;
+  if (P == 0 || g.N == 0) return;
+  Scratch<float> raw(g.y ? 1 : P * g.N);
+  float* out = g.y ? g.y : raw.get();
+  const View Wv{g.w, static_cast<ptrdiff_t>(g.K), 1};
+  // the weights as packed panels: given once by the caller, or packed here for the GEMV
+  const bool gemv = g.inner == 1 && g.outer < UK::GEMV_MAX_ROWS;
+  Scratch<float> packed(g.wp || !gemv ? 1 : panels_floats(g.N, g.K, UK::MR));
+  const float* wp = g.wp;
+  if (!wp && gemv) {
+    pack_all_a<UK>(Wv, g.N, g.K, packed.get());
+    wp = packed.get();
+  }
   if (g.inner == 1) {
-    const size_t P = g.outer;
-    if (P < UK::GEMV_MAX_ROWS) {
-      gemv_rows<UK>(g.x, P, g.K, g.w, g.N, g.ep, g.y);
-      return;
+    if (gemv) {
+      gemv_panels<UK>(wp, g.N, g.K, g.x, P, out);
+    } else {
+      const View X{g.x, static_cast<ptrdiff_t>(g.K), 1}, Wt{g.w, 1, static_cast<ptrdiff_t>(g.K)};
+      if (!wp && tile_use(P, UK::MR) * tile_use(g.N, UK::NR) >= tile_use(g.N, UK::MR) * tile_use(P, UK::NR)) {
+        gemm<UK>(P, g.N, g.K, X, nullptr, Wt, out, g.N);  // C[p, n] = X[p, :] . W[n, :]
+      } else {  // C[n, p] = W[n, :] . X[p, :], stored transposed
+        const View Xt{g.x, 1, static_cast<ptrdiff_t>(g.K)};
+        gemm<UK>(g.N, P, g.K, Wv, wp, Xt, out, g.N, true);
+      }
     }
-    const View X{g.x, static_cast<ptrdiff_t>(g.K), 1}, Wt{g.w, 1, static_cast<ptrdiff_t>(g.K)};
-    if (tile_use(P, UK::MR) * tile_use(g.N, UK::NR) >= tile_use(g.N, UK::MR) * tile_use(P, UK::NR)) {
-      gemm<UK>(P, g.N, g.K, X, Wt, g.y, g.N, g.ep, 0, false);  // C[p, n] = X[p, :] . W[n, :]
-    } else {  // few positions: C[n, p] = W[n, :] . X[p, :], stored transposed
-      const View Wv{g.w, static_cast<ptrdiff_t>(g.K), 1}, Xt{g.x, 1, static_cast<ptrdiff_t>(g.K)};
-      gemm<UK>(g.N, P, g.K, Wv, Xt, g.y, g.N, g.ep, 0, true, true);
+  } else {
+    // per o: C[n, i] = W[n, :] . X_o[:, i]
+    for (size_t o = 0; o < g.outer; ++o) {
+      const View B{g.x + o * g.K * g.inner, static_cast<ptrdiff_t>(g.inner), 1};
+      gemm<UK>(g.N, g.inner, g.K, Wv, wp, B, out + o * g.N * g.inner, g.inner);
     }
-    return;
   }
-  // per o: C[n, i] = W[n, :] . X_o[:, i]
-  const View A{g.w, static_cast<ptrdiff_t>(g.K), 1};
-  for (size_t o = 0; o < g.outer; ++o) {
-    const View B{g.x + o * g.K * g.inner, static_cast<ptrdiff_t>(g.inner), 1};
-    gemm<UK>(g.N, g.inner, g.K, A, B, g.y + o * g.N * g.inner, g.inner, g.ep, 0, true);
-  }
+  fp_finish<V>(out, g.outer, g.N, g.inner, g.ep, g.post, g.y);
 }
 
-// Depthwise (one input and one output channel per group): direct, vectorisable over ow.
-inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW) {
+// Depthwise (one input and one output channel per group): direct, vectorisable over ow; raw sums
+// (one fma chain per output over (kh, kw)).
+inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW, float* y) {
   for (size_t b = 0; b < g.B; ++b)
     for (size_t c = 0; c < g.C; ++c) {
       const float* xc = g.x + (b * g.C + c) * g.H * g.W;
       const float* wc = g.w + c * g.KH * g.KW;
-      float* yc = g.y + (b * g.O + c) * OH * OW;
+      float* yc = y + (b * g.O + c) * OH * OW;
       for (size_t i = 0; i < OH * OW; ++i) yc[i] = 0.0f;
       for (size_t kh = 0; kh < g.KH; ++kh)
         for (size_t kw = 0; kw < g.KW; ++kw) {
@@ -324,82 +405,50 @@ inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW) {
             const float* xr = xc + ih * static_cast<ptrdiff_t>(g.W) + offw;
             float* yr = yc + oh * OW;
             if (g.stride_w == 1)
-              for (size_t ow = ow_lo; ow < ow_hi; ++ow) yr[ow] += wv * xr[ow];
+              for (size_t ow = ow_lo; ow < ow_hi; ++ow) yr[ow] = std::fma(wv, xr[ow], yr[ow]);
             else
-              for (size_t ow = ow_lo; ow < ow_hi; ++ow) yr[ow] += wv * xr[ow * g.stride_w];
+              for (size_t ow = ow_lo; ow < ow_hi; ++ow) yr[ow] = std::fma(wv, xr[ow * g.stride_w], yr[ow]);
           }
         }
-      const bool has_ep = g.ep.bias || g.ep.scale || g.ep.shift || g.ep.slope;
-      if (has_ep)
-        for (size_t i = 0; i < OH * OW; ++i) yc[i] = fp_epilogue(yc[i], c, g.ep);
     }
-}
-
-constexpr size_t kExplicitIm2colMaxFloats = size_t{1} << 20;
-
-// dst[k, oh * OW + ow] = x[c, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw] (0 outside), k =
-// (c, kh, kw): one strided run per (k, oh) with the valid ow range computed once per kw.
-inline void im2col_rows(const Im2col& g, size_t C, size_t OH, float* dst) {
-  const size_t OW = g.OW;
-  for (size_t c = 0; c < C; ++c)
-    for (size_t kh = 0; kh < g.KH; ++kh)
-      for (size_t kw = 0; kw < g.KW; ++kw) {
-        const ptrdiff_t offw = static_cast<ptrdiff_t>(kw * g.dw) - static_cast<ptrdiff_t>(g.pw);
-        const ptrdiff_t sw = static_cast<ptrdiff_t>(g.sw), W = static_cast<ptrdiff_t>(g.W);
-        const ptrdiff_t lo = offw >= 0 ? 0 : (-offw + sw - 1) / sw;
-        ptrdiff_t hi = W - offw <= 0 ? 0 : (W - offw + sw - 1) / sw;
-        hi = std::max(lo, std::min(hi, static_cast<ptrdiff_t>(OW)));
-        const float* xc = g.x + c * g.H * g.W;
-        for (size_t oh = 0; oh < OH; ++oh, dst += OW) {
-          const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * g.sh + kh * g.dh) -
-                               static_cast<ptrdiff_t>(g.ph);
-          if (ih < 0 || ih >= static_cast<ptrdiff_t>(g.H) || lo >= hi) {
-            std::fill(dst, dst + OW, 0.0f);
-            continue;
-          }
-          const float* xr = xc + ih * W + offw;
-          std::fill(dst, dst + lo, 0.0f);
-          for (ptrdiff_t ow = lo; ow < hi; ++ow) dst[ow] = xr[ow * sw];
-          std::fill(dst + hi, dst + OW, 0.0f);
-        }
-      }
 }
 
 template <class UK>
 void conv2d(const Conv2dF32Args& g) {
+  using V = typename UK::V;
   const size_t OH = conv_out_size(g.H, g.KH, g.stride_h, g.pad_h, g.dil_h);
   const size_t OW = conv_out_size(g.W, g.KW, g.stride_w, g.pad_w, g.dil_w);
   const size_t Cg = g.C / g.groups, Og = g.O / g.groups, Kd = Cg * g.KH * g.KW;
   if (OH == 0 || OW == 0) return;
+  if (use_direct_conv(g)) return conv_direct<V>(g);
+  Scratch<float> raw(g.y ? 1 : g.B * g.O * OH * OW);
+  float* out = g.y ? g.y : raw.get();
   if (Cg == 1 && Og == 1) {
-    conv2d_depthwise(g, OH, OW);
-    return;
-  }
-  const bool pointwise = g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
-                         g.pad_h == 0 && g.pad_w == 0;
-  for (size_t b = 0; b < g.B; ++b)
-    for (size_t grp = 0; grp < g.groups; ++grp) {
-      const View A{g.w + grp * Og * Kd, static_cast<ptrdiff_t>(Kd), 1};
-      const float* xg = g.x + (b * g.C + grp * Cg) * g.H * g.W;
-      float* yg = g.y + (b * g.O + grp * Og) * OH * OW;
-      if (pointwise) {
-        const View B{xg, static_cast<ptrdiff_t>(g.H * g.W), 1};
-        gemm<UK>(Og, OH * OW, Kd, A, B, yg, OH * OW, g.ep, grp * Og, true);
-      } else if (Kd * OH * OW <= kExplicitIm2colMaxFloats) {
-        // the implicit im2col's per-element index work inside the packing costs more than the
-        // GEMM at these sizes, so build the columns once, row by row (at most a few MB).
-        Scratch<float> cols(Kd * OH * OW);
-        im2col_rows(Im2col{xg, g.H, g.W, g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-                           g.dil_h, g.dil_w, OW},
-                    Cg, OH, cols.get());
-        const View B{cols.get(), static_cast<ptrdiff_t>(OH * OW), 1};
-        gemm<UK>(Og, OH * OW, Kd, A, B, yg, OH * OW, g.ep, grp * Og, true);
-      } else {
-        const Im2col B{xg, g.H, g.W, g.KH, g.KW, g.stride_h, g.stride_w,
-                       g.pad_h, g.pad_w, g.dil_h, g.dil_w, OW};
-        gemm<UK>(Og, OH * OW, Kd, A, B, yg, OH * OW, g.ep, grp * Og, true);
+    conv2d_depthwise(g, OH, OW, out);
+  } else {
+    const bool pointwise = g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+                           g.pad_h == 0 && g.pad_w == 0;
+    const float* wp = g.groups == 1 ? g.wp : nullptr;
+    const size_t RW = OW + ((g.KW - 1) * g.dil_w) / g.stride_w + 1;
+    Scratch<float> ph(pointwise ? 1 : Cg * g.H * g.stride_w * RW),
+        padded(pointwise ? 1 : RW * g.stride_w + g.W + g.pad_w);
+    for (size_t b = 0; b < g.B; ++b)
+      for (size_t grp = 0; grp < g.groups; ++grp) {
+        const View A{g.w + grp * Og * Kd, static_cast<ptrdiff_t>(Kd), 1};
+        const float* xg = g.x + (b * g.C + grp * Cg) * g.H * g.W;
+        float* yg = out + (b * g.O + grp * Og) * OH * OW;
+        if (pointwise) {
+          const View B{xg, static_cast<ptrdiff_t>(g.H * g.W), 1};
+          gemm<UK>(Og, OH * OW, Kd, A, wp, B, yg, OH * OW);
+        } else {
+          build_phases(xg, Cg, g.H, g.W, g.stride_w, g.pad_w, RW, ph.get(), padded.get());
+          const PhaseCols B{ph.get(), g.H, g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h,
+                            g.dil_h, g.dil_w, OW, RW};
+          gemm<UK>(Og, OH * OW, Kd, A, wp, B, yg, OH * OW);
+        }
       }
-    }
+  }
+  fp_finish<V>(out, g.B, g.O, OH * OW, g.ep, g.post, g.y);
 }
 
 }  // namespace sgemm

@@ -1,0 +1,274 @@
+// Internal: the FSMN memory blocks (binary_memory, memory_f32) over the channel-major (C, T)
+// layout, vectorised over time (lanes = consecutive frames of one channel), written once over the
+// vector traits of output_transform.h and instantiated by every SIMD table. No gathers: a channel's
+// frames are contiguous, the per-channel constants are broadcasts, and the per-frame scales
+// (means over channels) are per-lane double sums visited in channel order (the canonical order).
+//
+//   pass 1  per frame: s1 = mean_c |x| (mean_abs) and s2 = mean_c |r| (two planes)
+//   pass 2  per channel: v over all frames, with left * dilation and right * dilation zero frames
+//           around it (a tap on a zero frame adds w * 0, which leaves the sum unchanged)
+//   pass 3  per block of frames, channels in order: the tap sum, the memory's own output step,
+//           the post-ops (output_transform.h, column orientation) and the planes for the next layer
+//
+// Buffers with other strides (frame-major (B, T, C) included) are copied to channel-major once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+
+#include "fbck/bits.h"
+#include "fbck/kernels.h"
+#include "fbck/output_transform.h"
+
+namespace fbck {
+namespace {
+
+// The parts of BinaryMemoryArgs / MemoryF32Args the passes read, in channel-major form.
+struct MemoryJob {
+  const float* x;  // (B, C, T) contiguous
+  float* y;        // (B, C, T) contiguous or null
+  const float* res;
+  size_t B, C, T, left, right, dil;
+  const float* wsf;  // [C, taps] float taps
+  const float* sw;
+  const float* bias;
+  float residual;
+  bool binary;  // FP memory: y = acc + bias (bias null: acc, the same as acc * 1 + 0)
+  // binary activation
+  const float *t0, *t1, *t2;
+  int planes;
+  S1Mode s1_mode;
+  float s1_const;
+};
+
+// Per-channel constants with identity values where the job has none (t0, t1, t2: 0; sw: 1;
+// bias: 0): x - 0, v - 0, acc * 1 and acc + 0 leave every value as it was (acc is never -0), so
+// the passes need no branches on them.
+struct MemoryConsts {
+  Scratch<float> buf;
+  const float *t0, *t1, *t2, *sw, *bias;
+  MemoryConsts(const MemoryJob& m) : buf(5 * m.C) {
+    float* b = buf.get();
+    auto fill = [&](const float* src, float dflt, size_t k) {
+      float* d = b + k * m.C;
+      for (size_t c = 0; c < m.C; ++c) d[c] = src ? src[c] : dflt;
+      return d;
+    };
+    t0 = fill(m.t0, 0.0f, 0), t1 = fill(m.t1, 0.0f, 1), t2 = fill(m.t2, 0.0f, 2);
+    sw = fill(m.sw, 1.0f, 3), bias = fill(m.bias, 0.0f, 4);
+  }
+};
+
+template <class V>
+FBCK_OT_INLINE typename V::F ld_n(const float* p, size_t n) {
+  return n == V::L ? V::load(p) : V::load_part(p, n);
+}
+
+// pass 1: s1[t] = mean_c |x| (MEAN1), s2[t] = mean_c |r| (TWO) for the frames of one image
+template <class V, bool TWO, bool MEAN1>
+void memory_scales(const float* xb, size_t C, size_t T, const float* t0, const float* t1, float* s1,
+                   float* s2) {
+  constexpr size_t L = V::L;
+  for (size_t f0 = 0; f0 < T; f0 += L) {
+    const size_t nl = T - f0 < L ? T - f0 : L;
+    typename V::Col cx, cr;
+    for (size_t c = 0; c < C; ++c) {
+      const typename V::F xv = ld_n<V>(xb + c * T + f0, nl);
+      if (MEAN1) V::abs_col(cx, c, xv);
+      if (TWO) {
+        const typename V::F r = V::sub(V::sub(xv, V::sign(V::sub(xv, V::set1(t0[c])))), V::set1(t1[c]));
+        V::abs_col(cr, c, r);
+      }
+    }
+    if (MEAN1) V::mean_col(cx, C, s1 + f0, nl);
+    if (TWO) V::mean_col(cr, C, s2 + f0, nl);
+  }
+}
+
+// pass 2: v rows (zero halos hl and past T) of one image; BIN: the binarized activation
+template <class V, bool BIN, bool TWO, int S1>
+void memory_values(const float* xb, size_t C, size_t T, size_t hl, size_t RL, const MemoryConsts& k,
+                   const float* s1, float s1c, const float* s2, float* v) {
+  constexpr size_t L = V::L;
+  const float *t0 = k.t0, *t1 = k.t1, *t2 = k.t2;
+  for (size_t c = 0; c < C; ++c) {
+    float* vr = v + c * RL;
+    for (size_t i = 0; i < hl; ++i) vr[i] = 0.0f;
+    for (size_t i = hl + T; i < RL; ++i) vr[i] = 0.0f;
+    const float* xc = xb + c * T;
+    for (size_t f0 = 0; f0 < T; f0 += L) {
+      const size_t nl = T - f0 < L ? T - f0 : L;
+      const typename V::F xv = ld_n<V>(xc + f0, nl);
+      typename V::F val = xv;
+      if (BIN) {
+        const typename V::F b1 = V::sign(V::sub(xv, V::set1(t0[c])));
+        val = b1;
+        if (S1 == static_cast<int>(S1Mode::mean_abs)) val = V::mul(b1, ld_n<V>(s1 + f0, nl));
+        if (S1 == static_cast<int>(S1Mode::constant)) val = V::mul(b1, V::set1(s1c));
+        if (TWO) {
+          const typename V::F r = V::sub(V::sub(xv, b1), V::set1(t1[c]));
+          val = V::add(val, V::mul(V::sign(r), ld_n<V>(s2 + f0, nl)));
+        }
+        val = V::sub(val, V::set1(t2[c]));
+      }
+      (nl == L ? V::store(vr + hl + f0, val) : V::store_part(vr + hl + f0, val, nl));
+    }
+  }
+}
+
+// pass 3: channels in order, NV blocks of V::L frames at a time (all of a short utterance, so a
+// channel's constants are broadcast once): taps, y = acc * sw + bias, residual, post-ops, planes
+template <class V, bool RES, int NV>
+__attribute__((noinline)) void memory_outputs(const MemoryJob& m, size_t b, size_t f00,
+                                              const MemoryConsts& k, const float* v, size_t RL,
+                                              const PostView q) {
+  constexpr size_t L = V::L;
+  const size_t C = m.C, T = m.T, taps = m.left + m.right + 1, dil = m.dil;
+  const float *const wsf = m.wsf, *const sw = k.sw, *const bias = k.bias, *const x = m.x;
+  const float* const res = q.active ? m.res : nullptr;
+  float* const yout = m.y;
+  const typename V::F residual = V::set1(m.residual);
+  size_t nl[NV];
+  for (int j = 0; j < NV; ++j) {
+    const size_t f0 = f00 + j * L;
+    nl[j] = f0 >= T ? 0 : (T - f0 < L ? T - f0 : L);
+  }
+  alignas(ColPlanes<V>) unsigned char cpbuf[NV * sizeof(ColPlanes<V>)];
+  ColPlanes<V>* cp = reinterpret_cast<ColPlanes<V>*>(cpbuf);
+  for (int j = 0; j < NV; ++j) new (&cp[j]) ColPlanes<V>(q, b * T + f00 + j * L, nl[j]);
+  for (size_t c = 0; c < C; ++c) {
+    const float* vr = v + c * RL + f00;
+    const float* wc = wsf + c * taps;
+    typename V::F acc[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[j] = V::set1(0.0f);
+    for (size_t t = 0; t < taps; ++t) {
+      const typename V::F wt = V::set1(wc[t]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[j] = V::add(acc[j], V::mul(wt, V::load(vr + t * dil + j * L)));
+    }
+    const typename V::F swc = V::set1(sw[c]), bc = V::set1(bias[c]);
+    const size_t at0 = (b * C + c) * T + f00;
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      if (!nl[j]) continue;
+      const size_t at = at0 + j * L;
+      typename V::F y = V::add(V::mul(acc[j], swc), bc);
+      if (RES) y = V::add(V::mul(ld_n<V>(x + at, nl[j]), residual), y);
+      if (q.active) y = post_value_col<V>(q, y, c, res ? res + at : nullptr, nl[j]);
+      if (yout) (nl[j] == L ? V::store(yout + at, y) : V::store_part(yout + at, y, nl[j]));
+      if (q.planes) cp[j].add(y, c);
+    }
+  }
+  if (q.planes)
+    for (int j = 0; j < NV; ++j)
+      if (nl[j]) cp[j].finish();
+}
+
+template <class V, bool RES>
+void memory_outputs_all(const MemoryJob& m, size_t b, const MemoryConsts& k, const float* v,
+                        size_t RL, const PostView q) {
+  constexpr size_t L = V::L;
+  const size_t nb = (m.T + L - 1) / L;
+  if (nb == 1) return memory_outputs<V, RES, 1>(m, b, 0, k, v, RL, q);
+  if (nb == 2) return memory_outputs<V, RES, 2>(m, b, 0, k, v, RL, q);
+  if (nb == 3) return memory_outputs<V, RES, 3>(m, b, 0, k, v, RL, q);
+  for (size_t f00 = 0; f00 < m.T; f00 += 4 * L) memory_outputs<V, RES, 4>(m, b, f00, k, v, RL, q);
+}
+
+template <class V>
+void memory_channel_major(const MemoryJob& m, const PostOps* post) {
+  constexpr size_t L = V::L;
+  const size_t C = m.C, T = m.T;
+  const size_t nb = (T + L - 1) / L, TB = (nb <= 3 ? nb : (nb + 3) / 4 * 4) * L;
+  const size_t hl = m.left * m.dil, hr = m.right * m.dil;
+  const size_t RL = hl + TB + hr;  // one channel's padded v row (whole groups of frame blocks)
+  const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
+  const MemoryConsts k(m);
+  Scratch<float> s1(TB), s2(TB), v(C * RL);
+  const PostParams qp(post, C);
+  const PostView q = qp;
+  q.clear_rows(0, m.B * T);
+  for (size_t b = 0; b < m.B; ++b) {
+    const float* xb = m.x + b * C * T;
+    if (two && mean1) memory_scales<V, true, true>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
+    else if (two) memory_scales<V, true, false>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
+    else if (mean1) memory_scales<V, false, true>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
+    auto values = [&](auto fn) { fn(xb, C, T, hl, RL, k, s1.get(), m.s1_const, s2.get(), v.get()); };
+    if (!m.binary) values(memory_values<V, false, false, 0>);
+    else if (two) {
+      if (m.s1_mode == S1Mode::none) values(memory_values<V, true, true, 0>);
+      else if (m.s1_mode == S1Mode::mean_abs) values(memory_values<V, true, true, 1>);
+      else values(memory_values<V, true, true, 2>);
+    } else {
+      if (m.s1_mode == S1Mode::none) values(memory_values<V, true, false, 0>);
+      else if (m.s1_mode == S1Mode::mean_abs) values(memory_values<V, true, false, 1>);
+      else values(memory_values<V, true, false, 2>);
+    }
+    if (m.residual != 0.0f) memory_outputs_all<V, true>(m, b, k, v.get(), RL, q);
+    else memory_outputs_all<V, false>(m, b, k, v.get(), RL, q);
+  }
+}
+
+// Channel-major copies of a strided (B, C, T) buffer and back.
+inline void gather_cm(const float* x, size_t B, size_t C, size_t T, ptrdiff_t sb, ptrdiff_t sc,
+                      ptrdiff_t st, float* out) {
+  for (size_t b = 0; b < B; ++b)
+    for (size_t c = 0; c < C; ++c)
+      for (size_t t = 0; t < T; ++t)
+        out[(b * C + c) * T + t] = x[static_cast<ptrdiff_t>(b) * sb + static_cast<ptrdiff_t>(c) * sc +
+                                     static_cast<ptrdiff_t>(t) * st];
+}
+inline void scatter_cm(const float* in, size_t B, size_t C, size_t T, ptrdiff_t sb, ptrdiff_t sc,
+                       ptrdiff_t st, float* y) {
+  for (size_t b = 0; b < B; ++b)
+    for (size_t c = 0; c < C; ++c)
+      for (size_t t = 0; t < T; ++t)
+        y[static_cast<ptrdiff_t>(b) * sb + static_cast<ptrdiff_t>(c) * sc + static_cast<ptrdiff_t>(t) * st] =
+            in[(b * C + c) * T + t];
+}
+
+// Runs the job on x/y/res with any strides: in place when channel-major and contiguous.
+template <class V>
+void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, ptrdiff_t sb,
+                    ptrdiff_t sc, ptrdiff_t st) {
+  const size_t B = m.B, C = m.C, T = m.T;
+  const bool cm = st == 1 && sc == static_cast<ptrdiff_t>(T) && sb == static_cast<ptrdiff_t>(C * T);
+  if (cm) {
+    m.x = x, m.y = y, m.res = post ? post->res : nullptr;
+    memory_channel_major<V>(m, post);
+    return;
+  }
+  const size_t n = B * C * T;
+  const bool has_res = post && post->res;
+  Scratch<float> xc(n), yc(y ? n : 1), rc(has_res ? n : 1);
+  gather_cm(x, B, C, T, sb, sc, st, xc.get());
+  if (has_res) gather_cm(post->res, B, C, T, sb, sc, st, rc.get());
+  m.x = xc.get(), m.y = y ? yc.get() : nullptr, m.res = has_res ? rc.get() : nullptr;
+  memory_channel_major<V>(m, post);
+  if (y) scatter_cm(yc.get(), B, C, T, sb, sc, st, y);
+}
+
+template <class V>
+void binary_memory_v(const BinaryMemoryArgs& a) {
+  const size_t taps = a.left + a.right + 1;
+  Scratch<float> wsf(a.C * taps);
+  for (size_t i = 0; i < a.C * taps; ++i) wsf[i] = static_cast<float>(a.ws[i]);
+  MemoryJob m{nullptr, nullptr,   nullptr, a.B,  a.C,          a.T,   a.left,   a.right,
+              a.dilation, wsf.get(), a.sw, a.bias, a.residual, true, a.t0, a.t1, a.t2,
+              a.planes, a.s1_mode, a.s1_const};
+  memory_strided<V>(m, a.x, a.y, a.post, a.stride_b, a.stride_c, a.stride_t);
+}
+
+template <class V>
+void memory_f32_v(const MemoryF32Args& a) {
+  MemoryJob m{nullptr,    nullptr, nullptr, a.B,        a.C,   a.T,     a.left,  a.right,
+              a.dilation, a.w,     nullptr, a.bias,     a.residual, false, nullptr, nullptr,
+              nullptr,    1,       S1Mode::none, 1.0f};
+  memory_strided<V>(m, a.x, a.y, a.post, a.stride_b, a.stride_c, a.stride_t);
+}
+
+}  // namespace
+}  // namespace fbck
