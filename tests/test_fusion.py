@@ -100,12 +100,12 @@ def test_fusion_shortens_the_program():
 @pytest.mark.parametrize("binarizer", ["bnn", "bireal"])
 def test_one_plane_layers_hand_each_other_bits(binarizer):
     """binary linear -> BatchNorm -> ReLU -> binary linear (one plane): the BatchNorm and ReLU fold
-    into thresholds and the first layer emits the second's input bits (emit_bits), exactly."""
+    into thresholds and the first layer emits the second's input planes (emit_planes), exactly."""
     _, student, x = trained_student("dfsmn_bn", binarizer)
     xs = torch.randn(4, *x.shape[1:]).numpy()
     plain = _check(student, xs)
     programs = list(plain.programs.values())
-    without = CompiledModel(programs, "ref", fusion=[r for r in RULES if r != "emit_bits"])
+    without = CompiledModel(programs, "ref", fusion=[r for r in RULES if r != "emit_planes"])
     paired = CompiledModel(programs, "ref")
     assert paired._native[0].num_ops < without._native[0].num_ops
     assert any("->" in name for name, _, _ in paired._native[0].profile(xs[:1], 1))

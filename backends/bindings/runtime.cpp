@@ -75,7 +75,7 @@ void bind_runtime(nb::module_& m) {
             const auto* p = static_cast<const uint8_t*>(static_cast<const void*>(data.c_str()));
             return Model::from_bytes(p, data.size(), impl, mask);
           },
-          "data"_a, "impl"_a = "auto", "rules"_a = std::vector<std::string>{"fold_thresholds", "emit_bits", "fuse_chains", "fuse_epilogues"},
+          "data"_a, "impl"_a = "auto", "rules"_a = std::vector<std::string>{"fold_thresholds", "emit_planes", "fuse_chains", "fuse_epilogues"},
           "Load an artifact's bytes (checked as the C API does), applying the named fusion rules.")
       .def_static(
           "fusion_rules",

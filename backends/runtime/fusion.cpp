@@ -9,12 +9,13 @@
 #include "ops/binarizing.h"
 #include "ops/binary_linear.h"
 #include "ops/elementwise.h"
+#include "ops/layer.h"
 
 namespace fbck::rt {
 
 const std::vector<std::pair<std::string, unsigned>>& rule_names() {
   static const std::vector<std::pair<std::string, unsigned>> names = {{"fold_thresholds", kFoldThresholds},
-                                                                       {"emit_bits", kEmitBits},
+                                                                       {"emit_planes", kEmitPlanes},
                                                                        {"fuse_chains", kFuseChains},
                                                                        {"fuse_epilogues", kFuseEpilogues}};
   return names;
@@ -123,15 +124,16 @@ class Fused : public Op {
   std::unique_ptr<Chain> chain_;
 };
 
-// A binary linear that emits the next one's input bits straight from its epilogue: the value
+// A layer that emits the next binary linear's input planes from its output transform: the value
 // between them is never stored as floats.
-class BitsPair : public Op {
+class PlanesPair : public Op {
  public:
-  BitsPair(std::unique_ptr<BinaryLinear> first, std::unique_ptr<BinaryLinear> second)
+  PlanesPair(std::unique_ptr<Layer> first, std::unique_ptr<BinaryLinear> second)
       : first_(std::move(first)), second_(std::move(second)) {
     kind = second_->kind;
     name = first_->name + " -> " + second_->name;
     in = first_->in;
+    in.insert(in.end(), second_->in.begin() + 1, second_->in.end());
     out = second_->out;
   }
   void prepare() override {
@@ -139,24 +141,36 @@ class BitsPair : public Op {
     second_->prepare();
   }
   void run(const Args& a) const override {
-    // the value between the two: the first's output dims (its channel axis holds N)
+    thread_local std::vector<uint64_t> b1, b2;
+    thread_local std::vector<float> s2, s1;
+    // the value between them: the output's dims with the second layer's input channels (the
+    // second is pointwise in time, so a stream's window has the same frames on both sides)
     thread_local Dims mid;
-    thread_local std::vector<uint64_t> bits;
-    mid = a.in_dims[0];
-    mid[first_->axis] = first_->N;
-    const Split sp = split(mid, first_->axis);
-    bits.assign(sp.outer * sp.inner * row_words(first_->N), 0);
-    first_->compute(*a.k, a.in[0], nullptr, a.in_dims[0], nullptr, second_->t0.data(), bits.data());
-    second_->compute(*a.k, nullptr, bits.data(), mid, a.out, nullptr, nullptr);
+    mid = *a.out_dims;
+    mid[second_->axis] = second_->K;
+    const Split sp = split(mid, second_->axis);
+    const PlanesOut planes = second_->planes_for(sp.outer * sp.inner, b1, b2, s2, s1);
+    first_->run_post(a, nullptr, &planes);
+    // the second layer's own inputs: the planes, then its residual (if it took one over)
+    const size_t n = first_->in.size();
+    const float* ins[4] = {nullptr, nullptr, nullptr, nullptr};
+    Dims dims[4];
+    dims[0] = mid;
+    for (size_t j = 1; j < second_->in.size() && j < 4; ++j) ins[j] = a.in[n + j - 1], dims[j] = a.in_dims[n + j - 1];
+    Args b = a;
+    b.in = ins, b.in_dims = dims;
+    const PlanesIn pin{planes.bits1, planes.bits2, planes.s2, planes.s1};
+    second_->compute(b, nullptr, &pin, mid, a.out, nullptr);
   }
   TimeMap time_map(const std::vector<int>& t) const override {
-    TimeMap m = first_->time_map(t);
-    if (m.out_axis >= 0) m = second_->time_map({m.out_axis});
+    TimeMap m = first_->time_map(std::vector<int>(t.begin(), t.begin() + first_->in.size()));
+    if (m.out_axis >= 0 && second_->time_map({m.out_axis}).out_axis < 0) m.out_axis = -1;
     return m;
   }
 
  private:
-  std::unique_ptr<BinaryLinear> first_, second_;
+  std::unique_ptr<Layer> first_;
+  std::unique_ptr<BinaryLinear> second_;
 };
 
 bool is_layer(const Op& op) {
@@ -207,17 +221,21 @@ void fold_thresholds(Graph& g) {
   drop_null(g.ops);
 }
 
-void emit_bits(Graph& g) {
+void emit_planes(Graph& g) {
   const std::vector<int> readers = g.readers();
   for (size_t qi = 0; qi < g.ops.size(); ++qi) {
     auto* second = dynamic_cast<BinaryLinear*>(g.ops[qi].get());
-    if (!second || !second->sign_only() || !private_value(g, readers, second->in[0])) continue;
+    if (!second || !private_value(g, readers, second->in[0]) || second->in.size() > 4) continue;
     const int p = producer(g, second->in[0], qi);
-    auto* first = p >= 0 ? dynamic_cast<BinaryLinear*>(g.ops[p].get()) : nullptr;
-    if (!first || first->axis != second->axis || first->N != second->K) continue;
-    std::unique_ptr<BinaryLinear> a(static_cast<BinaryLinear*>(g.ops[p].release()));
+    auto* first = p >= 0 ? dynamic_cast<Layer*>(g.ops[p].get()) : nullptr;
+    if (!first || first->channel_axis_out() != second->axis) continue;
+    // a convolution's stream window is wider than its output: the second layer's residual would
+    // not line up with it
+    const bool conv = first->kind == "conv2d" || first->kind == "binary_conv2d";
+    if (conv && second->in.size() > 1) continue;
+    std::unique_ptr<Layer> a(static_cast<Layer*>(g.ops[p].release()));
     std::unique_ptr<BinaryLinear> b(static_cast<BinaryLinear*>(g.ops[qi].release()));
-    g.ops[qi] = std::make_unique<BitsPair>(std::move(a), std::move(b));
+    g.ops[qi] = std::make_unique<PlanesPair>(std::move(a), std::move(b));
   }
   drop_null(g.ops);
 }
@@ -250,6 +268,33 @@ void fuse_chains(Graph& g) {
   g.ops.swap(out);
 }
 
+namespace {
+
+// The chain as the layer's output transform (affine, then ReLU or PReLU, then a residual add, each
+// optional, in this order, on the layer's output channels), or false.
+bool as_post(const Chain& chain, int axis, size_t C, PostSpec& post) {
+  int stage = 0;  // 1: affine seen, 2: activation seen, 3: residual seen
+  size_t extra = 1;
+  for (const auto& m : chain.members()) {
+    if (m->axis >= 0 && m->axis != axis) return false;
+    std::vector<float> a, b;
+    const Elementwise::Step step = m->post_step(C, a, b);
+    if (step == Elementwise::Step::affine && stage < 1) {
+      post.scale = a, post.shift = b, stage = 1;
+    } else if ((step == Elementwise::Step::relu || step == Elementwise::Step::prelu) && stage < 2) {
+      post.act = step == Elementwise::Step::relu ? Act::relu : Act::prelu;
+      post.slope = a, stage = 2;
+    } else if (step == Elementwise::Step::residual && stage < 3) {
+      post.res = static_cast<int>(extra++), stage = 3;  // placed after the layer's own inputs
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 void fuse_epilogues(Graph& g) {
   const std::vector<int> readers = g.readers();
   for (size_t i = 0; i + 1 < g.ops.size(); ++i) {
@@ -259,6 +304,18 @@ void fuse_epilogues(Graph& g) {
     if (!private_value(g, readers, layer->out) || g.shapes[layer->out] != g.shapes[chain->out]) continue;
     // a convolution's stream window is wider than its output: its chain may read nothing else
     if ((layer->kind == "conv2d" || layer->kind == "binary_conv2d") && chain->in.size() > 1) continue;
+    auto* l = dynamic_cast<Layer*>(layer);
+    PostSpec post;
+    if (l && !l->post.active() && as_post(*chain, l->channel_axis_out(), g.shapes[layer->out][l->channel_axis_out()], post)) {
+      // the kernel's own output transform: one pass, in registers
+      if (post.res >= 0) post.res = static_cast<int>(l->in.size());
+      l->post = std::move(post);
+      l->in.insert(l->in.end(), chain->in.begin() + 1, chain->in.end());
+      l->out = chain->out;
+      g.ops[i + 1].reset();
+      ++i;
+      continue;
+    }
     std::unique_ptr<Chain> c(static_cast<Chain*>(g.ops[i + 1].release()));
     g.ops[i] = std::make_unique<Fused>(std::move(g.ops[i]), std::move(c));
   }
@@ -267,9 +324,9 @@ void fuse_epilogues(Graph& g) {
 
 void apply_rules(Graph& g, unsigned rules) {
   if (rules & kFoldThresholds) fold_thresholds(g);
-  if (rules & kEmitBits) emit_bits(g);
   if (rules & kFuseChains) fuse_chains(g);
   if (rules & kFuseEpilogues) fuse_epilogues(g);
+  if (rules & kEmitPlanes) emit_planes(g);
 }
 
 }  // namespace fbck::rt

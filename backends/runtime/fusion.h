@@ -7,14 +7,15 @@
 //   thresholds on the chain's input: sign(f(x) - t0) == sign(x - t') for the float t' found by
 //   bisection over the floats, with the comparison turned around (and the channel's weights
 //   flipped) where f decreases (a negative BatchNorm scale).
-// - emit_bits: a binary linear whose output only feeds a one-plane binary linear (after
-//   fold_thresholds took the BatchNorm and activation between them into the thresholds) emits that
-//   layer's input bits straight from its epilogue (the kernels' thresholded output,
-//   bit = !((y - t0[n]) >= 0), the packing's own test): no float round trip.
 // - fuse_chains: consecutive elementwise ops over one shape run as one loop (ops/elementwise.h).
-// - fuse_epilogues: a chain right after a layer (its BatchNorm, activation and residual add) runs
-//   on that layer's output while it is in cache, in the same pass: memory + activation + residual,
-//   binary linear + BatchNorm + ReLU.
+// - fuse_epilogues: a chain right after a layer becomes the layer kernel's output transform
+//   (kernels.h PostOps: BatchNorm affine, then ReLU or PReLU, then a residual add), computed on
+//   each output in registers: memory + BatchNorm + PReLU + residual in one pass, binary linear +
+//   BatchNorm + ReLU in one pass. A chain of another form runs on the layer's output in the same
+//   call, while it is in cache.
+// - emit_planes: a layer whose output only feeds a binary linear emits that layer's input bit
+//   planes (one or two, with the dual scale s2) straight from its output transform, in the
+//   packing's own order: the value between them is never stored as floats.
 #pragma once
 
 #include <memory>
@@ -29,10 +30,10 @@ enum Rule : unsigned {
   kFoldThresholds = 1u << 0,
   kFuseChains = 1u << 1,
   kFuseEpilogues = 1u << 2,
-  kEmitBits = 1u << 3,
-  kAllRules = kFoldThresholds | kFuseChains | kFuseEpilogues | kEmitBits,
+  kEmitPlanes = 1u << 3,
+  kAllRules = kFoldThresholds | kFuseChains | kFuseEpilogues | kEmitPlanes,
 };
-// "fold_thresholds", "emit_bits", "fuse_chains", "fuse_epilogues"
+// "fold_thresholds", "emit_planes", "fuse_chains", "fuse_epilogues"
 const std::vector<std::pair<std::string, unsigned>>& rule_names();
 
 // What the rules need to know about the program around the ops.
@@ -46,7 +47,7 @@ struct Graph {
 };
 
 void fold_thresholds(Graph& g);
-void emit_bits(Graph& g);
+void emit_planes(Graph& g);
 void fuse_chains(Graph& g);
 void fuse_epilogues(Graph& g);
 

@@ -99,6 +99,10 @@ class Elementwise : public Op {
   // f is monotone (+1 non-decreasing, -1 non-increasing, 0 neither) on channel c.
   virtual float value(float x, size_t c) const = 0;
   virtual int monotone(size_t c) const = 0;
+  // As a step of a kernel's output transform (kernels.h PostOps), when it is one: kind and its
+  // per-channel constants for C channels.
+  enum class Step { other, affine, relu, prelu, residual };
+  virtual Step post_step(size_t C, std::vector<float>& a, std::vector<float>& b) const = 0;
   void run(const Args& a) const override;
   TimeMap time_map(const std::vector<int>& t) const override;
 };

@@ -10,38 +10,67 @@ void BinaryLinear::prepare() {
   if (wants_w16) w16 = interleave_rows16(wbits.data(), N, K);
 }
 
-void BinaryLinear::compute(const Kernels& k, const float* x, const uint64_t* bits, const Dims& d, float* y,
-                           const float* thr, uint64_t* ybits) const {
+void BinaryLinear::compute(const Args& a, const float* x, const PlanesIn* in, const Dims& d, float* y,
+                           const PlanesOut* next) const {
+  const Kernels& k = *a.k;
   const Split sp = split(d, axis);
   const size_t P = sp.outer * sp.inner, words = row_words(K);
   thread_local std::vector<uint64_t> b1, b2;  // reused: no allocation per call
   thread_local std::vector<float> s1v, s2v;
-  s1v.assign(s1 == S1Mode::none ? 0 : P, s1c);
-  if (!bits) {
+  BinaryLinearArgs g;
+  if (in) {
+    g.a1 = in->bits1, g.a2 = in->bits2, g.s2 = in->s2;
+    if (s1 == S1Mode::mean_abs) g.s1 = in->s1;
+  } else {
     b1.assign(P * words, 0);
     b2.assign(planes == 2 ? P * words : 0, 0);
     s2v.assign(planes == 2 ? P : 0, 0.0f);
+    s1v.assign(s1 == S1Mode::mean_abs ? P : 0, 0.0f);
     float* s1p = s1 == S1Mode::mean_abs ? s1v.data() : nullptr;
     if (planes == 2)
       k.pack_dual(x, sp.outer, K, sp.inner, t0.data(), t1.data(), b1.data(), b2.data(), s2v.data(), s1p);
     else
       k.pack_threshold(x, sp.outer, K, sp.inner, t0.data(), b1.data(), s1p);
-    bits = b1.data();
+    g.a1 = b1.data();
+    g.a2 = planes == 2 ? b2.data() : nullptr;
+    g.s2 = planes == 2 ? s2v.data() : nullptr;
+    g.s1 = s1p;
   }
-  BinaryLinearArgs g;
-  g.a1 = bits;
-  g.s1 = s1 == S1Mode::none ? nullptr : s1v.data();
-  g.a2 = planes == 2 ? b2.data() : nullptr;
-  g.s2 = planes == 2 ? s2v.data() : nullptr;
+  if (s1 == S1Mode::constant) {
+    thread_local std::vector<float> c;
+    c.assign(P, s1c);
+    g.s1 = c.data();
+  }
   g.w = wbits.data();
   g.w16 = w16.empty() ? nullptr : w16.data();
   g.outer = sp.outer, g.inner = sp.inner, g.N = N, g.K = K;
   g.sw = sw.data(), g.bias = bias.data(), g.y = y;
-  g.thr = thr, g.ybits = ybits;
+  PostOps buf;
+  g.post = post_ops(a, next, buf);
   k.binary_linear(g);
 }
 
-void BinaryLinear::run(const Args& a) const { compute(*a.k, a.in[0], nullptr, a.in_dims[0], a.out, nullptr, nullptr); }
+PlanesOut BinaryLinear::planes_for(size_t P, std::vector<uint64_t>& b1, std::vector<uint64_t>& b2,
+                                   std::vector<float>& s2, std::vector<float>& s1v) const {
+  const size_t words = row_words(K);
+  PlanesOut out;
+  b1.resize(P * words);
+  out.t0 = t0.data(), out.bits1 = b1.data();
+  if (planes == 2) {
+    b2.resize(P * words);
+    s2.resize(P);
+    out.t1 = t1.data(), out.bits2 = b2.data(), out.s2 = s2.data();
+  }
+  if (s1 == S1Mode::mean_abs) {
+    s1v.resize(P);
+    out.s1 = s1v.data();
+  }
+  return out;
+}
+
+void BinaryLinear::run_post(const Args& a, float* y, const PlanesOut* next) const {
+  compute(a, a.in[0], nullptr, a.in_dims[0], y, next);
+}
 
 TimeMap BinaryLinear::time_map(const std::vector<int>& t) const {
   TimeMap m = Op::time_map(t);

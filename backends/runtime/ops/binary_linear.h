@@ -5,11 +5,21 @@
 #include <vector>
 
 #include "binarizing.h"
+#include "layer.h"
 #include "ops.h"
 
 namespace fbck::rt {
 
-class BinaryLinear : public Op, public Binarizing {
+// The input planes a layer before emitted (emit_planes): bits1 (and bits2, s2 for two planes; s1
+// for a mean-|x| scale), positions as the input's.
+struct PlanesIn {
+  const uint64_t* bits1 = nullptr;
+  const uint64_t* bits2 = nullptr;
+  const float* s2 = nullptr;
+  const float* s1 = nullptr;
+};
+
+class BinaryLinear : public Layer, public Binarizing {
  public:
   int axis = 1;
   size_t K = 0, N = 0;
@@ -22,12 +32,16 @@ class BinaryLinear : public Op, public Binarizing {
   bool wants_w16 = false;
 
   void prepare() override;
-  void run(const Args& a) const override;
+  int channel_axis_out() const override { return axis; }
+  void run_post(const Args& a, float* y, const PlanesOut* next) const override;
   TimeMap time_map(const std::vector<int>& t) const override;
-  // The layer on input x (dims d), or on its one plane already packed (bits, positions as x's);
-  // the output as floats y and/or as packed bits ybits with bit = !((y - thr[n]) >= 0).
-  void compute(const Kernels& k, const float* x, const uint64_t* bits, const Dims& d, float* y, const float* thr,
-               uint64_t* ybits) const;
+  // The layer on input x (dims d), or on its planes already packed (positions as x's), then the
+  // post-ops; the output as floats y (or null) and/or the next layer's planes (or null).
+  void compute(const Args& a, const float* x, const PlanesIn* in, const Dims& d, float* y,
+               const PlanesOut* next) const;
+  // The planes this layer reads, for the layer before to emit (buffers for P positions).
+  PlanesOut planes_for(size_t P, std::vector<uint64_t>& b1, std::vector<uint64_t>& b2, std::vector<float>& s2,
+                       std::vector<float>& s1) const;
 
   // -- Binarizing
   bool sign_only() const override { return planes == 1 && s1 != S1Mode::mean_abs; }

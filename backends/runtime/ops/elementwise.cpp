@@ -94,6 +94,11 @@ class Affine : public Base<Affine> {
   }
   float value(float x, size_t c) const override { return x * scale.at(c) + shift.at(c); }
   int monotone(size_t c) const override { return scale.at(c) >= 0.0f ? 1 : -1; }
+  Step post_step(size_t C, std::vector<float>& a, std::vector<float>& b) const override {
+    if (scale.v.size() != C || shift.v.size() != C) return Step::other;
+    a = scale.v, b = shift.v;
+    return Step::affine;
+  }
 };
 
 class PRelu : public Base<PRelu> {
@@ -108,6 +113,12 @@ class PRelu : public Base<PRelu> {
   }
   float value(float x, size_t c) const override { return x > 0.0f ? x : x * slope.at(c); }
   int monotone(size_t c) const override { return slope.at(c) > 0.0f ? 1 : 0; }
+  Step post_step(size_t C, std::vector<float>& a, std::vector<float>&) const override {
+    if (!slope.shared && slope.v.size() != C) return Step::other;
+    a.resize(C);
+    for (size_t c = 0; c < C; ++c) a[c] = slope.at(c);
+    return Step::prelu;
+  }
 };
 
 class ChannelAdd : public Base<ChannelAdd> {
@@ -123,6 +134,7 @@ class ChannelAdd : public Base<ChannelAdd> {
   }
   float value(float x, size_t c) const override { return subtract ? x - value_.at(c) : x + value_.at(c); }
   int monotone(size_t) const override { return 1; }
+  Step post_step(size_t, std::vector<float>&, std::vector<float>&) const override { return Step::other; }
 };
 
 enum class ActFn { relu, hardtanh, leaky_relu, tanh, sigmoid };
@@ -157,6 +169,12 @@ class Act : public Base<Act> {
     apply(&x, nullptr, &y, c, 1, false);
     return y;
   }
+  Step post_step(size_t C, std::vector<float>& a, std::vector<float>&) const override {
+    if (fn == ActFn::relu) return Step::relu;
+    if (fn != ActFn::leaky_relu) return Step::other;
+    a.assign(C, a0);  // a leaky ReLU is a PReLU with one slope
+    return Step::prelu;
+  }
   int monotone(size_t) const override {
     switch (fn) {
       case ActFn::relu: return 1;
@@ -187,6 +205,7 @@ class Scalar : public Base<Scalar> {
     return y;
   }
   int monotone(size_t) const override { return mul >= 0.0f ? 1 : -1; }
+  Step post_step(size_t, std::vector<float>&, std::vector<float>&) const override { return Step::other; }
 };
 
 class Add : public Base<Add> {
@@ -196,6 +215,7 @@ class Add : public Base<Add> {
   }
   float value(float x, size_t) const override { return x; }  // never folded: it reads another value
   int monotone(size_t) const override { return 0; }
+  Step post_step(size_t, std::vector<float>&, std::vector<float>&) const override { return Step::residual; }
 };
 
 // Per-channel runs shorter than this many floats are too short for one loop per channel.

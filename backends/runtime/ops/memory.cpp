@@ -1,20 +1,23 @@
 // memory / binary_memory: the FSMN memory block, a per-channel filter over time with `left` past
 // and `right` future taps (dilation, zero padding) plus `residual` * x, on (B, C, T) or (B, T, C).
-// FP: y = (sum_k taps[c, k] * x[c, t + (k - left) d]) + bias[c]; binary: the input binarized
-// (1 or 2 planes, offset t2), +-1/0 taps, y = acc * sw[c] + bias[c] (kernels.h binary_memory).
+// FP: y = (sum_k taps[c, k] * x[c, t + (k - left) d]) + bias[c] (kernels.h memory_f32); binary:
+// the input binarized (1 or 2 planes, offset t2), +-1/0 taps, y = acc * sw[c] + bias[c]
+// (kernels.h binary_memory); then the post-ops.
 #include "binarizing.h"
+#include "layer.h"
 #include "ops.h"
 
 namespace fbck::rt {
 namespace {
 
-class MemoryBase : public Op {
+class MemoryBase : public Layer {
  public:
   int ch_axis = 1, t_axis = 2;
   size_t left = 0, right = 0, dil = 1;
   float residual = 0.0f;
   std::vector<float> bias;
 
+  int channel_axis_out() const override { return ch_axis; }
   TimeMap time_map(const std::vector<int>& t) const override {
     TimeMap m;
     if (t.empty() || t[0] != t_axis) return m;  // time on the channel axis: whole utterance
@@ -37,27 +40,15 @@ class Memory : public MemoryBase {
  public:
   std::vector<float> taps;
 
-  void run(const Args& a) const override {
-    size_t B, C, T;
-    ptrdiff_t sb, sc, st;
-    layout(a.in_dims[0], B, C, T, sb, sc, st);
-    const float* x = a.in[0];
-    const size_t n = left + right + 1;
-    // the same fixed-order tap loop as Memory.exact_forward
-    for (size_t b = 0; b < B; ++b)
-      for (size_t c = 0; c < C; ++c)
-        for (size_t t = 0; t < T; ++t) {
-          float acc = 0.0f;
-          for (size_t j = 0; j < n; ++j) {
-            const ptrdiff_t tt = (ptrdiff_t)t + ((ptrdiff_t)j - (ptrdiff_t)left) * (ptrdiff_t)dil;
-            if (tt < 0 || tt >= (ptrdiff_t)T) continue;
-            acc = acc + taps[c * n + j] * x[b * sb + c * sc + tt * st];
-          }
-          float y = acc + bias[c];
-          const ptrdiff_t at = b * sb + c * sc + t * st;
-          if (residual != 0.0f) y = x[at] * residual + y;
-          a.out[at] = y;
-        }
+  void run_post(const Args& a, float* y, const PlanesOut* planes) const override {
+    MemoryF32Args m;
+    layout(a.in_dims[0], m.B, m.C, m.T, m.stride_b, m.stride_c, m.stride_t);
+    m.x = a.in[0], m.y = y, m.w = taps.data();
+    m.left = left, m.right = right, m.dilation = dil;
+    m.bias = bias.data(), m.residual = residual;
+    PostOps buf;
+    m.post = post_ops(a, planes, buf);
+    a.k->memory_f32(m);
   }
 };
 
@@ -70,14 +61,16 @@ class BinaryMemory : public MemoryBase, public Binarizing {
   std::vector<float> t0, t1, t2, sw;
   std::vector<int8_t> ws;
 
-  void run(const Args& a) const override {
+  void run_post(const Args& a, float* y, const PlanesOut* next) const override {
     BinaryMemoryArgs m;
     layout(a.in_dims[0], m.B, m.C, m.T, m.stride_b, m.stride_c, m.stride_t);
-    m.x = a.in[0], m.y = a.out;
+    m.x = a.in[0], m.y = y;
     m.t0 = t0.data(), m.planes = planes, m.s1_mode = s1, m.s1_const = s1c;
     m.t1 = t1.data(), m.t2 = has_t2 ? t2.data() : nullptr, m.ws = ws.data();
     m.left = left, m.right = right, m.dilation = dil;
     m.sw = sw.data(), m.bias = bias.data(), m.residual = residual;
+    PostOps buf;
+    m.post = post_ops(a, next, buf);
     a.k->binary_memory(m);
   }
 
