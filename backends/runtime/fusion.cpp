@@ -255,6 +255,9 @@ void fuse_chains(Graph& g) {
     while (j + 1 < g.ops.size()) {
       auto* next = dynamic_cast<Elementwise*>(g.ops[j + 1].get());
       const int mid = g.ops[j]->out;
+      // x + y == y + x exactly in IEEE arithmetic: an add that reads the chain's value second
+      // takes it first
+      if (next && next->in.size() == 2 && next->in[1] == mid && next->in[0] != mid) std::swap(next->in[0], next->in[1]);
       if (!next || next->in[0] != mid || !private_value(g, readers, mid) || g.shapes[next->out] != shape) break;
       if (next->axis >= 0 && axis >= 0 && next->axis != axis) break;
       if (next->axis >= 0) axis = next->axis;
