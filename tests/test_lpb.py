@@ -1,0 +1,78 @@
+"""LPB's fused dual-scale activation: the same forward and gradients as its composition from
+``sign_lpb`` (the reference form), and the ``detach_b1`` variant's closed form."""
+
+import pytest
+import torch
+
+from binarize.nn.binarizers import get_binarizer
+from binarize.nn.binarizers.base import mean_abs
+from binarize.nn.ste import lpb_dual_activation, sign, sign_lpb
+
+
+def _params(c: int):
+    g = torch.Generator().manual_seed(3)
+    ts = [(torch.rand(c, generator=g) - 0.5).requires_grad_() for _ in range(3)]
+    a1 = torch.tensor(0.8, requires_grad=True)
+    a2 = torch.tensor(1.7, requires_grad=True)
+    return ts, a1, a2
+
+
+def _composed(x, t0, t1, t2, a1, a2, detach_b1=False):
+    b1 = sign_lpb(x - t0, a1)
+    r = x - (b1.detach() if detach_b1 else b1) - t1
+    return b1 + sign_lpb(r, a2, mean_abs(r.detach())) - t2
+
+
+@pytest.mark.parametrize("detach_b1", [False, True])
+def test_fused_activation_matches_its_composition(detach_b1):
+    x = (torch.randn(4, 6, 16) * 1.5).requires_grad_()
+    g = torch.randn(4, 6, 16)
+    grads = []
+    for fn in (_composed, lpb_dual_activation):
+        (t0, t1, t2), a1, a2 = _params(16)
+        inputs = [x, t0, t1, t2, a1, a2]
+        out = fn(x, t0, t1, t2, a1, a2, detach_b1)
+        grads.append((out.detach(), torch.autograd.grad((out * g).sum(), inputs)))
+    (fa, ga), (fb, gb) = grads
+    assert torch.equal(fa, fb)
+    for u, v in zip(ga, gb, strict=True):
+        torch.testing.assert_close(u, v)
+
+
+def test_detached_residual_closed_form():
+    """With ``detach_b1`` the first threshold and ``a1`` see the full upstream gradient:
+    dL/dt0 = -sum g a1 m1, dL/da1 = sum g (x - t0) m1; the rest is unchanged."""
+    b = get_binarizer("lpb")(3, 2, detach_b1=True)
+    with torch.no_grad():
+        b.a1.fill_(0.8)
+        b.a2.fill_(1.0)
+        b.t0.copy_(torch.tensor([0.1, -0.2, 0.05]))
+        b.t1.copy_(torch.tensor([0.0, 0.3, -0.1]))
+    x = torch.tensor([[0.5, -1.3, 0.9], [-0.2, 0.4, -2.5]], requires_grad=True)
+    g = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.5, -1.0]])
+    (b.binarize_activation(x) * g).sum().backward()
+    with torch.no_grad():
+        u = x - b.t0
+        r = x - sign(u) - b.t1
+        m1 = ((0.8 * u).abs() <= 1).float()
+        m2 = (r.abs() <= 1).float()
+        assert m2.sum() > 0 and (m1 * m2).sum() > 0  # the case the reference form zeroes
+        torch.testing.assert_close(b.t0.grad, -(g * 0.8 * m1).sum(0))
+        torch.testing.assert_close(b.a1.grad, (g * u * m1).sum())
+        torch.testing.assert_close(x.grad, g * (0.8 * m1 + m2))
+        torch.testing.assert_close(b.t1.grad, -(g * m2).sum(0))
+
+
+def test_reference_form_zeroes_the_first_threshold_where_the_second_window_is_open():
+    b = get_binarizer("lpb")(4, 2)  # a2 = 1 at initialisation
+    x = torch.full((1, 4), 0.2)  # |x - t0| small: both windows open
+    (b.binarize_activation(x) * torch.randn(1, 4)).sum().backward()
+    assert torch.count_nonzero(b.t0.grad) == 0 and b.a1.grad.item() == 0
+
+
+def test_detach_option_is_in_the_repr_and_keeps_the_inference_form():
+    plain, detached = get_binarizer("lpb")(8, 2), get_binarizer("lpb")(8, 2, detach_b1=True)
+    detached.load_state_dict(plain.state_dict())
+    assert "detach_b1=True" in repr(detached)
+    x = torch.randn(5, 8)
+    assert torch.equal(plain.binarize_activation(x), detached.binarize_activation(x))
