@@ -1,8 +1,9 @@
 """FID, BiFSMNv2's frequency-independent distillation, and the logit distillation term.
 
 A block output ``(B, C, T)`` is treated as one-channel images ``(B, 1, C, T)``; a 2-D discrete
-wavelet transform (``ptwt``, zero padding, J levels) splits it into its low-pass part (the LL band
-reconstructed alone) and its high-pass part (the rest). Student and teacher parts are compared as
+wavelet transform (zero padding, J levels) splits it into its low-pass part (the LL band
+reconstructed alone) and its high-pass part (the rest). For Haar (the default) the low-pass part
+has a closed form, the mean of each ``2**J`` x ``2**J`` block; other wavelets go through ``ptwt``. Student and teacher parts are compared as
 normalised attention maps ``q(z) = z*z / ||z*z||`` (norm over the whole batch tensor):
 ``D(s, t) = || q(s) - q(t) ||_2``, and FID sums ``D`` over the low and high parts of every paired
 block.

@@ -1,5 +1,5 @@
 """LPB's fused dual-scale activation: the same forward and gradients as its composition from
-``sign_lpb`` (the reference form), and the ``detach_b1`` variant's closed form."""
+``sign_lpb`` (the reference form), and the closed forms of the other backward forms."""
 
 import pytest
 import torch
@@ -17,21 +17,21 @@ def _params(c: int):
     return ts, a1, a2
 
 
-def _composed(x, t0, t1, t2, a1, a2, detach_b1=False):
+def _composed(x, t0, t1, t2, a1, a2, b1_grad="reference"):
     b1 = sign_lpb(x - t0, a1)
-    r = x - (b1.detach() if detach_b1 else b1) - t1
+    r = x - (b1.detach() if b1_grad == "detached" else b1) - t1
     return b1 + sign_lpb(r, a2, mean_abs(r.detach())) - t2
 
 
-@pytest.mark.parametrize("detach_b1", [False, True])
-def test_fused_activation_matches_its_composition(detach_b1):
+@pytest.mark.parametrize("b1_grad", ["reference", "detached"])
+def test_fused_activation_matches_its_composition(b1_grad):
     x = (torch.randn(4, 6, 16) * 1.5).requires_grad_()
     g = torch.randn(4, 6, 16)
     grads = []
     for fn in (_composed, lpb_dual_activation):
         (t0, t1, t2), a1, a2 = _params(16)
         inputs = [x, t0, t1, t2, a1, a2]
-        out = fn(x, t0, t1, t2, a1, a2, detach_b1)
+        out = fn(x, t0, t1, t2, a1, a2, b1_grad)
         grads.append((out.detach(), torch.autograd.grad((out * g).sum(), inputs)))
     (fa, ga), (fb, gb) = grads
     assert torch.equal(fa, fb)
@@ -40,9 +40,9 @@ def test_fused_activation_matches_its_composition(detach_b1):
 
 
 def test_detached_residual_closed_form():
-    """With ``detach_b1`` the first threshold and ``a1`` see the full upstream gradient:
+    """With a detached ``b1`` the first threshold and ``a1`` see the full upstream gradient:
     dL/dt0 = -sum g a1 m1, dL/da1 = sum g (x - t0) m1; the rest is unchanged."""
-    b = get_binarizer("lpb")(3, 2, detach_b1=True)
+    b = get_binarizer("lpb")(3, 2, b1_grad="detached")
     with torch.no_grad():
         b.a1.fill_(0.8)
         b.a2.fill_(1.0)
@@ -71,8 +71,27 @@ def test_reference_form_zeroes_the_first_threshold_where_the_second_window_is_op
 
 
 def test_detach_option_is_in_the_repr_and_keeps_the_inference_form():
-    plain, detached = get_binarizer("lpb")(8, 2), get_binarizer("lpb")(8, 2, detach_b1=True)
+    plain, detached = get_binarizer("lpb")(8, 2), get_binarizer("lpb")(8, 2, b1_grad="detached")
     detached.load_state_dict(plain.state_dict())
-    assert "detach_b1=True" in repr(detached)
+    assert "b1_grad=detached" in repr(detached)
+    with pytest.raises(ValueError, match="b1_grad must be one of"):
+        get_binarizer("lpb")(8, 2, b1_grad="nope")
     x = torch.randn(5, 8)
     assert torch.equal(plain.binarize_activation(x), detached.binarize_activation(x))
+
+
+def test_split_form_trains_the_first_plane_and_keeps_the_reference_input_gradient():
+    x = (torch.randn(3, 5, 8) * 1.2).requires_grad_()
+    g = torch.randn(3, 5, 8)
+    grads = {}
+    for form in ("reference", "detached", "split"):
+        (t0, t1, t2), a1, a2 = _params(8)
+        out = lpb_dual_activation(x, t0, t1, t2, a1, a2, form)
+        grads[form] = torch.autograd.grad((out * g).sum(), [x, t0, t1, t2, a1, a2])
+    ref, det, split = grads["reference"], grads["detached"], grads["split"]
+    torch.testing.assert_close(split[0], ref[0])  # input: the chain rule
+    for i in (1, 4):  # t0, a1: as if the residual saw b1 as a constant
+        torch.testing.assert_close(split[i], det[i])
+    for i in (2, 3, 5):  # t1, t2, a2: the same in every form
+        torch.testing.assert_close(split[i], ref[i])
+        torch.testing.assert_close(det[i], ref[i])

@@ -92,19 +92,23 @@ def _sum_to(g: Tensor, like: Tensor) -> Tensor:
     return g.reshape(-1, *like.shape).sum(0) if g.dim() > like.dim() else g
 
 
+LPB_B1_GRADS = ("reference", "detached", "split")
+"""Backward forms of the dual-scale activation's first plane (see :func:`lpb_dual_activation`)."""
+
+
 class _LPBDual(Function):
     """BiFSMNv2's dual-scale activation in one autograd node (one pass over memory per step
     instead of a dozen small ops); the forward equals the composition of ``sign_lpb`` calls."""
 
     @staticmethod
-    def forward(ctx, x, t0, t1, t2, a1, a2, detach_b1: bool):  # type: ignore[override]
+    def forward(ctx, x, t0, t1, t2, a1, a2, b1_grad: str):  # type: ignore[override]
         d = x - t0
         b1 = sign(d)
         r = x - b1 - t1
         s = r.abs().to(torch.float64).mean(dim=-1, keepdim=True).to(x.dtype)
         out = sign(r).mul_(s).add_(b1).sub_(t2)
         ctx.save_for_backward(d, r, t0, t1, t2, a1, a2)
-        ctx.detach_b1 = detach_b1
+        ctx.b1_grad = b1_grad
         return out
 
     @staticmethod
@@ -114,23 +118,14 @@ class _LPBDual(Function):
         gr = g * m2  # g * 1{|a2 r| <= 1}
         ga2 = (gr * r).sum().reshape(a2.shape)
         gr = gr * a2
-        # r = x - b1 - t1: through b1 the residual's gradient cancels the direct one (the reference
-        # form) unless the residual sees b1 as a constant (detach_b1)
-        gb1 = g if ctx.detach_b1 else g - gr
         m1 = (d * a1).abs_() <= 1
-        gd = gb1 * m1
-        ga1 = (gd * d).sum().reshape(a1.shape)
-        gd = gd * a1
-        gx = gd + gr
-        return (
-            gx,
-            -_sum_to(gd, t0),
-            -_sum_to(gr, t1),
-            -_sum_to(g, t2),
-            ga1,
-            ga2,
-            None,
-        )
+        # r = x - b1 - t1: through b1 the residual's gradient cancels the direct one (reference)
+        chained = (g - gr) * m1
+        own = g * m1 if ctx.b1_grad != "reference" else chained  # the residual sees b1 constant
+        ga1 = (own * d).sum().reshape(a1.shape)
+        gt0 = -_sum_to(own, t0) * a1
+        gx = (own if ctx.b1_grad == "detached" else chained) * a1 + gr
+        return gx, gt0, -_sum_to(gr, t1), -_sum_to(g, t2), ga1, ga2, None
 
 
 def sign_clipped_ste(x: Tensor, scale: Tensor | None = None) -> Tensor:
@@ -169,7 +164,7 @@ def lpb_dual_activation(
     t2: Tensor,
     a1: Tensor,
     a2: Tensor,
-    detach_b1: bool = False,
+    b1_grad: str = "reference",
 ) -> Tensor:
     """BiFSMNv2's dual-scale LPB activation on channel-last ``x`` with per-channel thresholds
     ``t0, t1, t2`` and positive scalars ``a1, a2``::
@@ -177,12 +172,21 @@ def lpb_dual_activation(
         b1 = sign_lpb(x - t0, a1);  r = x - b1 - t1;  b2 = sign_lpb(r, a2, mean_c|r|)
         out = b1 + b2 - t2
 
-    computed in one autograd node. ``detach_b1``: the residual ``r`` sees ``b1`` as a constant in
-    the backward (the forward is unchanged); otherwise ``d out / d b1 = 1 - a2 1{|a2 r| <= 1}``,
-    which is exactly 0 at ``a2 = 1`` wherever the second window is open.
+    computed in one autograd node. The forward is the same for every ``b1_grad``; the backward
+    through ``b1 = sign(x - t0)`` with window ``m1 = 1{|a1 (x - t0)| <= 1}``:
+
+    - ``"reference"`` (the chain rule, as the BiFSMNv2 code): ``b1`` gets ``g (1 - a2 m2)``
+      (``m2 = 1{|a2 r| <= 1}``), exactly 0 at ``a2 = 1`` wherever the second window is open, so
+      ``t0`` and ``a1`` learn only where it is closed;
+    - ``"detached"``: the residual sees ``b1`` as a constant, for ``t0``, ``a1`` and ``x`` (whose
+      gradient becomes ``g (a1 m1 + a2 m2)``, twice ``g`` where both windows are open);
+    - ``"split"``: ``t0`` and ``a1`` learn as if detached (from ``g``), ``x`` gets the reference
+      gradient.
 
     Example::
 
         out = lpb_dual_activation(x, t0, t1, t2, a1.abs(), a2.abs())
     """
-    return _LPBDual.apply(x, t0, t1, t2, a1, a2, detach_b1)
+    if b1_grad not in LPB_B1_GRADS:
+        raise ValueError(f"b1_grad must be one of {LPB_B1_GRADS}, got {b1_grad!r}")
+    return _LPBDual.apply(x, t0, t1, t2, a1, a2, b1_grad)

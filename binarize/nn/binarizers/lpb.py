@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ste import lpb_dual_activation, sign, sign_lpb
+from ..ste import LPB_B1_GRADS, lpb_dual_activation, sign, sign_lpb
 from .base import (
     ActivationSpec,
     Binarizer,
@@ -41,11 +41,13 @@ class LPB(Binarizer):
         layer_kind: str = "linear",
         dual_scale: bool = True,
         threshold_init: float = 1e-3,
-        detach_b1: bool = False,
+        b1_grad: str = "reference",
     ) -> None:
         super().__init__(in_channels, out_channels, layer_kind)
         self.dual_scale = dual_scale
-        self.detach_b1 = detach_b1
+        if b1_grad not in LPB_B1_GRADS:
+            raise ValueError(f"b1_grad must be one of {LPB_B1_GRADS}, got {b1_grad!r}")
+        self.b1_grad = b1_grad
 
         def threshold() -> nn.Parameter:
             return nn.Parameter(torch.rand(in_channels) * threshold_init)
@@ -64,7 +66,7 @@ class LPB(Binarizer):
         if not self.dual_scale:
             return sign_lpb(x - self.t0, self.a1.abs()) - self.t2
         return lpb_dual_activation(
-            x, self.t0, self.t1, self.t2, self.a1.abs(), self.a2.abs(), self.detach_b1
+            x, self.t0, self.t1, self.t2, self.a1.abs(), self.a2.abs(), self.b1_grad
         )
 
     @torch.no_grad()
@@ -76,4 +78,4 @@ class LPB(Binarizer):
         return ActivationSpec(t0=self.t0.detach(), dual=self.dual_scale, t1=t1, t2=self.t2.detach())
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dual_scale={self.dual_scale}, detach_b1={self.detach_b1}"
+        return f"{super().extra_repr()}, dual_scale={self.dual_scale}, b1_grad={self.b1_grad}"
