@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from .augment import spec_augment
+
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
@@ -48,6 +50,8 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     select_metric: str = "acc"  # key of the evaluation dict used to keep the best weights
+    spec_augment: bool = False  # time shift + SpecAugment masks on every training batch
+    label_smoothing: float = 0.0  # for the loss functions that take it (examples' recipes)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -201,6 +205,8 @@ def fit(
             loader, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=rank() != 0
         )
         for i, (x, y) in enumerate(bar):
+            if cfg.spec_augment:
+                x = spec_augment(x)
             loss = loss_fn(net, x, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
