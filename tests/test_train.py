@@ -138,6 +138,19 @@ def test_fit_with_augmentation_and_label_smoothing(tmp_path):
     assert loss(logits, torch.tensor([0])) > F.cross_entropy(logits, torch.tensor([0])) + 0.1
 
 
+def test_fit_with_ema_keeps_the_averaged_weights(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-2, optimizer="adamw", ema_decay=0.9)
+    result = fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, tmp_path)
+    assert result.best["acc"] >= 0.4  # chance is 0.25; the average lags the raw weights
+    best = torch.load(tmp_path / "best.pt", weights_only=False)["model"]
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert last["ema"] is not None
+    if result.best_epoch == 6:  # the best is the last epoch's EMA, not the raw weights
+        assert all(torch.equal(best[k], v) for k, v in last["ema"].items())
+    assert any(not torch.equal(last["ema"][k], v) for k, v in last["model"].items())
+
+
 def test_bad_train_config():
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="lion")

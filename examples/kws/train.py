@@ -176,7 +176,9 @@ def fit(
         warmup_lr_init=cfg.lr * 0.01,
         t_in_epochs=False,
     )
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None
+    # EMA with timm's warm-up (decay ramps up over the first steps): in a short run a fixed decay
+    # would keep much of the initial weights
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     net = nn.parallel.DistributedDataParallel(model) if distributed() else model
 
     start, best, best_epoch, history = 0, None, -1, []
@@ -219,7 +221,7 @@ def fit(
             opt.step()
             sched.step_update(epoch * steps + i + 1)
             if ema is not None:
-                ema.update(model)
+                ema.update(model, step=epoch * steps + i)
             total += loss.item()
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
