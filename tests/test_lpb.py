@@ -95,3 +95,26 @@ def test_split_form_trains_the_first_plane_and_keeps_the_reference_input_gradien
     for i in (2, 3, 5):  # t1, t2, a2: the same in every form
         torch.testing.assert_close(split[i], ref[i])
         torch.testing.assert_close(det[i], ref[i])
+
+
+def test_gradient_measurement_sees_the_zeroed_first_threshold():
+    import copy
+
+    from torch.utils.data import TensorDataset
+
+    import binarize
+    from examples.kws.lpb_gradients import measure, summarize
+    from examples.kws.models import DFSMN
+    from examples.kws.pipeline import KWSData
+
+    torch.manual_seed(0)
+    teacher = DFSMN(num_classes=4, n_mels=16, frames=16, num_layers=2, width=16, hidden=32).eval()
+    x, y = torch.randn(64, 1, 16, 16), torch.randint(0, 4, (64,))
+    student = binarize.convert(copy.deepcopy(teacher), teacher, example_input=x[:1])
+    data = KWSData(*(TensorDataset(x, y),) * 3, labels=list("abcd"), root="random")
+    ref = summarize(measure(student, data, "reference", batches=2, batch_size=32))
+    det = summarize(measure(student, data, "detached", batches=2, batch_size=32))
+    assert ref["both_windows_open"] > 0.5 and ref["a2"] == 1.0
+    assert ref["t0_zero_share"] > det["t0_zero_share"]
+    assert det["a1_grad"] > 100 * ref["a1_grad"]
+    assert student.binarizers()[0].b1_grad == "reference"  # measured on copies

@@ -24,6 +24,8 @@ import torch
 from binarize import BinarizeConfig, available_binarizers
 
 from .pipeline import (
+    DEMO_STUDENT_EPOCHS,
+    DEMO_TEACHER_EPOCHS,
     DataConfig,
     distill_student,
     evaluate,
@@ -37,7 +39,11 @@ from .pipeline import (
 )
 from .train import init_distributed, rank
 
-QUICK = {"size": "small", "teacher_epochs": 30, "student_epochs": 15}
+QUICK = {
+    "size": "small",
+    "teacher_epochs": DEMO_TEACHER_EPOCHS,
+    "student_epochs": DEMO_STUDENT_EPOCHS,
+}
 FULL = {"size": "large", "teacher_epochs": 40, "student_epochs": 40}
 
 

@@ -9,11 +9,15 @@ window is open, so ``t0`` and ``a1`` learn only from the positions where it is c
 measures it on the demo's data and models, at conversion (the student = the binarized teacher) and
 after distillation (the demo's student), for every backward form (the forward is the same):
 
-    python -m examples.kws.lpb_gradients            # after `make demo`; writes reports/lpb-gradients
+    python -m examples.kws.lpb_gradients                      # gradients at conversion
+    python -m examples.kws.lpb_gradients --student-epochs 40  # and of the demo's student
+    python -m examples.kws.lpb_gradients --train-epochs 10 --seeds 0 1 2   # accuracy per form
 
 Per binarizer it takes the gradient of the demo's training loss summed over ``--batches`` training
 batches and reports the share of ``t0`` channels whose gradient is exactly 0, the median
-``|dL/dt0|``, ``|dL/da1|`` and ``|dL/da2|``, and the share of activations with both windows open.
+``|dL/dt0|``, ``|dL/da1|`` and ``|dL/da2|``, and the share of activations with both windows open;
+with ``--train-epochs`` it distils one student per backward form and seed and compares their
+accuracy. Writes ``report.md`` and ``results.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -34,10 +38,14 @@ from binarize.nn.binarizers.lpb import LPB
 from binarize.nn.ste import LPB_B1_GRADS, sign
 
 from .pipeline import (
+    DEMO_TEACHER_EPOCHS,
     DataConfig,
     KWSData,
+    distill_student,
     load_data,
+    option_accuracies,
     run_root,
+    spread,
     student_recipe,
     student_run_name,
     teacher_recipe,
@@ -112,63 +120,131 @@ def measure(
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Medians over the binarizers, and how many have every ``t0`` gradient exactly 0."""
-    col = {k: torch.tensor([r[k] for r in rows]) for k in rows[0] if k != "binarizer"}
-    out = {f"median {k}": float(v.median()) for k, v in col.items()}
-    out["layers with t0 gradient all 0"] = int((col["t0_zero_share"] == 1).sum())
-    out["layers with a1 gradient 0"] = int((col["a1_grad"] == 0).sum())
-    out["layers"] = len(rows)
-    return out
+    """Medians over the binarizers."""
+    return {
+        k: float(torch.tensor([r[k] for r in rows]).median()) for k in rows[0] if k != "binarizer"
+    }
+
+
+def _form_config(form: str) -> BinarizeConfig:
+    # the reference is the default: its runs are the demo's own
+    options = {} if form == "reference" else {"b1_grad": form}
+    return BinarizeConfig(binarize_convs=True, binarizer_options=options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m examples.kws.lpb_gradients", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m examples.kws.lpb_gradients",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--runs", default="runs")
-    p.add_argument("--seed", type=int, default=0, help="training seed of the demo runs")
-    p.add_argument("--teacher-epochs", type=int, default=30)
-    p.add_argument("--student-epochs", type=int, default=None, help="the demo student's epochs")
+    p.add_argument("--teacher-epochs", type=int, default=DEMO_TEACHER_EPOCHS)
+    p.add_argument(
+        "--student-epochs",
+        type=int,
+        default=0,
+        help="also measure the demo's distilled student of this many epochs (seed 0)",
+    )
+    p.add_argument(
+        "--train-epochs",
+        type=int,
+        default=0,
+        help="distil a student per backward form for this many epochs and compare accuracy",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of that comparison")
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--out", default="reports/lpb-gradients")
     args = p.parse_args(argv)
-    torch.manual_seed(0)
-    data = load_data(DataConfig(heldout=False))
-    runs = run_root(args.runs, data, "v1-12", "reference", args.seed)
-    teacher, _ = train_teacher(
-        data, teacher_recipe(args.teacher_epochs, seed=args.seed), runs / "teacher"
-    )
-    bcfg = BinarizeConfig(binarize_convs=True)
+    data = load_data(DataConfig())
     example = data.train.tensors[0][:1]
+    teachers = {}
+    for seed in sorted({0, *args.seeds}):
+        runs = run_root(args.runs, data, "v1-12", "reference", seed)
+        cfg = teacher_recipe(args.teacher_epochs, seed=seed)
+        teachers[seed] = (train_teacher(data, cfg, runs / "teacher")[0], runs)
+    teacher, runs = teachers[0]
+    reference = _form_config("reference")
     states = {
         "converted (untrained)": binarize.convert(
-            copy.deepcopy(teacher), teacher, bcfg, example_input=example
+            copy.deepcopy(teacher), teacher, reference, example_input=example
         )
     }
     if args.student_epochs:
-        cfg = student_recipe(args.student_epochs, seed=args.seed)
-        run = runs / student_run_name("student-lpb", bcfg, cfg)
+        cfg = student_recipe(args.student_epochs, seed=0)
+        run = runs / student_run_name("student-lpb", reference, cfg)
         if not (run / "best.pt").exists():
             print(f"no finished student run at {run}: run the demo first", file=sys.stderr)
             return 2
-        trained = binarize.convert(copy.deepcopy(teacher), teacher, bcfg, example_input=example)
+        trained = binarize.convert(
+            copy.deepcopy(teacher), teacher, reference, example_input=example
+        )
         states[f"distilled ({args.student_epochs} epochs)"] = load_weights(trained, run)
-    results: dict[str, Any] = {}
-    lines = ["# LPB: gradient of the first threshold and scale per backward form (b1_grad)", ""]
-    lines += [
-        f"Training loss gradient summed over {args.batches} batches of 96 clips "
-        f"({data.root}); medians over the {{layers}} dual-scale LPB activations.",
+
+    results: dict[str, Any] = {"gradients": {}, "training": {}}
+    lines = [
+        "# LPB: the gradient of the first threshold and scale per backward form (b1_grad)",
         "",
+        f"Data: {data.describe()}",
+        "",
+        f"Gradient of the training loss summed over {args.batches} batches of 96 training clips; "
+        "medians over the dual-scale LPB activations of the student (t0 zero share: share of "
+        "t0 channels whose gradient is exactly 0; both open: share of activations with both "
+        "windows open).",
+        "",
+        "| state | b1_grad | t0 zero share | abs dL/dt0 | abs dL/dt1 | abs dL/da1 | abs dL/da2 "
+        "| a1 | a2 | both open |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, student in states.items():
         for form in LPB_B1_GRADS:
             rows = measure(student, data, form, args.batches)
-            key = f"{label}, {form}"
-            results[key] = {"summary": summarize(rows), "rows": rows}
-    keys = list(next(iter(results.values()))["summary"])
-    lines[2] = lines[2].replace("{layers}", str(next(iter(results.values()))["summary"]["layers"]))
-    lines += ["| state, backward | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for key, res in results.items():
-        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in res["summary"].values()]
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+            summary = summarize(rows)
+            results["gradients"][f"{label}, {form}"] = {"summary": summary, "rows": rows}
+            cells = " | ".join(f"{v:.3g}" for v in summary.values())
+            lines.append(f"| {label} | {form} | {cells} |")
+    if args.train_epochs:
+        lines += [
+            "",
+            f"Students distilled for {args.train_epochs} epochs with the demo's recipe, one per "
+            f"backward form and seed ({', '.join(map(str, args.seeds))}); accuracy on the test set "
+            "and on the held-out voices per depth option (mean ± std over the seeds):",
+            "",
+        ]
+        table: list[str] = []
+        for form in LPB_B1_GRADS:
+            per_seed = []
+            for seed in args.seeds:
+                teacher, runs = teachers[seed]
+                bcfg = _form_config(form)
+                cfg = student_recipe(args.train_epochs, seed=seed)
+                name = student_run_name(
+                    f"student-lpb{'' if form == 'reference' else '-' + form}", bcfg, cfg
+                )
+                student, _ = distill_student(data, teacher, bcfg, cfg, runs / name)
+                opts = student.thin_options
+                per_seed.append(
+                    {
+                        "test": option_accuracies(student, data.test, opts),
+                        "heldout": option_accuracies(student, data.heldout, opts)
+                        if data.heldout is not None
+                        else {},
+                    }
+                )
+            results["training"][form] = per_seed
+            keys = list(per_seed[0]["test"])
+            if not table:
+                head = " | ".join(f"test {k}" for k in keys)
+                held = " | ".join(f"held-out {k}" for k in keys) if per_seed[0]["heldout"] else ""
+                table += [
+                    f"| b1_grad | {head}{' | ' + held if held else ''} |",
+                    "|---" * (1 + len(keys) * (2 if held else 1)) + "|",
+                ]
+            cells = [spread([r["test"][k] for r in per_seed]) for k in keys]
+            if per_seed[0]["heldout"]:
+                cells += [spread([r["heldout"][k] for r in per_seed]) for k in keys]
+            table.append(f"| {form} | " + " | ".join(cells) + " |")
+        lines += table
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n")
