@@ -15,6 +15,7 @@ retrains.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -95,6 +96,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def cpu_minutes() -> dict[str, float]:
+    """CPU time used so far, by this process (all its threads) and by its finished child processes
+    (the dataset generator's workers): on a shared machine, the load-independent cost."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "process": round((own.ru_utime + own.ru_stime) / 60, 1),
+        "children": round((kids.ru_utime + kids.ru_stime) / 60, 1),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     preset = FULL if args.full else QUICK
@@ -150,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rank() != 0:
         return 0
     minutes["total"] = round((time.time() - started) / 60, 1)
+    minutes["cpu"] = cpu_minutes()
     extra = {
         "teacher_train": {k: v for k, v in teacher_cfg.__dict__.items() if k != "seed"},
         "student_train": {k: v for k, v in student_cfg.__dict__.items() if k != "seed"},
