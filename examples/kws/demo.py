@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "student_run": str(runs / name),
                 "teacher_best_val": teacher_run["best"],
                 "student_best_val": student_run["best"],
-                "reused": teacher_run["reused"] or student_run["reused"],
+                "reused": {"teacher": teacher_run["reused"], "student": student_run["reused"]},
             }
         )
     if rank() != 0:
