@@ -1,8 +1,9 @@
 """FID, BiFSMNv2's frequency-independent distillation, and the logit distillation term.
 
 A block output ``(B, C, T)`` is treated as one-channel images ``(B, 1, C, T)``; a 2-D discrete
-wavelet transform (``ptwt``, zero padding, J levels) splits it into its low-pass part (the LL band
-reconstructed alone) and its high-pass part (the rest). Student and teacher parts are compared as
+wavelet transform (zero padding, J levels) splits it into its low-pass part (the LL band
+reconstructed alone) and its high-pass part (the rest). For Haar (the default) the low-pass part
+has a closed form, the mean of each ``2**J`` x ``2**J`` block; other wavelets go through ``ptwt``. Student and teacher parts are compared as
 normalised attention maps ``q(z) = z*z / ||z*z||`` (norm over the whole batch tensor):
 ``D(s, t) = || q(s) - q(t) ||_2``, and FID sums ``D`` over the low and high parts of every paired
 block.
@@ -15,6 +16,7 @@ import functools
 import ptwt
 import pywt
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -49,12 +51,27 @@ def wavelet_split(x: Tensor, wavelet: str = "haar", levels: int = 1) -> tuple[Te
         img = x.reshape(shape[0], 1, shape[1] * shape[2], shape[3])
     else:
         raise ValueError(f"wavelet_split takes rank 2 to 4 tensors, got shape {tuple(shape)}")
+    if wavelet == "haar":
+        low = _haar_low(img, levels).reshape(shape)
+        return low, x - low
     w = _wavelet(wavelet)
     coeffs = ptwt.wavedec2(img, w, level=levels, mode="zero")
     details = [tuple(torch.zeros_like(d) for d in level) for level in coeffs[1:]]
     low = ptwt.waverec2([coeffs[0], *details], w)[..., : img.shape[-2], : img.shape[-1]]
     low = low.reshape(shape)
     return low, x - low
+
+
+def _haar_low(img: Tensor, levels: int) -> Tensor:
+    """The Haar low-pass part of ``img`` (..., H, W) in closed form: with zero padding to a
+    multiple of ``2**levels``, the LL band reconstructed alone is the mean of each
+    ``2**levels`` x ``2**levels`` block (the same values as the wavelet transform, a few cheap
+    ops instead of two filter banks, and traceable by torch.compile)."""
+    k = 2**levels
+    h, w = img.shape[-2:]
+    padded = F.pad(img, (0, -w % k, 0, -h % k))
+    low = F.avg_pool2d(padded, k)
+    return low.repeat_interleave(k, -2).repeat_interleave(k, -1)[..., :h, :w]
 
 
 def attention_distance(s: Tensor, t: Tensor, eps: float = 1e-12) -> Tensor:

@@ -139,15 +139,36 @@ class BinarizedModel(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point input, got {x.dtype}")
 
-    def _run(
-        self, x: Tensor, thin: int, collect: bool, logits_only: bool = False
-    ) -> tuple[Any, dict[int, Tensor]]:
-        """The output at option ``thin`` (only the logits with ``logits_only``) and, with
-        ``collect``, the outputs of the blocks that ran."""
+    def _raise_if_misshaped(self, x: Tensor, exc: RuntimeError) -> None:
+        if tuple(x.shape[1:]) != self.example_shape[1:]:
+            raise ValueError(
+                f"an input of shape {tuple(x.shape)} does not fit this model (converted with "
+                f"{self.example_shape}): {exc}"
+            ) from exc
+
+    def _start(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The prefix's output: the first block's input and the tensors carried past the blocks."""
         self._check_input(x)
         try:
             res = self.prefix(x)
-            h, carried = (res[0], tuple(res[1:])) if self.num_carried else (res, ())
+        except RuntimeError as exc:
+            self._raise_if_misshaped(x, exc)
+            raise
+        return (res[0], tuple(res[1:])) if self.num_carried else (res, ())
+
+    def _run(
+        self,
+        x: Tensor,
+        thin: int,
+        collect: bool,
+        logits_only: bool = False,
+        start: tuple[Tensor, tuple[Tensor, ...]] | None = None,
+    ) -> tuple[Any, dict[int, Tensor]]:
+        """Option ``thin`` from the input, or from the prefix's output ``start`` (the prefix has
+        no per-option part, so the training loss runs it once for all options): the output
+        (only the logits with ``logits_only``) and, with ``collect``, the blocks' outputs."""
+        h, carried = start if start is not None else self._start(x)
+        try:
             feats: dict[int, Tensor] = {}
             sides: dict[int, tuple] = {}
             for j in self.option_blocks[thin]:
@@ -167,11 +188,7 @@ class BinarizedModel(nn.Module):
             ]
             return self.assemble(*out, *carried, *(v for z in zeros for v in z)), feats
         except RuntimeError as exc:
-            if tuple(x.shape[1:]) != self.example_shape[1:]:
-                raise ValueError(
-                    f"an input of shape {tuple(x.shape)} does not fit this model (converted with "
-                    f"{self.example_shape}): {exc}"
-                ) from exc
+            self._raise_if_misshaped(x, exc)
             raise
 
     def forward(
@@ -244,11 +261,14 @@ class BinarizedModel(nn.Module):
             t_logits = logits_of(t_out)
         total = x.new_zeros(())
         parts: dict[str, float] = {}
+        with collect_aux_losses() as prefix_aux:
+            start = self._start(x)
         for k, weight in zip(self.thin_options, self.option_weights, strict=True):
             with collect_aux_losses() as aux:
                 out, feats = self._run(
-                    x, k, collect=t_feats is not None and cfg.fid, logits_only=True
+                    x, k, collect=t_feats is not None and cfg.fid, logits_only=True, start=start
                 )
+            aux += prefix_aux
             logits = logits_of(out)
             if task_loss is None:
                 self._check_target(logits, target)

@@ -1,4 +1,5 @@
-"""The synthetic Speech Commands generator: layout, determinism, speaker splits, caching."""
+"""The synthetic Speech Commands generator with its TTS engines: layout, determinism, speaker
+splits on disk, caching, the held-out voice set. (Engine-free parts: test_data_voices.py.)"""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import pytest
 import soundfile as sf
 
 from examples.kws import synth
+from examples.kws.speech_commands import COMMANDS, SpeechCommands
 from examples.kws.synth import (
     TTSEngineMissing,
     check_engines,
     config_for,
     ensure_synthetic_dataset,
     generate_dataset,
-    make_speakers,
+    is_complete,
 )
+from examples.kws.voices import BACKGROUND_NOISES
 
 
 def _clips(root: Path) -> list[str]:
@@ -32,10 +35,10 @@ def test_layout(tiny: Path) -> None:
     for word in cfg.words:
         assert (tiny / word).is_dir()
     noises = sorted(p.stem for p in (tiny / "_background_noise_").glob("*.wav"))
-    assert noises == sorted(f"{k}_noise" for k in synth.BACKGROUND_NOISES)
+    assert noises == sorted(f"{k}_noise" for k in BACKGROUND_NOISES)
     clips = _clips(tiny)
     per_speaker = sum(
-        cfg.command_utterances if w in synth.COMMANDS else cfg.other_utterances for w in cfg.words
+        cfg.command_utterances if w in COMMANDS else cfg.other_utterances for w in cfg.words
     )
     assert len(clips) == cfg.speakers * per_speaker
     for rel in clips:
@@ -78,17 +81,6 @@ def test_speaker_splits_disjoint_and_lists(tiny: Path) -> None:
     assert not (a & b or a & c or b & c)
 
 
-def test_split_proportions_and_engines() -> None:
-    speakers = make_speakers(config_for("small"))
-    counts = {
-        s: sum(sp.split == s for sp in speakers) for s in ("training", "validation", "testing")
-    }
-    assert counts == {"training": 64, "validation": 8, "testing": 8}
-    for split in ("validation", "testing"):
-        assert {s.engine for s in speakers if s.split == split} == {"espeak-ng", "flite"}
-    assert len({(s.voice, s.variant, s.pitch, s.speed) for s in speakers}) == len(speakers)
-
-
 def test_deterministic_bytes_any_worker_count(tiny: Path, tmp_path: Path) -> None:
     other = generate_dataset(tmp_path / "again", config_for("tiny"), workers=1, progress=False)
     assert _clips(other) == _clips(tiny)
@@ -100,13 +92,6 @@ def test_deterministic_bytes_any_worker_count(tiny: Path, tmp_path: Path) -> Non
         *(f"_background_noise_/{p.name}" for p in (tiny / "_background_noise_").iterdir()),
     ]:
         assert (tiny / rel).read_bytes() == (other / rel).read_bytes(), rel
-
-
-def test_other_seed_differs(tiny: Path) -> None:
-    a = make_speakers(config_for("tiny", seed=0))
-    b = make_speakers(config_for("tiny", seed=1))
-    assert [s.id for s in a] != [s.id for s in b]
-    assert config_for("tiny", 0).folder_name("tiny") != config_for("tiny", 1).folder_name("tiny")
 
 
 def test_cache_reused_and_partial_resumed(tiny: Path, tmp_path: Path, monkeypatch) -> None:
@@ -172,8 +157,17 @@ def test_cli(tiny: Path, capsys) -> None:
         synth.main(["--size", "nope"])
 
 
-def test_config_errors() -> None:
-    with pytest.raises(ValueError, match="not Speech Commands V2 words"):
-        config_for("tiny", words=("yes", "hello"))
-    with pytest.raises(ValueError, match="unknown size"):
-        config_for("huge")
+def test_heldout_voice_set_is_a_test_set_of_unseen_voices(tiny: Path, tmp_path: Path) -> None:
+    root = ensure_synthetic_dataset(
+        0, "tiny", cache_dir=tmp_path, workers=1, progress=False, voices="heldout"
+    )
+    assert "-tiny_custom-" in root.name and is_complete(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert {s["split"] for s in manifest["speakers"]} == {"testing"}
+    assert (root / "validation_list.txt").read_text() == ""
+    assert (root / "testing_list.txt").read_text().splitlines() == _clips(root)
+    seen = json.loads((tiny / "manifest.json").read_text())["speakers"]
+    voices = {(s["engine"], s["voice"], s["variant"]) for s in manifest["speakers"]}
+    assert not voices & {(s["engine"], s["voice"], s["variant"]) for s in seen}
+    with pytest.warns(UserWarning, match="no folder for down"):  # tiny has 6 of the 35 words
+        assert SpeechCommands(root, "v1-12", "testing").class_counts()["yes"] > 0

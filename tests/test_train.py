@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 import binarize
+from examples.kws.augment import spec_augment
 from examples.kws.models import DFSMN
+from examples.kws.pipeline import task_loss
 from examples.kws.train import TrainConfig, accuracy, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +100,55 @@ def test_student_trains_with_the_same_loop(tmp_path):
     )
     assert len(result.history) == 4
     assert result.best["acc"] >= 0.6 and result.best["acc"] > before + 0.2
+
+
+def test_spec_augment_shifts_and_masks_per_example():
+    x = torch.arange(32.0).repeat(6, 1, 16, 1)  # (6, 1, 16, 32): frame index as the value
+    torch.manual_seed(1)
+    y = spec_augment(x, max_shift=2, freq_mask=0, time_mask=0)
+    for row in y[:, 0, 0]:  # each example is the ramp shifted by -2..2, silence (0) filled
+        shift = int(row[5] - 5)
+        assert -2 <= shift <= 2
+        kept = row[2:-2]
+        assert torch.equal(kept, torch.arange(2.0, 30.0) + shift)
+    masked = spec_augment(torch.randn(64, 1, 16, 32), max_shift=0, freq_mask=4, time_mask=4)
+    assert masked.shape == (64, 1, 16, 32)
+    assert (masked.std(dim=3) < 1e-6).any()  # some frequency rows are masked flat
+    with pytest.raises(ValueError, match="expects features"):
+        spec_augment(torch.randn(4, 16, 32))
+
+
+def test_fit_with_augmentation_and_label_smoothing(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(
+        epochs=6, batch_size=16, lr=1e-2, optimizer="adamw", spec_augment=True, label_smoothing=0.1
+    )
+    model = tiny_model()
+    loss = task_loss(cfg)
+    result = fit(
+        model,
+        data,
+        lambda m, x, y: loss(m(x), y),
+        lambda m: {"acc": accuracy(m, data)},
+        cfg,
+        tmp_path / "run",
+    )
+    assert result.best["acc"] > 0.5
+    logits = torch.tensor([[10.0, -10.0]])
+    assert loss(logits, torch.tensor([0])) > F.cross_entropy(logits, torch.tensor([0])) + 0.1
+
+
+def test_fit_with_ema_keeps_the_averaged_weights(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-2, optimizer="adamw", ema_decay=0.9)
+    result = fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, tmp_path)
+    assert result.best["acc"] >= 0.4  # chance is 0.25; the average lags the raw weights
+    best = torch.load(tmp_path / "best.pt", weights_only=False)["model"]
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert last["ema"] is not None
+    if result.best_epoch == 6:  # the best is the last epoch's EMA, not the raw weights
+        assert all(torch.equal(best[k], v) for k, v in last["ema"].items())
+    assert any(not torch.equal(last["ema"][k], v) for k, v in last["model"].items())
 
 
 def test_bad_train_config():

@@ -328,3 +328,35 @@ class WaveAugment:
             noise = random_crop(self.noises[randint(g, 0, len(self.noises))], wav.shape[-1], g)
             wav = wav + uniform(g, 0, self.max_noise_volume) * noise
         return wav.clamp(-1.0, 1.0)
+
+
+def spec_augment(
+    x: torch.Tensor, max_shift: int = 2, freq_mask: int = 4, time_mask: int = 4
+) -> torch.Tensor:
+    """Training augmentation of a batch of features ``(B, 1, F, T)`` (log-mel or dB), drawn per
+    example from torch's global generator: a time shift of up to ±``max_shift`` frames (the
+    vacated frames at the example's minimum, i.e. silence), then SpecAugment's frequency and time
+    masks of up to ``freq_mask`` bins and ``time_mask`` frames (torchaudio's
+    ``mask_along_axis_iid``, filled with the batch mean). Cheap enough to run on every step of a
+    cached-feature training set.
+
+    Example::
+
+        x = spec_augment(torch.randn(96, 1, 32, 32))
+    """
+    if x.dim() != 4:
+        raise ValueError(f"spec_augment expects features (B, 1, F, T), got shape {tuple(x.shape)}")
+    b, _, f, t = x.shape
+    if max_shift:
+        shift = torch.randint(-max_shift, max_shift + 1, (b, 1))
+        idx = torch.arange(t) - shift  # (B, T): source frame of every output frame
+        valid = ((idx >= 0) & (idx < t))[:, None, None, :]
+        idx = idx.clamp(0, t - 1)[:, None, None, :].expand(b, 1, f, t)
+        floor = x.amin(dim=(1, 2, 3), keepdim=True)
+        x = torch.where(valid, torch.gather(x, 3, idx), floor)
+    value = float(x.mean())
+    if freq_mask:
+        x = AF.mask_along_axis_iid(x, freq_mask, value, axis=2)
+    if time_mask:
+        x = AF.mask_along_axis_iid(x, time_mask, value, axis=3)
+    return x

@@ -21,8 +21,9 @@ import torch
 from .audio import AudioFileError, load_wav
 from .features import PRESETS, load_features
 from .speech_commands import SUBSETS, TASKS, DatasetLayoutError, SpeechCommands
-from .synth import PRESETS as SIZES
-from .synth import TTSEngineMissing, ensure_synthetic_dataset
+from .synth import ensure_synthetic_dataset
+from .tts import TTSEngineMissing
+from .voices import PRESETS as SIZES
 
 
 def resolve_root(

@@ -1,7 +1,9 @@
 """``make demo``: train the FP D-FSMN teacher, convert and distil BiFSMNv2, evaluate every depth
-option in PyTorch and compiled to the native kernels, and write a report (markdown + PNG).
+option in PyTorch and compiled to the native kernels, on the test set and on voices no split
+uses, and write a report (markdown + PNG).
 
     python -m examples.kws.demo                  # synthetic speech, sized for ~15 min on 2 cores
+    python -m examples.kws.demo --seeds 0 1 2    # three training seeds: mean ± std in the report
     python -m examples.kws.demo --full           # the larger synthetic set and longer training
     python -m examples.kws.demo --data ~/speech_commands_v0.01 --task v1-12
     torchrun --nproc_per_node 2 -m examples.kws.demo   # data-parallel training (gloo on CPU)
@@ -13,6 +15,7 @@ retrains.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +25,8 @@ import torch
 from binarize import BinarizeConfig, available_binarizers
 
 from .pipeline import (
+    DEMO_STUDENT_EPOCHS,
+    DEMO_TEACHER_EPOCHS,
     DataConfig,
     distill_student,
     evaluate,
@@ -35,7 +40,11 @@ from .pipeline import (
 )
 from .train import init_distributed, rank
 
-QUICK = {"size": "small", "teacher_epochs": 30, "student_epochs": 15}
+QUICK = {
+    "size": "small",
+    "teacher_epochs": DEMO_TEACHER_EPOCHS,
+    "student_epochs": DEMO_STUDENT_EPOCHS,
+}
 FULL = {"size": "large", "teacher_epochs": 40, "student_epochs": 40}
 
 
@@ -66,7 +75,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="keep the second front-end conv full precision (the reference binarizes it)",
     )
     p.add_argument("--batch-size", type=int, default=96)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        "--seed",
+        dest="seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="training seeds (initialisation, batch order), one teacher and student each",
+    )
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--runs", default="runs", help="folder for checkpoints")
@@ -76,6 +94,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--overwrite", action="store_true", help="retrain even if finished runs exist")
     return p.parse_args(argv)
+
+
+def cpu_minutes() -> dict[str, float]:
+    """CPU time used so far, by this process (all its threads) and by its finished child processes
+    (the dataset generator's workers): on a shared machine, the load-independent cost."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "process": round((own.ru_utime + own.ru_stime) / 60, 1),
+        "children": round((kids.ru_utime + kids.ru_stime) / 60, 1),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,32 +119,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
 
     data = load_data(
-        DataConfig(args.data, args.task, args.features, size, args.seed, args.cache_dir)
+        DataConfig(args.data, args.task, args.features, size, args.data_seed, args.cache_dir)
     )
     if rank() == 0:
         print(data.describe(), flush=True)
-    runs = run_root(args.runs, data, args.task, args.features, args.seed)
-    teacher_cfg = teacher_recipe(teacher_epochs, args.batch_size, args.seed, args.workers)
-    teacher, teacher_run = train_teacher(data, teacher_cfg, runs / "teacher", args.overwrite)
-    student_cfg = student_recipe(student_epochs, args.batch_size, args.seed, args.workers)
+    minutes = {"data": round((time.time() - started) / 60, 1)}
     bcfg = BinarizeConfig(binarizer=args.binarizer, binarize_convs=args.binarize_convs)
-    name = student_run_name(f"student-{args.binarizer}", bcfg, student_cfg)
-    student, student_run = distill_student(
-        data, teacher, bcfg, student_cfg, runs / name, args.overwrite
-    )
+    evals, runs_info = [], []
+    for seed in args.seeds:
+        runs = run_root(args.runs, data, args.task, args.features, seed)
+        t0 = time.time()
+        teacher_cfg = teacher_recipe(teacher_epochs, args.batch_size, seed, args.workers)
+        teacher, teacher_run = train_teacher(data, teacher_cfg, runs / "teacher", args.overwrite)
+        t1 = time.time()
+        student_cfg = student_recipe(student_epochs, args.batch_size, seed, args.workers)
+        name = student_run_name(f"student-{args.binarizer}", bcfg, student_cfg)
+        student, student_run = distill_student(
+            data, teacher, bcfg, student_cfg, runs / name, args.overwrite
+        )
+        t2 = time.time()
+        if rank() != 0:
+            continue
+        if seed == args.seeds[0]:
+            print(student.summary(), flush=True)
+        evals.append(evaluate(student, teacher, data, seed=seed))
+        t3 = time.time()
+        minutes[f"seed {seed}"] = {
+            "teacher": round((t1 - t0) / 60, 1),
+            "student": round((t2 - t1) / 60, 1),
+            "evaluation": round((t3 - t2) / 60, 1),
+        }
+        runs_info.append(
+            {
+                "seed": seed,
+                "teacher_run": str(runs / "teacher"),
+                "student_run": str(runs / name),
+                "teacher_best_val": teacher_run["best"],
+                "student_best_val": student_run["best"],
+                "reused": {"teacher": teacher_run["reused"], "student": student_run["reused"]},
+            }
+        )
     if rank() != 0:
         return 0
-    print(student.summary(), flush=True)
-    ev = evaluate(student, teacher, data)
+    minutes["total"] = round((time.time() - started) / 60, 1)
+    minutes["cpu"] = cpu_minutes()
     extra = {
-        "teacher_train": teacher_cfg.__dict__,
-        "student_train": student_cfg.__dict__,
+        "teacher_train": {k: v for k, v in teacher_cfg.__dict__.items() if k != "seed"},
+        "student_train": {k: v for k, v in student_cfg.__dict__.items() if k != "seed"},
         "binarizer": args.binarizer,
-        "minutes": round((time.time() - started) / 60, 1),
-        "teacher_best_val": teacher_run["best"],
-        "student_best_val": student_run["best"],
+        "binarizer_options": bcfg.binarizer_options,
+        "minutes": minutes,
+        "threads": torch.get_num_threads(),
+        "runs": runs_info,
     }
-    report = write_report(args.out, f"BiFSMNv2 ({args.binarizer}) on {args.task}", data, ev, extra)
+    title = f"BiFSMNv2 ({args.binarizer}) on {args.task}"
+    report = write_report(args.out, title, data, evals, extra)
     print(report.read_text())
     print(f"report: {report}  plot: {report.parent / 'accuracy.png'}")
     return 0

@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from .augment import spec_augment
+
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
@@ -48,6 +50,8 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     select_metric: str = "acc"  # key of the evaluation dict used to keep the best weights
+    spec_augment: bool = False  # time shift + SpecAugment masks on every training batch
+    label_smoothing: float = 0.0  # for the loss functions that take it (examples' recipes)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -172,7 +176,9 @@ def fit(
         warmup_lr_init=cfg.lr * 0.01,
         t_in_epochs=False,
     )
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None
+    # EMA with timm's warm-up (decay ramps up over the first steps): in a short run a fixed decay
+    # would keep much of the initial weights
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     net = nn.parallel.DistributedDataParallel(model) if distributed() else model
 
     start, best, best_epoch, history = 0, None, -1, []
@@ -201,6 +207,8 @@ def fit(
             loader, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=rank() != 0
         )
         for i, (x, y) in enumerate(bar):
+            if cfg.spec_augment:
+                x = spec_augment(x)
             loss = loss_fn(net, x, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -213,7 +221,7 @@ def fit(
             opt.step()
             sched.step_update(epoch * steps + i + 1)
             if ema is not None:
-                ema.update(model)
+                ema.update(model, step=epoch * steps + i)
             total += loss.item()
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ste import sign, sign_lpb
+from ..ste import LPB_B1_GRADS, lpb_dual_activation, sign, sign_lpb
 from .base import (
     ActivationSpec,
     Binarizer,
-    mean_abs,
     per_channel_mean_abs,
     register_binarizer,
     rows,
@@ -42,9 +41,13 @@ class LPB(Binarizer):
         layer_kind: str = "linear",
         dual_scale: bool = True,
         threshold_init: float = 1e-3,
+        b1_grad: str = "reference",
     ) -> None:
         super().__init__(in_channels, out_channels, layer_kind)
         self.dual_scale = dual_scale
+        if b1_grad not in LPB_B1_GRADS:
+            raise ValueError(f"b1_grad must be one of {LPB_B1_GRADS}, got {b1_grad!r}")
+        self.b1_grad = b1_grad
 
         def threshold() -> nn.Parameter:
             return nn.Parameter(torch.rand(in_channels) * threshold_init)
@@ -60,12 +63,11 @@ class LPB(Binarizer):
         return sign_lpb(w, self.a_w.abs(), rows(per_channel_mean_abs(w), w))
 
     def binarize_activation(self, x: Tensor) -> Tensor:
-        b1 = sign_lpb(x - self.t0, self.a1.abs())
         if not self.dual_scale:
-            return b1 - self.t2
-        r = x - b1 - self.t1
-        b2 = sign_lpb(r, self.a2.abs(), mean_abs(r.detach()))
-        return b1 + b2 - self.t2
+            return sign_lpb(x - self.t0, self.a1.abs()) - self.t2
+        return lpb_dual_activation(
+            x, self.t0, self.t1, self.t2, self.a1.abs(), self.a2.abs(), self.b1_grad
+        )
 
     @torch.no_grad()
     def weight_planes(self, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -76,4 +78,4 @@ class LPB(Binarizer):
         return ActivationSpec(t0=self.t0.detach(), dual=self.dual_scale, t1=t1, t2=self.t2.detach())
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dual_scale={self.dual_scale}"
+        return f"{super().extra_repr()}, dual_scale={self.dual_scale}, b1_grad={self.b1_grad}"
