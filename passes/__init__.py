@@ -5,7 +5,8 @@ expose block outputs for distillation."""
 from .blocks import Block, find_blocks
 from .features import expose_outputs
 from .memory import MemoryRegion, canonicalize_memories, find_memories
-from .rewrite import LayerPlan, apply_plan, bypass_relus, make_eval_exact, plan_layers
+from .placement import place_activations
+from .rewrite import LayerPlan, apply_plan, make_eval_exact, plan_layers
 from .structure import FSMNStructure, analyze
 from .thinnable import Parts, blocks_of_option, insert_switches, max_thin_options, split
 from .trace import BinarizeTracer, infer_example_input, propagate_shapes, trace
@@ -20,7 +21,6 @@ __all__ = [
     "analyze",
     "apply_plan",
     "blocks_of_option",
-    "bypass_relus",
     "canonicalize_memories",
     "expose_outputs",
     "find_blocks",
@@ -29,6 +29,7 @@ __all__ = [
     "insert_switches",
     "make_eval_exact",
     "max_thin_options",
+    "place_activations",
     "plan_layers",
     "propagate_shapes",
     "split",
