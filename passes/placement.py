@@ -135,10 +135,13 @@ def _channel_axis(m: nn.Module) -> int:
 def _feeds(
     where: str | int, blocks: list[Block], option_blocks: list[list[int]]
 ) -> dict[int, fx.Node]:
-    """The value a part receives as its input at each depth option it runs at."""
+    """The value a part receives as its input at each depth option it runs at (the prefix: the
+    first block's input, which it makes)."""
     feeds = {}
     for k, run in enumerate(option_blocks):
-        if where == SUFFIX:
+        if where == PREFIX:
+            feeds[k] = blocks[0].input
+        elif where == SUFFIX:
             feeds[k] = blocks[run[-1]].output
         elif where in run:
             i = run.index(where)
@@ -172,22 +175,20 @@ class _Placer:
             self._split_residual(layer, module, where)
             self._read_before_relu(layer, chain, src, where)
             return "reads the value before the ReLU"
-        if where == PREFIX:
-            return None
-        boundary = self.blocks[-1].output if where == SUFFIX else self.blocks[where].input
-        if src is boundary:
-            feeds = _feeds(where, self.blocks, self.option_blocks)
+        feeds = _feeds(where, self.blocks, self.option_blocks)
+        if where != PREFIX and src is feeds[0]:  # the part's input (at full depth, as traced)
             options = [k for k, v in feeds.items() if _nonnegative(self.gm, v)]
+            why = "its input there is a ReLU output"
         elif self.part.get(src) == where and _nonnegative(self.gm, src):
-            options = list(_feeds(where, self.blocks, self.option_blocks))
+            options, why = list(feeds), "its input is never negative"
         else:
             return None
         if not options:
             return None
         self._split_residual(layer, module, where)
-        if not self._insert_norm(layer, module, options, where):
+        if not self._insert_norm(layer, module, options, list(feeds), where):
             return None
-        return f"a BatchNorm before it at option(s) {options} (its input there is a ReLU output)"
+        return f"a BatchNorm before it at option(s) {options} ({why})"
 
     def _split_residual(self, layer: fx.Node, module: nn.Module, where: str | int) -> None:
         """A memory with its own residual (``y = r x + filter(x)``) becomes ``r x + memory(x)``
@@ -225,7 +226,12 @@ class _Placer:
             relu.kwargs = {**relu.kwargs, "inplace": False}
 
     def _insert_norm(
-        self, layer: fx.Node, module: nn.Module, options: list[int], where: str | int
+        self,
+        layer: fx.Node,
+        module: nn.Module,
+        options: list[int],
+        runs_at: list[int],
+        where: str | int,
     ) -> bool:
         x = layer.args[0]
         shape = node_shape(x)
@@ -239,7 +245,6 @@ class _Placer:
         with torch.no_grad():
             bn.bias.fill_(_NORM_BIAS)
         norm: nn.Module = exact_batchnorm(bn)
-        runs_at = list(_feeds(where, self.blocks, self.option_blocks))
         switched = isinstance(where, int)
         if switched:  # one copy per option where the input is a ReLU output, identity elsewhere
             switch = ThinSwitch(nn.Identity(), runs_at)

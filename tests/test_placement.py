@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from fsmn_models import ShiftMemory
+from fsmn_models import CFSMN, CFSMNLayer, ShiftMemory
 from test_convert import CASES, _setup
 from torch import nn
 
@@ -178,6 +178,23 @@ def test_a_memory_with_its_own_residual_after_a_relu_keeps_the_relu_on_the_resid
                 s.get_layer(f"layers.{j}.memory").weight.zero_()
     student.eval(), fp.eval()
     torch.testing.assert_close(student(x), fp(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_sigmoid_in_front_gets_a_batchnorm_at_every_option():
+    class SigmoidLayer(CFSMNLayer):
+        def forward(self, m_prev):
+            h = torch.sigmoid(self.bn(self.expand(m_prev).transpose(1, 2)).transpose(1, 2))
+            return self.memory(self.project(h)) + m_prev
+
+    model = CFSMN(features=12, dim=16, hidden=32, num_layers=4, left=3, right=2, classes=5)
+    model.layers = nn.ModuleList(SigmoidLayer(16, 32, 3, 2) for _ in range(4))
+    x = torch.randn(6, 10, 12)
+    cfg = BinarizeConfig(binarizer="bnn", strict=True)
+    student = binarize.convert(model, model, cfg, example_input=x)
+    norms = _input_norms(student)
+    assert norms["layers.3.project_input_norm"] == dict.fromkeys("012", "ExactBatchNorm1d")
+    reasons = {i.name: i.reason for i in student.layers}
+    assert "never negative" in reasons["layers.1.project"]
 
 
 def test_sign_statistics_do_not_move_the_students_state():

@@ -342,7 +342,7 @@ class BiFSMN(Binarizer):
     Activations ``sign(x)`` with the clipped STE; weights of convolutions centred on their global
     mean first (``W' = W - mean(W)``; Linear weights are not centred), then ``mean|W'| * sign(W')``
     per output channel (scale detached) with the clipped STE (the reference's scale per
-    (output, input) pair leaves 1x1 convolutions full precision; see DESIGN in README).
+    (output, input) pair leaves 1x1 convolutions full precision: README, departures table).
 
     Its recipe (``BinarizeConfig(binarizer="bifsmn")``): the thinnable binarization architecture
     (one output BatchNorm + activation per depth option, options weighted 1, 1/2, 1/4, ...) and the
