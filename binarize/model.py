@@ -282,6 +282,11 @@ class BinarizedModel(nn.Module):
                 b.set_progress(float(self.train_step) / steps)
         self.train_step += 1
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A student saved before the step counter existed starts its schedule at step 0.
+        state_dict.setdefault(prefix + "train_step", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def train(self, mode: bool = True) -> BinarizedModel:
         super().train(mode)
         if self._teacher is not None:

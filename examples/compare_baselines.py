@@ -277,7 +277,7 @@ def markdown(summary: dict, args: argparse.Namespace, seeds: list[int], describe
     for r in rows:
         cells = [_cell(r["acc"][k]) if k < len(r["acc"]) else "-" for k in range(len(blocks))]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {_cell(r['drop'])} |")
-    groups = sorted({g for r in rows for g in r["plus"]})
+    groups = list(dict.fromkeys(g for r in rows for g in r["plus"]))  # graph order
     lines += [
         "",
         "Share of +1 in each binary layer group's input (the training forward of the trained "
