@@ -5,6 +5,7 @@ accuracy columns then say so)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -108,12 +109,16 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
     if run is not None and data is not None:
         teacher = load_weights(make_teacher(data), teacher_run).eval()
         example = data.train.tensors[0][:1]
-        for convs in (True, False):  # which conversion made the run: the one whose weights fit
+        # which conversion made the run: the one whose weights fit (runs trained before
+        # thin_inner_norms existed have the per-option inner BatchNorms)
+        for convs, inner in itertools.product((True, False), (False, True)):
             try:
                 student = binarize.convert(
                     copy.deepcopy(teacher),
                     teacher,
-                    BinarizeConfig(binarizer=binarizer, binarize_convs=convs),
+                    BinarizeConfig(
+                        binarizer=binarizer, binarize_convs=convs, thin_inner_norms=inner
+                    ),
                     example_input=example,
                 )
                 load_weights(student, student_run)

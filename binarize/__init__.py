@@ -20,6 +20,7 @@ from .convert import convert
 from .errors import (
     ArtifactError,
     ConversionError,
+    DeadLayerWarning,
     LoweringError,
     NoFSMNStructureError,
     TeacherMismatchError,
@@ -27,6 +28,7 @@ from .errors import (
 )
 from .model import BinarizedModel
 from .nn.binarizers import Binarizer, available_binarizers, get_binarizer, register_binarizer
+from .signs import SignStats, sign_statistics
 
 __all__ = [
     "ArtifactError",
@@ -35,8 +37,10 @@ __all__ = [
     "Binarizer",
     "CompiledModel",
     "ConversionError",
+    "DeadLayerWarning",
     "LoweringError",
     "NoFSMNStructureError",
+    "SignStats",
     "TeacherMismatchError",
     "TraceError",
     "available_binarizers",
@@ -45,6 +49,7 @@ __all__ = [
     "get_binarizer",
     "load",
     "register_binarizer",
+    "sign_statistics",
 ]
 
 

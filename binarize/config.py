@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .distill import check_wavelet
+from .distill import check_distill, check_wavelet
 from .nn.binarizers import get_binarizer
 
 FP = "fp"
@@ -40,10 +41,18 @@ class BinarizeConfig:
         thin_options: how many DTA depth options to build and train (None: all the depth allows;
             1 disables thinning: the "no thinnable" ablation).
         option_weights: loss weight of each option (default 1, 1/2, 1/4, ...).
-        fid: frequency-independent distillation of block outputs from the teacher.
-        logit_distill: MSE between student and teacher logits.
+        thin_inner_norms: also give the blocks' inner BatchNorms (not only the output norm) one
+            copy per depth option. Neither paper nor reference does; off by default.
+        distill: the block-output distillation from the teacher: ``"fid"`` (BiFSMNv2), ``"hed"``
+            (BiFSMN) or ``"none"``; None: the binarizer's own (``"hed"`` for BiFSMN, else FID).
+        logit_distill: MSE between student and teacher logits; None: the binarizer's own (off for
+            BiFSMN, on otherwise).
         alpha: weight of the distillation terms (the reference uses 0.01).
-        wavelet, wavelet_levels: the FID wavelet ("haar") and its number of levels J.
+        wavelet, wavelet_levels: the wavelet of FID and HED ("haar") and its number of levels J.
+        training_steps: how many times ``student.loss`` will be called in training; methods with
+            a schedule (IR-Net's EDE) follow it from the student's step counter.
+        strict: refuse (ConversionError) rather than warn when a binary layer's input has one
+            sign only on the example input (a dead layer).
         leaf_modules: module classes or qualified names torch.fx must not trace into.
         concrete_args: forward arguments fixed while tracing (default: their defaults).
     """
@@ -57,16 +66,20 @@ class BinarizeConfig:
     binarize_convs: bool = False
     thin_options: int | None = None
     option_weights: Sequence[float] | None = None
-    fid: bool = True
-    logit_distill: bool = True
+    thin_inner_norms: bool = False
+    distill: str | None = None
+    logit_distill: bool | None = None
     alpha: float = 0.01
     wavelet: str = "haar"
     wavelet_levels: int = 1
+    training_steps: int | None = None
+    strict: bool = False
     leaf_modules: Sequence[type | str] = ()
     concrete_args: dict[str, Any] | None = None
 
     def validate(self) -> BinarizeConfig:
-        """Check every field; raises ValueError saying which one is wrong and what is allowed."""
+        """Check every field (ValueError saying which one is wrong and what is allowed) and return
+        a copy with the fields left at None set to the binarizer's own recipe."""
         check_binarizer_options(self.binarizer, self.binarizer_options)
         if isinstance(self.keep_fp, str):
             raise ValueError("keep_fp takes a list of layer names or patterns, not a string")
@@ -86,8 +99,18 @@ class BinarizeConfig:
             raise ValueError("option_weights must be non-negative")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.training_steps is not None and (
+            not isinstance(self.training_steps, int) or self.training_steps < 1
+        ):
+            raise ValueError(
+                f"training_steps must be a positive int or None, got {self.training_steps!r}"
+            )
         check_wavelet(self.wavelet, self.wavelet_levels)
-        return self
+        recipe = {"distill": "fid", "logit_distill": True, **get_binarizer(self.binarizer).recipe}
+        resolved = {k: v for k, v in recipe.items() if getattr(self, k) is None}
+        out = dataclasses.replace(self, **resolved)
+        check_distill(out.distill)
+        return out
 
 
 def check_binarizer_options(name: str, options: dict[str, Any]) -> None:
@@ -101,5 +124,10 @@ def check_binarizer_options(name: str, options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
-            f"binarizer {name!r} does not take option(s) {unknown}; it takes {accepted or 'none'}"
+            f"binarizer {name!r} ({cls.paper}) does not take option(s) {unknown}; it takes "
+            f"{accepted or 'none'}"
         )
+    try:
+        cls(2, 2, **options)  # the binarizer checks the values
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"binarizer {name!r}: {exc}") from None

@@ -5,16 +5,18 @@ from __future__ import annotations
 import copy
 import os
 import traceback
+import warnings
 
 import torch
 from torch import Tensor, fx, nn
 
 from binarize import passes
-from binarize.errors import ConversionError, TeacherMismatchError
+from binarize.errors import ConversionError, DeadLayerWarning, TeacherMismatchError
 from binarize.passes.graph import flatten_nodes
 
 from .config import BinarizeConfig
 from .model import BinarizedModel, LayerInfo, logits_of
+from .signs import sign_statistics
 
 
 def _pair_blocks(student: passes.FSMNStructure, teacher: passes.FSMNStructure) -> list[int]:
@@ -24,7 +26,7 @@ def _pair_blocks(student: passes.FSMNStructure, teacher: passes.FSMNStructure) -
     if nt < ns:
         raise TeacherMismatchError(
             f"the teacher has {nt} FSMN blocks and the student {ns}: every student block needs a "
-            "teacher block at its depth; use a teacher at least as deep, or fid=False"
+            'teacher block at its depth; use a teacher at least as deep, or distill="none"'
         )
     pairing = [(j + 1) * nt // ns - 1 for j in range(ns)]
     for j, tj in enumerate(pairing):
@@ -35,7 +37,7 @@ def _pair_blocks(student: passes.FSMNStructure, teacher: passes.FSMNStructure) -
                 f"student block {j} ({student.blocks[j].scope or 'block'}) outputs "
                 f"{tuple(s_shape)} but its paired teacher block {tj} "
                 f"({teacher.blocks[tj].scope or 'block'}) outputs {tuple(t_shape)}: FID needs "
-                "equal widths; use a teacher of the same width, or fid=False"
+                'equal widths; use a teacher of the same width, or distill="none"'
             )
     return pairing
 
@@ -57,8 +59,11 @@ def convert(
     blocks are found by graph shape and replaced by binary layers (LPB by default), its repeated
     blocks become thinnable (DTA) and their outputs are distilled from the teacher's (FID). Neither
     ``model`` nor ``teacher`` is modified: the student is built from a copy, and a frozen copy of
-    the teacher rides along. ``example_input`` fixes the input shape; without it the usual KWS
-    feature shapes are tried.
+    the teacher rides along. ``example_input`` fixes the input shape (its first sample is traced);
+    without it the usual KWS feature shapes are tried. Every binary layer is then checked on it
+    (a random one when it was guessed) at every depth option: a layer whose input has one sign
+    only gets a :class:`DeadLayerWarning` (with ``config.strict`` a ConversionError); pass a
+    batch of real features for the check to mean most.
 
     Example::
 
@@ -80,14 +85,18 @@ def convert(
     config = (config or BinarizeConfig()).validate()
     if example_input is None:
         example_input = passes.infer_example_input(model)
+        generator = torch.Generator().manual_seed(0)
+        check_input = torch.randn(example_input.shape, generator=generator)
     elif not isinstance(example_input, Tensor):
         raise TypeError("example_input must be a torch.Tensor")
+    else:
+        check_input = example_input.detach()
     example = example_input.detach()[:1].clone()
     if example.shape[0] == 0:
         raise ValueError("example_input must hold at least one sample")
 
     try:
-        return _convert(model, teacher, config, example)
+        return _convert(model, teacher, config, example, check_input)
     except ConversionError:
         raise
     except (SyntaxError, NameError, AttributeError, TypeError, RuntimeError, ValueError) as exc:
@@ -119,14 +128,17 @@ def _where(exc: BaseException) -> str:
 
 
 def _convert(
-    model: nn.Module, teacher: nn.Module | None, config: BinarizeConfig, example: Tensor
+    model: nn.Module,
+    teacher: nn.Module | None,
+    config: BinarizeConfig,
+    example: Tensor,
+    check_input: Tensor,
 ) -> BinarizedModel:
     # The student: analyse a private copy, swap in binary layers, make it thinnable, split it.
     source = copy.deepcopy(model)
     structure = passes.student_structure(source, example, config.leaf_modules, config.concrete_args)
     plans = passes.plan_layers(structure, config)
     passes.apply_plan(structure.gm, plans, config)
-    passes.bypass_relus(structure, plans)
     passes.make_eval_exact(structure.gm)
     num_blocks = len(structure.blocks)
     limit = passes.max_thin_options(num_blocks)
@@ -141,9 +153,19 @@ def _convert(
     )
     if len(weights) != options:
         raise ConversionError(f"option_weights has {len(weights)} entries for {options} options")
-    thin = passes.insert_switches(structure.gm, structure.blocks, options)
-    parts = passes.split(structure.gm, structure.blocks, thin)
+    thin = passes.insert_switches(
+        structure.gm, structure.blocks, options, inner_norms=config.thin_inner_norms
+    )
     option_blocks = [passes.blocks_of_option(num_blocks, k) for k in range(options)]
+    placed = passes.place_activations(
+        structure.gm,
+        structure.blocks,
+        thin,
+        option_blocks,
+        {p.name: p.binarizer for p in plans if p.binarizer is not None},
+        example,
+    )
+    parts = passes.split(structure.gm, structure.blocks, thin)
 
     # The teacher: a frozen copy, traced to expose its block outputs.
     teacher_features = None
@@ -153,13 +175,21 @@ def _convert(
         t_structure = passes.teacher_structure(
             frozen, example, config.leaf_modules, config.concrete_args
         )
-        if config.fid:
+        if config.distill != "none":
             pairing = _pair_blocks(structure, t_structure)
         teacher_features = passes.expose_outputs(
             t_structure.gm, [b.output for b in t_structure.blocks], _logits_node(t_structure)
         ).eval()
 
-    layers = [LayerInfo(p.name, p.kind, p.binarizer, p.reason) for p in plans]
+    layers = [
+        LayerInfo(
+            p.name,
+            p.kind,
+            p.binarizer,
+            p.reason + (f"; input: {placed[p.name]}" if p.name in placed else ""),
+        )
+        for p in plans
+    ]
     student = BinarizedModel(
         parts.prefix,
         parts.blocks,
@@ -178,6 +208,7 @@ def _convert(
     )
     if teacher_features is not None:
         _check_logits(student, teacher_features, example)
+    _check_alive(student, check_input, config.strict)
     return student.train()  # ready to train, as torch.ao's prepare_qat
 
 
@@ -187,6 +218,26 @@ def _logits_node(structure: passes.FSMNStructure) -> fx.Node:
     main = passes.main_path(graph, structure.memory_nodes)
     leaves = flatten_nodes(next(n for n in graph.nodes if n.op == "output").args[0])
     return next((n for n in leaves if n in main), leaves[0])
+
+
+def _check_alive(student: BinarizedModel, x: Tensor, strict: bool) -> None:
+    """Warn (or refuse) when a binary layer's input has one sign only at some depth option."""
+    dead = [s for s in sign_statistics(student, x) if s.dead]
+    if not dead:
+        return
+    listed = ", ".join(
+        f"{s.layer} at option {s.option} (all {'+1' if s.plus_fraction else '-1'})" for s in dead
+    )
+    message = (
+        f"{len(dead)} binary layer input(s) have one sign only on the example input, so those "
+        f"layers output a constant: {listed}. A sign-only binarizer after a ReLU or another "
+        "non-negative op does this; keep such a layer full precision (keep_fp=[...]), use a "
+        "binarizer with a learnable threshold (lpb), or pass real features as example_input if "
+        "this one is not representative"
+    )
+    if strict:
+        raise ConversionError(message)
+    warnings.warn(message, DeadLayerWarning, stacklevel=3)
 
 
 @torch.no_grad()

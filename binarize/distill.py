@@ -1,12 +1,15 @@
-"""FID, BiFSMNv2's frequency-independent distillation, and the logit distillation term.
+"""Block-output distillation: FID (BiFSMNv2's frequency-independent distillation) and HED (BiFSMN's
+high-frequency enhancement distillation), and the logit distillation term.
 
 A block output ``(B, C, T)`` is treated as one-channel images ``(B, 1, C, T)``; a 2-D discrete
 wavelet transform (zero padding, J levels) splits it into its low-pass part (the LL band
 reconstructed alone) and its high-pass part (the rest). For Haar (the default) the low-pass part
-has a closed form, the mean of each ``2**J`` x ``2**J`` block; other wavelets go through ``ptwt``. Student and teacher parts are compared as
-normalised attention maps ``q(z) = z*z / ||z*z||`` (norm over the whole batch tensor):
+has a closed form, the mean of each ``2**J`` x ``2**J`` block; other wavelets go through ``ptwt``.
+Student and teacher parts are compared as normalised attention maps ``q(z) = z*z / ||z*z||``
+(norm over the whole batch tensor):
 ``D(s, t) = || q(s) - q(t) ||_2``, and FID sums ``D`` over the low and high parts of every paired
-block.
+block. HED compares the whole student block output with a teacher output whose high-frequency part
+is enhanced: ``D(s, high(t) / std(high(t)) + t / std(t))``.
 """
 
 from __future__ import annotations
@@ -90,3 +93,38 @@ def fid_loss(
         t_low, t_high = wavelet_split(t, wavelet, levels)
         total = total + attention_distance(s_low, t_low) + attention_distance(s_high, t_high)
     return total
+
+
+def hed_loss(
+    student: list[Tensor], teacher: list[Tensor], wavelet: str = "haar", levels: int = 1
+) -> Tensor:
+    """BiFSMN's high-frequency enhancement distillation (Qin et al., IJCAI 2022): the sum over
+    paired block outputs of ``D(s, t~)`` with ``t~ = high(t) / std(high(t)) + t / std(t)`` (std:
+    unbiased, over the whole batch tensor, as in htqin/BiFSMN's ``train_epoch_distill``).
+
+    Example::
+
+        loss = hed_loss([s_block], [t_block])     # Haar, J = 1
+    """
+    total = student[0].new_zeros(())
+    for s, t in zip(student, teacher, strict=True):
+        _, t_high = wavelet_split(t, wavelet, levels)
+        enhanced = t_high / t_high.std().clamp_min(1e-12) + t / t.std().clamp_min(1e-12)
+        total = total + attention_distance(s, enhanced)
+    return total
+
+
+# The block-output distillations ``BinarizeConfig.distill`` selects ("none": no block term).
+DISTILLATIONS = {
+    "fid": fid_loss,  # BiFSMNv2 (Qin et al., TNNLS 2023)
+    "hed": hed_loss,  # BiFSMN (Qin et al., IJCAI 2022)
+}
+
+
+def check_distill(name: str) -> None:
+    """Raise ValueError unless ``name`` is a known block distillation or "none"."""
+    if name != "none" and name not in DISTILLATIONS:
+        raise ValueError(
+            f"unknown distill {name!r}; choose 'fid' (BiFSMNv2's frequency-independent "
+            "distillation), 'hed' (BiFSMN's high-frequency enhancement distillation) or 'none'"
+        )

@@ -28,6 +28,11 @@ class TeacherMismatchError(ConversionError):
     """The teacher's blocks cannot be paired with the student's."""
 
 
+class DeadLayerWarning(UserWarning):
+    """A binary layer whose input has one sign only on the example input: its output is constant.
+    ``BinarizeConfig(strict=True)`` makes it a :class:`ConversionError`."""
+
+
 class LoweringError(ValueError):
     """A layer or operation the native runtime cannot run; the message names it and says why."""
 

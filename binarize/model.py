@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from .config import BinarizeConfig
-from .distill import fid_loss
+from .distill import DISTILLATIONS
 from .nn.binarizers.base import Binarizer
 from .nn.layers import collect_aux_losses
 from .summary import summarize
@@ -91,6 +91,9 @@ class BinarizedModel(nn.Module):
         self.side_shapes = side_shapes or [[] for _ in blocks]
         self.assemble = assemble
         object.__setattr__(self, "_teacher", teacher)  # frozen, kept out of the module tree
+        # Training steps taken (calls of loss() in training mode); drives scheduled binarizers.
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+        self._progress_set_by_hand = False
 
     # -- structure ---------------------------------------------------------------------------------
     @property
@@ -227,8 +230,9 @@ class BinarizedModel(nn.Module):
 
             sum_k w_k * (task(logits_k, target) + alpha * (FID_k + MSE(logits_k, teacher_logits)))
 
-        plus any auxiliary loss of the binarizer (RAD). ``task`` is cross-entropy over class
-        indices unless the pipeline's own loss is given as ``task_loss(logits, target)`` (``target``
+        plus the binarizers' auxiliary loss averaged over the layers that ran (RAD). The block term
+        is ``config.distill``: FID (BiFSMNv2), HED (BiFSMN) or none. ``task`` is cross-entropy over
+        class indices unless the pipeline's own loss is given as ``task_loss(logits, target)`` (``target``
         is then passed through as is: per-frame labels, CTC targets with lengths, ...); ``logits``
         is the model's prediction (its first output that depends on the last memory block, e.g.
         ``(B, T, K)`` per-frame logits). The teacher runs once, frozen, without gradients. With
@@ -245,6 +249,9 @@ class BinarizedModel(nn.Module):
                 labels, in_lens, lab_lens = y
                 return ctc(logits.log_softmax(-1).transpose(0, 1), labels, in_lens, lab_lens)
             loss = student.loss(feats, (labels, in_lens, lab_lens), task_loss=task)
+
+        In training mode each call is one step of the student's schedule (IR-Net's EDE follows
+        ``train_step / config.training_steps``).
         """
         if not self.training and torch.is_grad_enabled():
             raise RuntimeError(
@@ -254,8 +261,11 @@ class BinarizedModel(nn.Module):
                 "validation loss under torch.no_grad()."
             )
         cfg = self.config
+        if self.training:
+            self._advance_schedule()
+        feature_loss = DISTILLATIONS.get(cfg.distill)
         t_logits = t_feats = None
-        if self._teacher is not None and (cfg.fid or cfg.logit_distill):
+        if self._teacher is not None and (feature_loss or cfg.logit_distill):
             with torch.no_grad():
                 t_out, t_feats = self._teacher(x)
             t_logits = logits_of(t_out)
@@ -266,7 +276,11 @@ class BinarizedModel(nn.Module):
         for k, weight in zip(self.thin_options, self.option_weights, strict=True):
             with collect_aux_losses() as aux:
                 out, feats = self._run(
-                    x, k, collect=t_feats is not None and cfg.fid, logits_only=True, start=start
+                    x,
+                    k,
+                    collect=t_feats is not None and feature_loss is not None,
+                    logits_only=True,
+                    start=start,
                 )
             aux += prefix_aux
             logits = logits_of(out)
@@ -277,22 +291,22 @@ class BinarizedModel(nn.Module):
                 task = task_loss(logits, target)
             term = task
             parts[f"task_{k}"] = float(task.detach())
-            if t_feats is not None and cfg.fid and feats:
+            if t_feats is not None and feature_loss and feats:
                 js = sorted(feats)
-                fid = fid_loss(
+                distill = feature_loss(
                     [feats[j] for j in js],
                     [t_feats[self.pairing[j]] for j in js],
                     cfg.wavelet,
                     cfg.wavelet_levels,
                 )
-                term = term + cfg.alpha * fid
-                parts[f"fid_{k}"] = float(fid.detach())
+                term = term + cfg.alpha * distill
+                parts[f"{cfg.distill}_{k}"] = float(distill.detach())
             if t_logits is not None and cfg.logit_distill:
                 mse = F.mse_loss(logits, t_logits)
                 term = term + cfg.alpha * mse
                 parts[f"mse_{k}"] = float(mse.detach())
             if aux:
-                extra = torch.stack(aux).sum()
+                extra = torch.stack(aux).mean()
                 term = term + extra
                 parts[f"aux_{k}"] = float(extra.detach())
             total = total + weight * term
@@ -317,9 +331,30 @@ class BinarizedModel(nn.Module):
         return groups
 
     def set_progress(self, progress: float) -> None:
-        """Tell the binarizers how far training is (0 to 1), for schedules such as IR-Net's EDE."""
+        """Tell the binarizers how far training is (0 to 1), for schedules such as IR-Net's EDE.
+        Not needed when ``config.training_steps`` is set: :meth:`loss` then drives them."""
+        self._progress_set_by_hand = True
         for b in self.binarizers():
             b.set_progress(progress)
+
+    def _advance_schedule(self) -> None:
+        steps = self.config.training_steps
+        scheduled = [b for b in self.binarizers() if b.scheduled]
+        if scheduled and steps is None and not self._progress_set_by_hand:
+            raise ValueError(
+                f"the {scheduled[0].name} binarizer follows a schedule over training, so it needs "
+                "the training length: convert with BinarizeConfig(training_steps=epochs * "
+                "len(loader)) (loss() then drives it), or call student.set_progress(p) yourself"
+            )
+        if steps is not None:
+            for b in scheduled:
+                b.set_progress(float(self.train_step) / steps)
+        self.train_step += 1
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A student saved before the step counter existed starts its schedule at step 0.
+        state_dict.setdefault(prefix + "train_step", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> BinarizedModel:
         super().train(mode)

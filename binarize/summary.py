@@ -189,13 +189,13 @@ def summarize(model, thin: int) -> Summary:
             h.remove()
         model.train(was_training)
     for name, m, out in seen:
-        row = _row(_display_name(model, name, m), m, out)
+        row = _row(display_name(name), m, out)
         if row is not None:
             summary.rows.append(row)
     return summary
 
 
-def _display_name(model, qualname: str, module: nn.Module) -> str:
-    """The module's path in the original model (the student's part prefix removed)."""
+def display_name(qualname: str) -> str:
+    """A student module's path in the original model (the student's part prefix removed)."""
     parts = qualname.split(".")
     return ".".join(parts[2:] if parts[0] == "blocks" else parts[1:])

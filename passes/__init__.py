@@ -9,8 +9,8 @@ from .canonicalize import canonicalize_memories
 from .features import expose_outputs
 from .memory import MemoryRegion, MemorySearch, find_memories
 from .ops import ACTIVATIONS, RUNTIME_ACTIVATIONS, op_kind
+from .placement import place_activations
 from .plan import LayerPlan, plan_layers
-from .relus import bypass_relus
 from .rewrite import apply_plan, make_eval_exact
 from .split import Parts, split
 from .structure import FSMNStructure, analyze, student_structure, teacher_structure
@@ -30,7 +30,6 @@ __all__ = [
     "analyze",
     "apply_plan",
     "blocks_of_option",
-    "bypass_relus",
     "canonicalize_memories",
     "expose_outputs",
     "find_blocks",
@@ -41,6 +40,7 @@ __all__ = [
     "make_eval_exact",
     "max_thin_options",
     "op_kind",
+    "place_activations",
     "plan_layers",
     "propagate_shapes",
     "split",

@@ -66,11 +66,14 @@ def _is_fc(gm: fx.GraphModule, node: fx.Node) -> bool:
     return isinstance(m, BinaryLinear) or is_fc_module(m)
 
 
-def insert_switches(gm: fx.GraphModule, blocks: list[Block], num_options: int) -> fx.Node:
+def insert_switches(
+    gm: fx.GraphModule, blocks: list[Block], num_options: int, inner_norms: bool = False
+) -> fx.Node:
     """Give every block a :class:`ThinSwitch` after its last FC projection: the BatchNorm (and the
     activation right after it) that follows become per-option copies; without a norm there, a
-    per-option :class:`ChannelAffine` (identity at start) is inserted. The block's other
-    BatchNorms get per-option copies too. Adds the ``thin`` input to the graph and returns it."""
+    per-option :class:`ChannelAffine` (identity at start) is inserted. With ``inner_norms`` the
+    block's other BatchNorms get per-option copies too. Adds the ``thin`` input to the graph and
+    returns it."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     with gm.graph.inserting_after(placeholders[-1]):
         thin = gm.graph.placeholder("thin", default_value=0)
@@ -109,7 +112,7 @@ def insert_switches(gm: fx.GraphModule, blocks: list[Block], num_options: int) -
                 b.output = switch
             if b.input is last:
                 b.input = switch
-        if len(runs_at) > 1:
+        if inner_norms and len(runs_at) > 1:
             _switch_inner_norms(gm, block, thin, runs_at, exclude=set(replaced))
     gm.graph.eliminate_dead_code()
     for block in blocks:

@@ -79,7 +79,7 @@ def test_lpb_dual_scale_has_four_levels_per_channel_and_position():
     # every value is one of its own frame's four levels +-1 +- s2
     own = torch.stack([b1 + b2 * s2 for b1 in (-1.0, 1.0) for b2 in (-1.0, 1.0)])
     assert torch.isclose(levels.unsqueeze(0), own).any(0).all()
-    torch.testing.assert_close(levels - planes.b1, planes.b2 * s2)  # up to float rounding
+    torch.testing.assert_close(levels - planes.b1, planes.b2 * s2, rtol=0, atol=1e-6)  # float32
     single = get_binarizer("lpb")(16, 4, dual_scale=False)
     assert activation_planes(x, single.activation_spec()).b2 is None
 

@@ -19,7 +19,7 @@ IMPLS = _fbck.available_impls()
 def trained_student(name, binarizer="lpb", steps=3):
     """A converted student after a few steps, so its BatchNorm statistics are not the defaults."""
     case, model, teacher, x = _setup(name)
-    cfg = binarize.BinarizeConfig(binarizer=binarizer)
+    cfg = binarize.BinarizeConfig(binarizer=binarizer, training_steps=steps)
     student = binarize.convert(model, teacher, cfg, example_input=x).train()
     opt = torch.optim.Adam(
         student.parameters(), lr=1e-2

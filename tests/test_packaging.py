@@ -23,7 +23,7 @@ SOURCES = {"binarize": REPO / "binarize", "binarize.passes": REPO / "passes",
 # Bottom to top. A module's layer is that of the longest prefix listed here.
 LAYERS: list[list[str]] = [
     ["binarize.errors", "binarize.nn", "binarize.distill", "binarize.config"],
-    ["binarize.passes", "binarize.summary", "binarize.model"],
+    ["binarize.passes", "binarize.summary", "binarize.signs", "binarize.model"],
     ["binarize.backends"],
     ["binarize.convert", "binarize"],
 ]

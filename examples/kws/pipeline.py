@@ -8,6 +8,7 @@ interrupted one resumes; ``overwrite=True`` retrains.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,7 +28,7 @@ import binarize
 from binarize import BinarizeConfig, BinarizedModel
 
 from .models import DFSMN
-from .train import TrainConfig, accuracy, fit, rank
+from .train import TrainConfig, accuracy, fit, rank, steps_per_epoch
 
 
 @dataclass
@@ -214,15 +215,17 @@ def distill_student(
     overwrite: bool = False,
     binarizer_lr_scale: float = 0.1,
 ) -> tuple[BinarizedModel, dict[str, Any]]:
-    """Convert a copy of the teacher with ``bcfg`` and distil it (or reuse a finished run)."""
+    """Convert a copy of the teacher with ``bcfg`` and distil it (or reuse a finished run). The
+    student's schedule (IR-Net's EDE) gets the training length unless ``bcfg`` sets it."""
     torch.manual_seed(cfg.seed)
-    example = data.train.tensors[0][:1]
+    if bcfg.training_steps is None:
+        bcfg = dataclasses.replace(
+            bcfg, training_steps=cfg.epochs * steps_per_epoch(len(data.train), cfg.batch_size)
+        )
+    example = data.train.tensors[0][:64]  # a batch of real features for convert()'s checks
     student = binarize.convert(copy.deepcopy(teacher), teacher, bcfg, example_input=example)
     groups = student.parameter_groups(cfg.weight_decay, cfg.lr, binarizer_lr_scale)
     options = student.thin_options
-
-    def progress(model: nn.Module, epoch: int) -> None:
-        model.set_progress(epoch / max(cfg.epochs - 1, 1))
 
     result = fit(
         student,
@@ -233,7 +236,6 @@ def distill_student(
         run_dir,
         param_groups=groups,
         overwrite=overwrite,
-        on_epoch=progress,
         desc="student",
     )
     return student.eval(), asdict(result)

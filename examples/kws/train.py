@@ -87,6 +87,13 @@ def init_distributed() -> bool:
     return distributed()
 
 
+def steps_per_epoch(num_items: int, batch_size: int) -> int:
+    """Optimizer steps per epoch of :func:`fit` (``drop_last``; under DDP each process gets its
+    share of the items)."""
+    world = dist.get_world_size() if distributed() else 1
+    return math.ceil(num_items / world) // batch_size
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -20,9 +20,9 @@ per-channel thresholds/offsets (any may be absent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -101,10 +101,16 @@ class Binarizer(nn.Module):
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    # The method's published networks feed sign() the BatchNorm output itself (zero-centred), with
-    # no ReLU in between and no learnable threshold: convert() then removes a ReLU that feeds a
-    # layer this binarizer binarizes (after a ReLU every input would be >= 0 and sign() all +1).
+    # The method's published networks feed its binary activation a zero-centred real value (a
+    # BatchNorm output or a residual sum), never a ReLU output: after a ReLU every sign would be
+    # +1. The placement pass (passes/placement.py) then keeps ReLUs out of this binarizer's way.
     zero_centred_input: ClassVar[bool] = False
+    # The method's own training recipe where it differs from BiFSMNv2's: BinarizeConfig fields
+    # left at None take these values (BiFSMN distils with HED and no logit loss).
+    recipe: ClassVar[Mapping[str, Any]] = {}
+    # The method follows a schedule over training (IR-Net's EDE): BinarizedModel.loss drives it
+    # from its step counter and BinarizeConfig.training_steps (see set_progress).
+    scheduled: ClassVar[bool] = False
 
     def __init__(self, in_channels: int, out_channels: int, layer_kind: str = "linear") -> None:
         super().__init__()

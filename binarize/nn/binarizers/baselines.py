@@ -1,11 +1,13 @@
 """The BNN baselines of the BiFSMN/BiFSMNv2 comparison tables, each with its published forward and
-backward rule. They share the layers, the thinnable architecture and the distillation with LPB, so a
-comparison isolates the binarizer.
+backward rule and its published placement (``zero_centred_input``: the sign-only methods take a
+zero-centred value, see passes/placement.py). Where this project departs from a paper, the class
+docstring says so and README's "Baselines: departures from the papers" table gives the reason.
 """
 
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +29,9 @@ class BNN(Binarizer):
     """BNN (Hubara, Courbariaux et al., "Binarized Neural Networks", NeurIPS 2016).
 
     ``Wb = sign(W)``, ``ab = sign(x)``, no scales; both with the clipped straight-through estimator
-    ``g * 1{|.| <= 1}``.
+    ``g * 1{|.| <= 1}``. The real-valued (latent) weights are clipped to ``[-1, 1]`` as in the
+    paper's Algorithm 1, here at the start of each training forward, which is the same as after each
+    update: otherwise they grow without bound where ``1{|W| <= 1}`` has stopped their gradient.
     """
 
     name = "bnn"
@@ -35,6 +39,7 @@ class BNN(Binarizer):
     paper = "Hubara et al., Binarized Neural Networks, NeurIPS 2016"
 
     def binarize_weight(self, w: Tensor) -> Tensor:
+        clip_latent_weights(w)
         return sign_clipped_ste(w)
 
     def binarize_activation(self, x: Tensor) -> Tensor:
@@ -46,6 +51,14 @@ class BNN(Binarizer):
 
     def activation_spec(self) -> ActivationSpec:
         return ActivationSpec()
+
+
+def clip_latent_weights(w: Tensor, bound: float = 1.0) -> None:
+    """Clip a trainable weight to ``[-bound, bound]`` in place. Through ``.data``: a layer runs
+    several times per step (once per depth option) and autograd must not see a new version of a
+    tensor an earlier run saved (after the first run of a step the values no longer change)."""
+    if w.requires_grad and bool((w.detach().abs() > bound).any()):
+        w.data.clamp_(-bound, bound)
 
 
 class _XnorWeight(Function):
@@ -132,8 +145,11 @@ class BiReal(Binarizer):
 
     Activations ``sign(x)`` with the piecewise-quadratic ApproxSign gradient; weights
     ``mean|W| * sign(W)`` per output channel (scale detached) with the clipped straight-through
-    gradient, as in the official ``HardBinaryConv``. (Bi-Real's extra real-valued shortcuts are an
-    architecture change; FSMN blocks already carry residuals.)
+    gradient, as in the official ``HardBinaryConv``. Bi-Real's real-valued shortcut around every
+    binary convolution: the FSMN memory already has it (``m = x + ...``); the projections that
+    change the width (front-end conv, fc1, fc_trans) would need Bi-Real's real-valued 1x1
+    "downsample" shortcut, a full-precision layer as large as the binary one, so they get none
+    (a documented departure, README).
     """
 
     name = "bireal"
@@ -162,12 +178,15 @@ class IRNet(Binarizer):
     Libra-PB weights: balanced and standardised per output channel,
     ``w' = (W - mean) / std``, binarised as ``sign(w') * 2^round(log2(mean|w'|))`` (a power-of-two
     scale, detached). Activations ``sign(x)``. Both use the error decay estimator
-    ``k t (1 - tanh^2(t x))`` with ``t = t_min * 10^(p * log10(t_max / t_min))``, ``k = max(1/t, 1)``,
-    ``p`` the training progress set by :meth:`set_progress`.
+    ``k t (1 - tanh^2(t x))`` with ``t = t_min * 10^(p * log10(t_max / t_min))``, ``k = max(1/t, 1)``
+    (the paper's ``T_min = 0.1``, ``T_max = 10``), ``p`` the training progress: the student's
+    step counter over ``BinarizeConfig.training_steps`` (per step; the reference updates per epoch),
+    or :meth:`set_progress`.
     """
 
     name = "irnet"
     zero_centred_input = True
+    scheduled = True
     paper = "Qin et al., IR-Net, CVPR 2020"
 
     def __init__(
@@ -179,6 +198,8 @@ class IRNet(Binarizer):
         t_max: float = 10.0,
     ) -> None:
         super().__init__(in_channels, out_channels, layer_kind)
+        if not 0 < t_min < t_max:
+            raise ValueError(f"IR-Net needs 0 < t_min < t_max, got t_min={t_min}, t_max={t_max}")
         self.t_min, self.t_max = t_min, t_max
         self.register_buffer("progress", torch.zeros(()))
 
@@ -227,7 +248,9 @@ class RAD(Binarizer):
     BNN binarization (``sign``, clipped straight-through estimator) plus the distribution loss on each
     binary layer's input, per channel with mean ``mu`` and std ``sigma`` over all positions:
     ``mean_c(relu(2 - |mu| - sigma)^2) + mean_c(relu(sigma - 4)^2)`` (gradient mismatch and
-    saturation) ``+ mean_c(relu(mu^2 - sigma^2))`` (degeneration), times ``loss_weight``.
+    saturation) ``+ mean_c(relu(mu^2 - sigma^2))`` (degeneration), times ``loss_weight`` (2, the
+    reference's ``--distrloss 2``). ``BinarizedModel.loss`` averages it over the binary layers, as
+    the reference (ruizhoud/DistributionLoss) does.
     """
 
     name = "rad"
@@ -239,9 +262,11 @@ class RAD(Binarizer):
         in_channels: int,
         out_channels: int,
         layer_kind: str = "linear",
-        loss_weight: float = 0.1,
+        loss_weight: float = 2.0,
     ) -> None:
         super().__init__(in_channels, out_channels, layer_kind)
+        if loss_weight < 0:
+            raise ValueError(f"RAD's loss_weight must be >= 0, got {loss_weight}")
         self.loss_weight = loss_weight
 
     def binarize_weight(self, w: Tensor) -> Tensor:
@@ -271,13 +296,17 @@ class RAD(Binarizer):
 class ReActNet(Binarizer):
     """ReActNet (Liu et al., ECCV 2020).
 
-    RSign activations ``sign(x - beta)`` with a learnable per-channel threshold ``beta`` and the
-    ApproxSign gradient; weights ``mean|W| * sign(W)`` per output channel (clipped STE); RPReLU on the
-    layer output, ``PReLU(y - gamma) + zeta`` per output channel, initialised to the identity
+    RSign activations ``sign(x - beta)`` with a learnable per-channel threshold ``beta`` (init 0)
+    and the ApproxSign gradient; weights ``mean|W| * sign(W)`` per output channel (clipped STE);
+    RPReLU ``PReLU(y - gamma) + zeta`` per output channel, initialised to the identity
     (``gamma = zeta = 0``, slope 1) so the converted model starts from the teacher's function.
+    ReActNet's blocks feed RSign a real-valued block output (no ReLU), so it is placed like the
+    sign-only methods (``beta = 0`` after a ReLU would see only +1). RPReLU sits on the binary
+    layer's output, before the layer's own BatchNorm (ReActNet puts it after BN and the shortcut).
     """
 
     name = "reactnet"
+    zero_centred_input = True
     paper = "Liu et al., ReActNet, ECCV 2020"
 
     def __init__(self, in_channels: int, out_channels: int, layer_kind: str = "linear") -> None:
@@ -312,12 +341,18 @@ class BiFSMN(Binarizer):
 
     Activations ``sign(x)`` with the clipped STE; weights of convolutions centred on their global
     mean first (``W' = W - mean(W)``; Linear weights are not centred), then ``mean|W'| * sign(W')``
-    per output channel (scale detached) with the clipped STE. The v1 thinnable architecture and
-    distillation come from the shared pipeline.
+    per output channel (scale detached) with the clipped STE (the reference's scale per
+    (output, input) pair leaves 1x1 convolutions full precision: README, departures table).
+
+    Its recipe (``BinarizeConfig(binarizer="bifsmn")``): the thinnable binarization architecture
+    (one output BatchNorm + activation per depth option, options weighted 1, 1/2, 1/4, ...) and the
+    high-frequency enhancement distillation (``distill="hed"``, :func:`binarize.distill.hed_loss`)
+    without a logit loss, as htqin/BiFSMN trains it.
     """
 
     name = "bifsmn"
     zero_centred_input = True
+    recipe = MappingProxyType({"distill": "hed", "logit_distill": False})
     paper = "Qin et al., BiFSMN, IJCAI 2022"
 
     def _centred(self, w: Tensor) -> Tensor:
