@@ -42,7 +42,11 @@ class BinarizeConfig:
             1 disables thinning: the "no thinnable" ablation).
         option_weights: loss weight of each option (default 1, 1/2, 1/4, ...).
         thin_inner_norms: also give the blocks' inner BatchNorms (not only the output norm) one
-            copy per depth option. Neither paper nor reference does; off by default.
+            copy per depth option, as slimmable networks' switchable BatchNorm does. Neither the
+            BiFSMNv2 paper nor its reference code does; this project's extension, on by default
+            because shared running statistics break the thin options (README: the comparison's
+            "shared inner BatchNorms" row). False gives the paper's architecture; None: the
+            binarizer's own (off for BiFSMN, published without them).
         distill: the block-output distillation from the teacher: ``"fid"`` (BiFSMNv2), ``"hed"``
             (BiFSMN) or ``"none"``; None: the binarizer's own (``"hed"`` for BiFSMN, else FID).
         logit_distill: MSE between student and teacher logits; None: the binarizer's own (off for
@@ -66,7 +70,7 @@ class BinarizeConfig:
     binarize_convs: bool = False
     thin_options: int | None = None
     option_weights: Sequence[float] | None = None
-    thin_inner_norms: bool = False
+    thin_inner_norms: bool | None = None
     distill: str | None = None
     logit_distill: bool | None = None
     alpha: float = 0.01
@@ -106,7 +110,12 @@ class BinarizeConfig:
                 f"training_steps must be a positive int or None, got {self.training_steps!r}"
             )
         check_wavelet(self.wavelet, self.wavelet_levels)
-        recipe = {"distill": "fid", "logit_distill": True, **get_binarizer(self.binarizer).recipe}
+        recipe = {
+            "distill": "fid",
+            "logit_distill": True,
+            "thin_inner_norms": True,
+            **get_binarizer(self.binarizer).recipe,
+        }
         resolved = {k: v for k, v in recipe.items() if getattr(self, k) is None}
         out = dataclasses.replace(self, **resolved)
         check_distill(out.distill)

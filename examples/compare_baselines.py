@@ -92,9 +92,9 @@ def methods(binarize_convs: bool = True) -> list[Method]:
         ),
         Method("lpb-nothin", "BiFSMNv2 without thinnable", BinarizeConfig(thin_options=1, **convs)),
         Method(
-            "lpb-innernorms",
-            "BiFSMNv2 + per-option inner BatchNorms",
-            BinarizeConfig(thin_inner_norms=True, **convs),
+            "lpb-sharednorms",
+            "BiFSMNv2 with shared inner BatchNorms (the paper's DTA)",
+            BinarizeConfig(thin_inner_norms=False, **convs),
         ),
     ]
     return out

@@ -58,7 +58,8 @@ def test_irnet_schedule_follows_the_students_steps():
     assert seen == pytest.approx([0.0, 0.25, 0.5, 0.75])
     assert int(s.state_dict()["train_step"]) == 4  # saved with the weights: resumes in place
     s.eval()
-    s.loss(X, Y)  # evaluation is no training step
+    with torch.no_grad():
+        s.loss(X, Y)  # evaluation is no training step
     assert int(s.train_step) == 4
     irnet[0].set_progress(0.0)
     assert irnet[0]._kt() == pytest.approx((10.0, 0.1))  # the paper's T_min = 0.1: k = 1/t

@@ -12,7 +12,7 @@ from examples import compare_baselines
 def test_methods_cover_every_baseline_and_the_ablations():
     names = [m.name for m in compare_baselines.methods()]
     assert set(names) >= {"bnn", "xnor", "dorefa", "bireal", "irnet", "rad", "reactnet", "bifsmn"}
-    assert {"lpb", "lpb-nofid", "lpb-nodual", "lpb-nothin", "lpb-innernorms"} <= set(names)
+    assert {"lpb", "lpb-nofid", "lpb-nodual", "lpb-nothin", "lpb-sharednorms"} <= set(names)
     with pytest.raises(SystemExit, match=r"unknown method.*the methods are: bifsmn, bireal"):
         compare_baselines.main(["--methods", "bnn,bogus"])
     with pytest.raises(SystemExit, match="--seeds takes comma-separated integers"):

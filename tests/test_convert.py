@@ -231,7 +231,8 @@ def test_state_dict_round_trip(name):
 @pytest.mark.parametrize("name", ["dfsmn_bn", "wekws"])
 def test_per_option_norms_are_separate_copies(name):
     _case, model, teacher, x = _setup(name)
-    student = binarize.convert(model, teacher, example_input=x)
+    cfg = BinarizeConfig(thin_inner_norms=False)
+    student = binarize.convert(model, teacher, cfg, example_input=x)
     outputs = [m for n, m in student.named_modules() if n.endswith("thin_norm")]
     assert len(outputs) == 4
     # a block has one copy per option it runs at: blocks 0..3 run at options [0], [0, 1], [0], [0, 1, 2]
@@ -243,10 +244,9 @@ def test_per_option_norms_are_separate_copies(name):
         for n, m in student.named_modules()
         if type(m).__name__ == "ThinSwitch" and not n.endswith(("thin_norm", "_input_norm"))
     ]
-    assert inner == [], "as in the papers, only the output norm is per option by default"
-    if name == "dfsmn_bn":  # thin_inner_norms: the inner BatchNorms too, where a block runs twice
-        cfg = BinarizeConfig(thin_inner_norms=True)
-        copies = binarize.convert(model, teacher, cfg, example_input=x)
+    assert inner == [], "as in the papers, only the output norm is per option"
+    if name == "dfsmn_bn":  # by default the inner BatchNorms too, where a block runs twice
+        copies = binarize.convert(model, teacher, example_input=x)
         inner = [
             n
             for n, m in copies.named_modules()

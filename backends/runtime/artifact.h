@@ -13,13 +13,14 @@
 #include <vector>
 
 #include "op.h"
+#include "printable.h"
 
 namespace fbck::rt {
 
 constexpr int kFormatVersion = 2;
 
 struct ArtifactError : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
+  explicit ArtifactError(const std::string& why) : std::invalid_argument(printable(why)) {}
 };
 
 // One depth option's program, checked, with its constants decoded (f32 / bits / int8 taps).

@@ -12,10 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "printable.h"
+
 namespace fbck::rt {
 
 struct ContainerError : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
+  explicit ContainerError(const std::string& why) : std::invalid_argument(printable(why)) {}
 };
 
 struct SafetensorsFile {

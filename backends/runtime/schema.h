@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "printable.h"
+
 namespace fbck::rt::schema {
 
 enum class AttrType { int_, bool_, float_, enum_, ints };
@@ -50,7 +52,7 @@ std::vector<std::string> choices(const AttrDef& a);
 
 // A failed check; the message says which.
 struct SchemaError : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
+  explicit SchemaError(const std::string& why) : std::invalid_argument(printable(why)) {}
 };
 
 // A value of an expression: a number, or a list (a shape or a list attribute).

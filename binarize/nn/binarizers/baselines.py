@@ -352,7 +352,7 @@ class BiFSMN(Binarizer):
 
     name = "bifsmn"
     zero_centred_input = True
-    recipe = MappingProxyType({"distill": "hed", "logit_distill": False})
+    recipe = MappingProxyType({"distill": "hed", "logit_distill": False, "thin_inner_norms": False})
     paper = "Qin et al., BiFSMN, IJCAI 2022"
 
     def _centred(self, w: Tensor) -> Tensor:
