@@ -1,6 +1,6 @@
 """Kernel efficiency: binary GEMM (bgemm) and the fused two-plane binary linear at the model's
-shapes and at large ones, in binary MACs per TSC tick, against the ceilings of
-shared/research/kernel-anchors.md. FP32 GEMM at the teacher's shapes for scale.
+shapes and at large ones, in binary MACs per TSC tick, against the method's throughput ceiling
+where one can be derived (``CEILINGS``). FP32 GEMM at the teacher's shapes for scale.
 
 Cycles: x86 TSC ticks read with rdtsc around each sample (reference cycles at the nominal TSC
 frequency, not core cycles; with turbo the core runs faster than the TSC, so per-tick figures can
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# Ceilings in bMAC per cycle (kernel-anchors.md, section 0 and 5).
+# Ceilings in bMAC per cycle. AVX2 has no vector popcount: the nibble-LUT method (Mula, Kurz and
+# Lemire, "Faster Population Counts Using AVX2 Instructions", The Computer Journal 61(1), 2018)
+# spends about 8 vector uops per 256-bit XOR-popcount step (xor, two shifts/ands, two vpshufb, add,
+# and the sad/accumulate), so 256 bMAC per 8 uops on 4 vector pipes (AMD Zen 2/3) is 128 per cycle,
+# 96 on the 3 vector ports of Skylake-class Intel cores.
 CEILINGS = {
-    "avx2": (128.0, "nibble-LUT ceiling, Zen 2/3 (96 on Skylake-class Intel)"),
-    "avx512": (None, "no anchor in kernel-anchors.md (VPOPCNTDQ)"),
-    "ref": (
-        61.0,
-        "scalar POPCNT measured on Zen 3: 44 to 61; FBCK's ref is the portable oracle, "
-        "built for baseline x86-64 without -mpopcnt, so its popcount is a bit trick",
-    ),
+    "avx2": (128.0, "nibble-LUT method: 8 vector uops per 256 bits on 4 pipes, Zen 2/3"),
+    "avx512": (None, "not derived (VPOPCNTDQ)"),
+    "ref": (None, "portable oracle: baseline x86-64 without -mpopcnt, popcount by a bit trick"),
 }
 
 

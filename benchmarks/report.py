@@ -389,7 +389,7 @@ def markdown(res: dict) -> str:
             "",
             "TSC ticks are reference cycles at the nominal TSC frequency "
             f"({kr['tsc_hz'] / 1e9:.2f} GHz here), read with rdtsc; not core cycles. Ceilings "
-            "from shared/research/kernel-anchors.md: "
+            "(benchmarks/kernels.py): "
             + "; ".join(
                 f"{i}: {c[0] if c[0] else 'n/a'} ({c[1]})" for i, c in kr["ceilings"].items()
             ),
