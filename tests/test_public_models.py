@@ -42,7 +42,6 @@ class Case:
     blocks: int  # thinnable blocks
     classes: int = 5
     task: Callable | None = None  # per-frame loss (None: cross-entropy per utterance)
-    compiles: bool = True
 
 
 CASES = {
@@ -117,22 +116,7 @@ def test_one_training_step_reaches_every_parameter(name):
     assert all(".binarizer." in n for n in zero), zero
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=binarize.backends.LoweringError,
-                reason="the native runtime has no Softmax op yet (runtime branch)",
-            ),
-        )
-        if not c.compiles
-        else n
-        for n, c in CASES.items()
-    ],
-)
+@pytest.mark.parametrize("name", CASES)
 def test_compiles_to_the_student_at_every_option(name):
     case, model, teacher, x = _setup(name)
     student = binarize.convert(model, teacher, example_input=x)
