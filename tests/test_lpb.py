@@ -39,18 +39,44 @@ def test_fused_activation_matches_its_composition(b1_grad):
         torch.testing.assert_close(u, v)
 
 
-def test_detached_residual_closed_form():
-    """With a detached ``b1`` the first threshold and ``a1`` see the full upstream gradient:
-    dL/dt0 = -sum g a1 m1, dL/da1 = sum g (x - t0) m1; the rest is unchanged."""
-    b = get_binarizer("lpb")(3, 2, b1_grad="detached")
+def _hand_case(a2: float, **options):
+    """An LPB binarizer with hand-set thresholds and scales, an input and an upstream gradient,
+    after backward: both windows open at some positions, closed at others."""
+    b = get_binarizer("lpb")(3, 2, **options)
     with torch.no_grad():
         b.a1.fill_(0.8)
-        b.a2.fill_(1.0)
+        b.a2.fill_(a2)
         b.t0.copy_(torch.tensor([0.1, -0.2, 0.05]))
         b.t1.copy_(torch.tensor([0.0, 0.3, -0.1]))
     x = torch.tensor([[0.5, -1.3, 0.9], [-0.2, 0.4, -2.5]], requires_grad=True)
     g = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.5, -1.0]])
     (b.binarize_activation(x) * g).sum().backward()
+    return b, x, g
+
+
+def test_lpb_dual_activation_gradients_match_the_closed_form():
+    """dL/dx = g[a1 m1 + a2 m2 (1 - a1 m1)], dL/dt0 = -sum g a1 m1 (1 - a2 m2), dL/dt1 = -sum g a2 m2,
+    dL/dt2 = -sum g, dL/da1 = sum g (x - t0) m1 (1 - a2 m2), dL/da2 = sum g r m2."""
+    b, x, g = _hand_case(1.7)
+    with torch.no_grad():
+        a1, a2 = b.a1.item(), b.a2.item()
+        u = x - b.t0
+        b1 = sign(u)
+        r = x - b1 - b.t1
+        m1 = ((a1 * u).abs() <= 1).float()
+        m2 = ((a2 * r).abs() <= 1).float()
+        torch.testing.assert_close(x.grad, g * (a1 * m1 + a2 * m2 * (1 - a1 * m1)))
+        torch.testing.assert_close(b.t0.grad, -(g * a1 * m1 * (1 - a2 * m2)).sum(0))
+        torch.testing.assert_close(b.t1.grad, -(g * a2 * m2).sum(0))
+        torch.testing.assert_close(b.t2.grad, -g.sum(0))
+        torch.testing.assert_close(b.a1.grad, (g * u * m1 * (1 - a2 * m2)).sum())
+        torch.testing.assert_close(b.a2.grad, (g * r * m2).sum())
+
+
+def test_detached_residual_closed_form():
+    """With a detached ``b1`` the first threshold and ``a1`` see the full upstream gradient:
+    dL/dt0 = -sum g a1 m1, dL/da1 = sum g (x - t0) m1; the rest is unchanged."""
+    b, x, g = _hand_case(1.0, b1_grad="detached")
     with torch.no_grad():
         u = x - b.t0
         r = x - sign(u) - b.t1
