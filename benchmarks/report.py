@@ -238,6 +238,18 @@ def targets(res: dict) -> list[list[str]]:
     return rows
 
 
+def _profile_table(title: str, prof: dict | None, fmt: str) -> list[str]:
+    """A per-op profile ({option: {op kind: cost}}) as a markdown table with a total column."""
+    if not prof:
+        return []
+    groups = sorted({g for v in prof.values() for g in v})
+    rows = [
+        [k, *(format(v.get(g, 0), fmt) for g in groups), format(sum(v.values()), fmt)]
+        for k, v in prof.items()
+    ]
+    return [title, "", *md_table(["option", *groups, "total"], rows)]
+
+
 def markdown(res: dict) -> str:
     m, e2e = res["machine"], res["e2e"]
     L = [
@@ -328,32 +340,18 @@ def markdown(res: dict) -> str:
             rows,
         )
         L += [""]
-    prof = res.get("profile")
-    if prof:
-        groups = sorted({g for v in prof.values() for g in v})
-        L += [
-            "Per-op profile, x86: where the compiled model's time goes (the runtime's per-op "
-            "`profile()`, 1 utterance, us):",
-            "",
-        ]
-        rows = [
-            [k, *(f"{v.get(g, 0):.1f}" for g in groups), f"{sum(v.values()):.1f}"]
-            for k, v in prof.items()
-        ]
-        L += md_table(["option", *groups, "total"], rows)
-    arm_prof = arm_profile(res.get("arm", {}))
-    if arm_prof:
-        groups = sorted({g for v in arm_prof.values() for g in v})
-        L += [
-            "Per-op profile, ARMv8: executed aarch64 instructions by op kind (section 5's "
-            "per-layer kernel chain, fused post-ops):",
-            "",
-        ]
-        rows = [
-            [k, *(f"{v.get(g, 0):,.0f}" for g in groups), f"{sum(v.values()):,.0f}"]
-            for k, v in arm_prof.items()
-        ]
-        L += md_table(["option", *groups, "total"], rows)
+    L += _profile_table(
+        "Per-op profile, x86: where the compiled model's time goes (the runtime's per-op "
+        "`profile()`, 1 utterance, us):",
+        res.get("profile"),
+        ".1f",
+    )
+    L += _profile_table(
+        "Per-op profile, ARMv8: executed aarch64 instructions by op kind (section 5's "
+        "per-layer kernel chain, fused post-ops):",
+        arm_profile(res.get("arm", {})),
+        ",.0f",
+    )
     stream = res.get("streaming")
     if stream:
         L += [
