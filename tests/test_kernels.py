@@ -86,6 +86,8 @@ def test_row_words_and_impls():
     if os.uname().machine in ("x86_64", "AMD64"):
         flags = Path("/proc/cpuinfo").read_text()
         assert "avx2" in IMPLS or " avx2 " not in flags
+        avx512 = (" avx512f ", " avx512bw ", " avx512vl ", " avx512_vpopcntdq ")
+        assert "avx512" in IMPLS or not all(f in flags.replace("\n", " ") for f in avx512)
 
 
 # ------------------------------------------------------------------------------- packing

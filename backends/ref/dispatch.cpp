@@ -17,7 +17,7 @@ namespace {
 #if defined(FBCK_HAVE_X86)
 struct X86Features {
   bool avx2 = false;    // AVX2 + POPCNT + FMA with OS-enabled ymm state
-  bool avx512 = false;  // + AVX512F/BW/VPOPCNTDQ with OS-enabled zmm state
+  bool avx512 = false;  // + AVX512F/BW/VL/VPOPCNTDQ with OS-enabled zmm state
 };
 
 uint64_t xgetbv0() {
@@ -39,8 +39,9 @@ X86Features detect_x86() {
   __cpuid_count(7, 0, a, b, c, d);
   const bool avx2 = b & (1u << 5);
   f.avx2 = avx2 && popcnt && fma;
-  const bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), vpopcntdq = c & (1u << 14);
-  f.avx512 = f.avx2 && avx512f && avx512bw && vpopcntdq && (xcr0 & 0xe0) == 0xe0;
+  const bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31),
+             vpopcntdq = c & (1u << 14);
+  f.avx512 = f.avx2 && avx512f && avx512bw && avx512vl && vpopcntdq && (xcr0 & 0xe0) == 0xe0;
   return f;
 }
 

@@ -1,6 +1,7 @@
 // Optional FBCK path for x86-64 with AVX-512 VPOPCNTDQ (Ice Lake and later, Zen 4 and later),
-// compiled with -mavx512f -mavx512bw -mavx512vpopcntdq (plus the AVX2 flags) and dispatched only
-// when cpuid reports AVX512F, AVX512BW and AVX512_VPOPCNTDQ with OS-enabled zmm state.
+// compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq (plus the AVX2 flags) and
+// dispatched only when cpuid reports AVX512F, AVX512BW, AVX512VL and AVX512_VPOPCNTDQ with
+// OS-enabled zmm state.
 //
 // A 512-bit XOR-popcount is VPXORQ + VPOPCNTQ + VPADDQ (3 uops per 512 bits, against 8 per 256
 // with the AVX2 nibble LUT). Rows of 128 bits (K <= 128) are laid four to a zmm (the weight rows
@@ -197,15 +198,69 @@ struct Avx512Dots {
       _mm512_storeu_si512(out + 16 * c,
                           _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_add_epi32(acc[c][0], acc[c][1]), 1)));
   }
+
+  // Column orientation: 16 rows x 16 positions with the positions in the lanes, so the dots land
+  // in the column epilogue's layout (out[r * 16 + l]) with no transpose. at[j * 16 + l] holds
+  // chunk j of position l (transposed once per block of positions, shared by every tile). Per
+  // row and chunk: VPXORD with the row's broadcast weight chunk, VPOPCNTD, VPADDD; four rows at a
+  // time so four chains hide the popcount latency.
+  static constexpr size_t kColTL = 16;
+  static FBCK_INLINE void dots16xLT(const uint32_t* wt, size_t C, const uint32_t* at, int32_t K, int32_t* out) {
+    const __m512i kv = _mm512_set1_epi32(K);
+    auto dot = [&](__m512i acc, __m512i x, uint32_t w) FBCK_INLINE_LAMBDA {
+      return _mm512_add_epi32(acc, _mm512_popcnt_epi32(_mm512_xor_si512(x, _mm512_set1_epi32(static_cast<int>(w)))));
+    };
+    for (int r = 0; r < 16; r += 4) {
+      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+      for (size_t j = 0; j < C; ++j) {
+        const __m512i x = _mm512_load_si512(at + j * 16);
+        const uint32_t* w = wt + j * 16 + r;
+        a0 = dot(a0, x, w[0]), a1 = dot(a1, x, w[1]), a2 = dot(a2, x, w[2]), a3 = dot(a3, x, w[3]);
+      }
+      const __m512i* acc[4] = {&a0, &a1, &a2, &a3};
+      for (int i = 0; i < 4; ++i)
+        _mm512_storeu_si512(out + (r + i) * 16, _mm512_sub_epi32(kv, _mm512_slli_epi32(*acc[i], 1)));
+    }
+  }
 };
 
+// The same tile for blocks of at most 8 positions, on ymm (AVX512VL): an utterance's 8 frames
+// fill every lane, where zmm would leave half of them idle.
+struct Avx512DotsY : Avx512Dots {
+  static constexpr size_t kColTL = 8;
+  static FBCK_INLINE void dots16xLT(const uint32_t* wt, size_t C, const uint32_t* at, int32_t K, int32_t* out) {
+    const __m256i kv = _mm256_set1_epi32(K);
+    auto dot = [&](__m256i acc, __m256i x, uint32_t w) FBCK_INLINE_LAMBDA {
+      return _mm256_add_epi32(acc, _mm256_popcnt_epi32(_mm256_xor_si256(x, _mm256_set1_epi32(static_cast<int>(w)))));
+    };
+    for (int r = 0; r < 16; r += 4) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+      for (size_t j = 0; j < C; ++j) {
+        const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(at + j * 8));
+        const uint32_t* w = wt + j * 16 + r;
+        a0 = dot(a0, x, w[0]), a1 = dot(a1, x, w[1]), a2 = dot(a2, x, w[2]), a3 = dot(a3, x, w[3]);
+      }
+      const __m256i* acc[4] = {&a0, &a1, &a2, &a3};
+      for (int i = 0; i < 4; ++i)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (r + i) * 8),
+                            _mm256_sub_epi32(kv, _mm256_slli_epi32(*acc[i], 1)));
+    }
+  }
+};
+
+// Blocks of at most 8 positions (an utterance's frames, channel-major) run on 8-lane vectors.
+void binary_linear_on_w16(const BinaryLinearArgs& g) {
+  if (g.inner > 1 && g.inner <= 8) return binary_linear_w16<VAvx2, Avx512DotsY>(g);
+  binary_linear_w16<VAvx512, Avx512Dots>(g);
+}
+
 void binary_linear(const BinaryLinearArgs& g) {
-  if (g.w16) return binary_linear_w16<VAvx512, Avx512Dots>(g);
+  if (g.w16) return binary_linear_on_w16(g);
   Scratch<uint32_t> w16(((g.N + 15) / 16) * ((g.K + 31) / 32) * 16);
   interleave_rows16_into(g.w, g.N, g.K, w16.get());
   BinaryLinearArgs h = g;
   h.w16 = w16.get();
-  binary_linear_w16<VAvx512, Avx512Dots>(h);
+  binary_linear_on_w16(h);
 }
 
 void binary_conv2d(const BinaryConv2dArgs& a) {
@@ -215,8 +270,15 @@ void binary_conv2d(const BinaryConv2dArgs& a) {
   binary_conv2d_w16<VAvx512, Avx512Dots>(a, a.w16 ? a.w16 : own.get());
 }
 
-void binary_memory(const BinaryMemoryArgs& m) { binary_memory_v<VAvx512>(m); }
-void memory_f32(const MemoryF32Args& m) { memory_f32_v<VAvx512>(m); }
+// Memories over at most 8 frames run on 8-lane vectors (frames are the lanes).
+void binary_memory(const BinaryMemoryArgs& m) {
+  if (m.T <= 8) return binary_memory_v<VAvx2>(m);
+  binary_memory_v<VAvx512>(m);
+}
+void memory_f32(const MemoryF32Args& m) {
+  if (m.T <= 8) return memory_f32_v<VAvx2>(m);
+  memory_f32_v<VAvx512>(m);
+}
 void post_ops(const float* x, size_t outer, size_t N, size_t inner, const PostOps& post, float* y) {
   post_ops_buffer<VAvx512>(x, outer, N, inner, post, y);
 }

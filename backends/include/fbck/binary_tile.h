@@ -24,6 +24,9 @@
 #include "fbck/kernels.h"
 #include "fbck/output_transform.h"
 
+// Packed rows are read as 32-bit chunks and bytes: bit b of a row is bit b % 8 of byte b / 8.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "FBCK packs bits little-endian");
+
 namespace fbck {
 namespace {
 
@@ -101,7 +104,16 @@ template <class D>
 struct HasColT<D, decltype(void(D::kColT))> {
   static constexpr bool value = D::kColT;
 };
-
+// Whether the tile D has a 16 x L column kernel with the positions in the lanes, L = the epilogue's
+// vector width (AVX-512's dots16xLT on zmm or ymm, on activations transposed once per block).
+template <class D, class = void>
+struct ColTLanes {
+  static constexpr size_t value = 0;
+};
+template <class D>
+struct ColTLanes<D, decltype(void(D::kColTL))> {
+  static constexpr size_t value = D::kColTL;
+};
 // Everything the driver needs besides the front.
 struct W16Problem {
   const uint64_t* a1;
@@ -258,8 +270,15 @@ __attribute__((noinline)) void col_post(const float* Y, const PostView q, const 
     switch (k) {
       case 0: return col_post_plain<V, 0>(Y, q, N, nl, inner, r, yo);
       case 1: return col_post_plain<V, 1>(Y, q, N, nl, inner, r, yo);
+      case 2: return col_post_plain<V, 2>(Y, q, N, nl, inner, r, yo);
       case 3: return col_post_plain<V, 3>(Y, q, N, nl, inner, r, yo);
+      case 4: return col_post_plain<V, 4>(Y, q, N, nl, inner, r, yo);
       case 5: return col_post_plain<V, 5>(Y, q, N, nl, inner, r, yo);
+      case 8: return col_post_plain<V, 8>(Y, q, N, nl, inner, r, yo);
+      case 9: return col_post_plain<V, 9>(Y, q, N, nl, inner, r, yo);
+      case 10: return col_post_plain<V, 10>(Y, q, N, nl, inner, r, yo);
+      case 11: return col_post_plain<V, 11>(Y, q, N, nl, inner, r, yo);
+      case 12: return col_post_plain<V, 12>(Y, q, N, nl, inner, r, yo);
       case 13: return col_post_plain<V, 13>(Y, q, N, nl, inner, r, yo);
       default: break;
     }
@@ -272,8 +291,15 @@ __attribute__((noinline)) void col_post(const float* Y, const PostView q, const 
     switch (k) {
       case 0: return col_post_planes_k<V, 0>(Y, q, N, p0, nl, inner, r, yo);
       case 1: return col_post_planes_k<V, 1>(Y, q, N, p0, nl, inner, r, yo);
+      case 2: return col_post_planes_k<V, 2>(Y, q, N, p0, nl, inner, r, yo);
       case 3: return col_post_planes_k<V, 3>(Y, q, N, p0, nl, inner, r, yo);
+      case 4: return col_post_planes_k<V, 4>(Y, q, N, p0, nl, inner, r, yo);
       case 5: return col_post_planes_k<V, 5>(Y, q, N, p0, nl, inner, r, yo);
+      case 8: return col_post_planes_k<V, 8>(Y, q, N, p0, nl, inner, r, yo);
+      case 9: return col_post_planes_k<V, 9>(Y, q, N, p0, nl, inner, r, yo);
+      case 10: return col_post_planes_k<V, 10>(Y, q, N, p0, nl, inner, r, yo);
+      case 11: return col_post_planes_k<V, 11>(Y, q, N, p0, nl, inner, r, yo);
+      case 12: return col_post_planes_k<V, 12>(Y, q, N, p0, nl, inner, r, yo);
       case 13: return col_post_planes_k<V, 13>(Y, q, N, p0, nl, inner, r, yo);
       default: break;
     }
@@ -355,10 +381,28 @@ void w16_run(const W16Problem& g, const Front front, const PostView q, const Pos
   const size_t np = tiles * 16;
   Scratch<int32_t> D1(np * LB), D2(dual ? np * LB : 1);
   Scratch<float> Y(np * LB);
+  constexpr bool colt = ColTLanes<D>::value == LB;
+  Scratch<uint32_t> AT1(colt ? C * LB : 1), AT2(colt && dual ? C * LB : 1);
   for (size_t o = 0; o < g.outer; ++o)
     for (size_t i0 = 0; i0 < g.inner; i0 += LB) {
       const size_t nl = g.inner - i0 < LB ? g.inner - i0 : LB, p0 = o * g.inner + i0;
       bool done = false;
+      if constexpr (ColTLanes<D>::value == LB) {
+        if (!done) {  // lanes past the block repeat its last position (defined, never stored)
+          for (size_t j = 0; j < C; ++j)
+            for (size_t l = 0; l < LB; ++l) {
+              const size_t pl = p0 + (l < nl ? l : nl - 1);
+              AT1[j * LB + l] = chunks(g.a1, pl)[j];
+              if (dual) AT2[j * LB + l] = chunks(g.a2, pl)[j];
+            }
+          for (size_t t = 0; t < tiles; ++t) {
+            const uint32_t* wt = g.w16 + t * C * 16;
+            D::dots16xLT(wt, C, AT1.get(), K, D1.get() + 16 * t * LB);
+            if (dual) D::dots16xLT(wt, C, AT2.get(), K, D2.get() + 16 * t * LB);
+          }
+          done = true;
+        }
+      }
       if constexpr (HasColT<D>::value) {
         if (LB == 4) {  // the tile's own transposed 16 x 4 dots (lanes past the block: repeats)
           const uint32_t* c1[4], *c2[4];
@@ -419,9 +463,9 @@ template <class V, class D>
 void binary_linear_w16(const BinaryLinearArgs& g) {
   Scratch<float> buf(3 * (g.N + 32));
   const LinearFront<V> front(g, buf.get());
-  const PostParams q(g.post, g.N);
+  const PostParams q(g.post, g.N, g.inner == 1);  // padded for the row orientation
   const PostOps legacy = legacy_planes(g);
-  const PostParams lq(g.ybits ? &legacy : nullptr, g.N);
+  const PostParams lq(g.ybits ? &legacy : nullptr, g.N, g.inner == 1);
   w16_run<V, D, LinearFront<V>, true>(W16Problem{g.a1, g.a2, g.w16, g.outer, g.inner, g.N, g.K, g.y},
                                      front, q, lq);
 }
@@ -484,7 +528,19 @@ inline void binary_im2col(const BinaryConv2dPlan& pl, size_t B, const uint64_t* 
           if (k0 >= k1) continue;
           const uint64_t* src = xrow + (ow * g.stride_w + k0 * g.dil_w - g.pad_w) * CW;
           size_t at = (kh * KW + k0) * C;
-          if (C <= 64) {  // the position's bits are its first word (padding bits are 0)
+          unsigned char* rb = reinterpret_cast<unsigned char*>(row);
+          auto copy = [&](auto bytes) __attribute__((always_inline)) {  // whole bytes (bit b in byte b / 8)
+            for (size_t kw = k0; kw < k1; ++kw, src += wstep, at += C) std::memcpy(rb + at / 8, src, bytes);
+          };
+          if (C == 8) {
+            copy(std::integral_constant<size_t, 1>{});
+          } else if (C == 16) {
+            copy(std::integral_constant<size_t, 2>{});
+          } else if (C == 32) {
+            copy(std::integral_constant<size_t, 4>{});
+          } else if (C == 64) {
+            copy(std::integral_constant<size_t, 8>{});
+          } else if (C < 64) {  // the position's bits are its first word (padding bits are 0)
             for (size_t kw = k0; kw < k1; ++kw, src += wstep, at += C) {
               const uint64_t v = src[0];
               const size_t sh = at & 63;

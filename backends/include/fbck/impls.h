@@ -46,7 +46,7 @@ std::vector<float> pack_f32_weights_neon(const float* w, size_t rows, size_t K);
 #define FBCK_HAVE_X86 1
 const Kernels& avx2_kernels();    // backends/x86 (call only when the CPU supports AVX2+POPCNT+FMA)
 #if defined(FBCK_WITH_AVX512)
-const Kernels& avx512_kernels();  // backends/x86 (AVX512F/BW/VPOPCNTDQ)
+const Kernels& avx512_kernels();  // backends/x86 (AVX512F/BW/VL/VPOPCNTDQ)
 #endif
 #endif
 

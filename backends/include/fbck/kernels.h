@@ -220,6 +220,8 @@ struct Conv2dF32Args {
   float* y = nullptr;
 };
 using Conv2dF32Fn = void (*)(const Conv2dF32Args&);
+// At most this many input channels (groups 1, wp null): the direct convolution.
+constexpr size_t kDirectConvMaxChannels = 4;
 
 // FP memory block (FSMN) on x (B, C, T) through element strides (as BinaryMemoryArgs), the float
 // order of Memory.exact_forward: acc = +0.0f; for k in 0..left+right: acc = acc + w[c, k] *
@@ -337,7 +339,7 @@ std::vector<std::string> available_impls();
 
 // The table "auto" resolves to: $FBCK_IMPL if set (ref|avx2|avx512|neon), else the best one for
 // this CPU (x86-64: avx2 when cpuid reports AVX2+POPCNT+FMA, avx512 when it also reports
-// AVX512F/BW/VPOPCNTDQ with OS support; aarch64: neon; otherwise ref). Resolved once per process.
+// AVX512F/BW/VL/VPOPCNTDQ with OS support; aarch64: neon; otherwise ref). Resolved once per process.
 // Throws std::runtime_error if $FBCK_IMPL names an implementation that is not available.
 const Kernels& kernels();
 

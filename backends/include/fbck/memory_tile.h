@@ -66,10 +66,12 @@ FBCK_OT_INLINE typename V::F ld_n(const float* p, size_t n) {
   return n == V::L ? V::load(p) : V::load_part(p, n);
 }
 
-// pass 1: s1[t] = mean_c |x| (MEAN1), s2[t] = mean_c |r| (TWO) for the frames of one image
+// pass 1: s1[t] = mean_c |x| (MEAN1), s2[t] = mean_c |r| (TWO) for the frames of one image; with
+// two planes it also keeps each channel's b1 = sign(x - t0) and sign(r) (rows of TB frames in b1r
+// and sr) for pass 2, which then only scales and adds them
 template <class V, bool TWO, bool MEAN1>
-void memory_scales(const float* xb, size_t C, size_t T, const float* t0, const float* t1, float* s1,
-                   float* s2) {
+void memory_scales(const float* xb, size_t C, size_t T, size_t TB, const float* t0, const float* t1, float* s1,
+                   float* s2, float* b1r, float* sr) {
   constexpr size_t L = V::L;
   for (size_t f0 = 0; f0 < T; f0 += L) {
     const size_t nl = T - f0 < L ? T - f0 : L;
@@ -78,8 +80,11 @@ void memory_scales(const float* xb, size_t C, size_t T, const float* t0, const f
       const typename V::F xv = ld_n<V>(xb + c * T + f0, nl);
       if (MEAN1) V::abs_col(cx, c, xv);
       if (TWO) {
-        const typename V::F r = V::sub(V::sub(xv, V::sign(V::sub(xv, V::set1(t0[c])))), V::set1(t1[c]));
+        const typename V::F b1 = V::sign(V::sub(xv, V::set1(t0[c])));
+        const typename V::F r = V::sub(V::sub(xv, b1), V::set1(t1[c]));
         V::abs_col(cr, c, r);
+        V::store(b1r + c * TB + f0, b1);
+        V::store(sr + c * TB + f0, V::sign(r));
       }
     }
     if (MEAN1) V::mean_col(cx, C, s1 + f0, nl);
@@ -87,12 +92,13 @@ void memory_scales(const float* xb, size_t C, size_t T, const float* t0, const f
   }
 }
 
-// pass 2: v rows (zero halos hl and past T) of one image; BIN: the binarized activation
+// pass 2: v rows (zero halos hl and past T) of one image; BIN: the binarized activation (TWO: from
+// pass 1's b1 and sign(r) rows)
 template <class V, bool BIN, bool TWO, int S1>
-void memory_values(const float* xb, size_t C, size_t T, size_t hl, size_t RL, const MemoryConsts& k,
-                   const float* s1, float s1c, const float* s2, float* v) {
+void memory_values(const float* xb, size_t C, size_t T, size_t TB, size_t hl, size_t RL, const MemoryConsts& k,
+                   const float* s1, float s1c, const float* s2, const float* b1r, const float* sr, float* v) {
   constexpr size_t L = V::L;
-  const float *t0 = k.t0, *t1 = k.t1, *t2 = k.t2;
+  const float *t0 = k.t0, *t2 = k.t2;
   for (size_t c = 0; c < C; ++c) {
     float* vr = v + c * RL;
     for (size_t i = 0; i < hl; ++i) vr[i] = 0.0f;
@@ -100,18 +106,16 @@ void memory_values(const float* xb, size_t C, size_t T, size_t hl, size_t RL, co
     const float* xc = xb + c * T;
     for (size_t f0 = 0; f0 < T; f0 += L) {
       const size_t nl = T - f0 < L ? T - f0 : L;
-      const typename V::F xv = ld_n<V>(xc + f0, nl);
-      typename V::F val = xv;
+      typename V::F val;
       if (BIN) {
-        const typename V::F b1 = V::sign(V::sub(xv, V::set1(t0[c])));
+        const typename V::F b1 = TWO ? V::load(b1r + c * TB + f0) : V::sign(V::sub(ld_n<V>(xc + f0, nl), V::set1(t0[c])));
         val = b1;
         if (S1 == static_cast<int>(S1Mode::mean_abs)) val = V::mul(b1, ld_n<V>(s1 + f0, nl));
         if (S1 == static_cast<int>(S1Mode::constant)) val = V::mul(b1, V::set1(s1c));
-        if (TWO) {
-          const typename V::F r = V::sub(V::sub(xv, b1), V::set1(t1[c]));
-          val = V::add(val, V::mul(V::sign(r), ld_n<V>(s2 + f0, nl)));
-        }
+        if (TWO) val = V::add(val, V::mul(V::load(sr + c * TB + f0), ld_n<V>(s2 + f0, nl)));
         val = V::sub(val, V::set1(t2[c]));
+      } else {
+        val = ld_n<V>(xc + f0, nl);
       }
       (nl == L ? V::store(vr + hl + f0, val) : V::store_part(vr + hl + f0, val, nl));
     }
@@ -187,16 +191,17 @@ void memory_channel_major(const MemoryJob& m, const PostOps* post) {
   const size_t RL = hl + TB + hr;  // one channel's padded v row (whole groups of frame blocks)
   const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
   const MemoryConsts k(m);
-  Scratch<float> s1(TB), s2(TB), v(C * RL);
-  const PostParams qp(post, C);
+  Scratch<float> s1(TB), s2(TB), v(C * RL), b1r(two ? C * TB : 1), sr(two ? C * TB : 1);
+  const PostParams qp(post, C, false);  // column orientation
   const PostView q = qp;
   q.clear_rows(0, m.B * T);
   for (size_t b = 0; b < m.B; ++b) {
     const float* xb = m.x + b * C * T;
-    if (two && mean1) memory_scales<V, true, true>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
-    else if (two) memory_scales<V, true, false>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
-    else if (mean1) memory_scales<V, false, true>(xb, C, T, k.t0, k.t1, s1.get(), s2.get());
-    auto values = [&](auto fn) { fn(xb, C, T, hl, RL, k, s1.get(), m.s1_const, s2.get(), v.get()); };
+    float *b1p = b1r.get(), *srp = sr.get();
+    if (two && mean1) memory_scales<V, true, true>(xb, C, T, TB, k.t0, k.t1, s1.get(), s2.get(), b1p, srp);
+    else if (two) memory_scales<V, true, false>(xb, C, T, TB, k.t0, k.t1, s1.get(), s2.get(), b1p, srp);
+    else if (mean1) memory_scales<V, false, true>(xb, C, T, TB, k.t0, k.t1, s1.get(), s2.get(), b1p, srp);
+    auto values = [&](auto fn) { fn(xb, C, T, TB, hl, RL, k, s1.get(), m.s1_const, s2.get(), b1p, srp, v.get()); };
     if (!m.binary) values(memory_values<V, false, false, 0>);
     else if (two) {
       if (m.s1_mode == S1Mode::none) values(memory_values<V, true, true, 0>);

@@ -351,9 +351,12 @@ struct PostView {
 
 // A PostOps made ready: the per-channel vectors padded (identity values past N) so
 // row-orientation loads stay inside.
+// pad: the row orientation loads the per-channel vectors V::L at a time, so they are copied with
+// identity values past n; the column orientation broadcasts one value per channel and reads the
+// caller's vectors in place (only the absent ones are filled).
 struct PostParams : PostView {
   Scratch<float> buf;
-  PostParams(const PostOps* post, size_t n) : buf(post ? 5 * (n + 16) : 1) {
+  PostParams(const PostOps* post, size_t n, bool pad = true) : buf(post ? 5 * (n + 16) : 1) {
     N = n, WN = row_words(n);
     if (!post) return;
     active = true;
@@ -367,7 +370,8 @@ struct PostParams : PostView {
     s1 = post->planes.s1, s2 = post->planes.s2;
     const size_t np = n + 16;
     float* b = buf.get();
-    auto fill = [&](const float* src, float dflt, size_t k) {
+    auto fill = [&](const float* src, float dflt, size_t k) -> const float* {
+      if (src && !pad) return src;
       float* d = b + k * np;
       size_t i = 0;
       if (src) {
@@ -377,11 +381,11 @@ struct PostParams : PostView {
       for (; i < np; ++i) d[i] = dflt;
       return d;
     };
-    scale = fill(post->scale, 1.0f, 0);
-    shift = fill(post->shift, 0.0f, 1);
-    slope = fill(post->slope, 1.0f, 2);
-    t0 = fill(post->planes.t0, 0.0f, 3);
-    t1 = fill(post->planes.t1, 0.0f, 4);
+    // only what the flags say is read (an absent t0, t1 or slope reads as its identity)
+    if (affine) scale = fill(post->scale, 1.0f, 0), shift = fill(post->shift, 0.0f, 1);
+    if (act == Act::prelu) slope = fill(post->slope, 1.0f, 2);
+    if (planes) t0 = fill(post->planes.t0, 0.0f, 3);
+    if (dual) t1 = fill(post->planes.t1, 0.0f, 4);
   }
 };
 
