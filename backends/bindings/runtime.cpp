@@ -9,6 +9,7 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
@@ -130,6 +131,50 @@ void bind_runtime(nb::module_& m) {
             return out;
           },
           "x"_a, "reps"_a = 100, "Mean wall time per op (ns) over reps runs: [(name, kind, ns)].")
+      .def(
+          "time_stream",
+          [](const Program& p, const F32& x, int reps) {
+            // x's frames, each contiguous, cut before the clock starts (as a device's audio front
+            // end hands them over one at a time)
+            check_shape(x, p.input_shape(), 0, "input");
+            const int t = p.input_time_axis();
+            if (x.shape(0) != 1 || t < 1) throw nb::value_error("time_stream takes one utterance with a time axis");
+            const size_t T = x.shape(t);
+            size_t outer = 1, inner = 1;  // the dims before and after the time axis
+            for (int d = 0; d < t; ++d) outer *= x.shape(d);
+            for (size_t d = t + 1; d < x.ndim(); ++d) inner *= x.shape(d);
+            std::vector<std::vector<float>> frames(T, std::vector<float>(outer * inner));
+            for (size_t f = 0; f < T; ++f)
+              for (size_t o = 0; o < outer; ++o)
+                std::memcpy(frames[f].data() + o * inner, x.data() + (o * T + f) * inner, inner * sizeof(float));
+            size_t n_out = 1;
+            for (size_t d : p.output_shape()) n_out *= d;
+            std::vector<float> y(n_out);
+            std::vector<double> whole, streamed;
+            {
+              nb::gil_scoped_release release;
+              using clock = std::chrono::steady_clock;
+              auto ns = [](clock::time_point a, clock::time_point b) {
+                return std::chrono::duration<double, std::nano>(b - a).count();
+              };
+              for (int r = 0; r < reps; ++r) {
+                const auto a = clock::now();
+                p.run(x.data(), 1, y.data());
+                whole.push_back(ns(a, clock::now()));
+              }
+              for (int r = 0; r < reps; ++r) {
+                const auto a = clock::now();
+                auto s = p.stream();
+                for (size_t f = 0; f < T; ++f) s->push(frames[f].data(), 1);
+                s->finish();
+                streamed.push_back(ns(a, clock::now()));
+              }
+            }
+            return nb::make_tuple(whole, streamed);
+          },
+          "x"_a, "reps"_a = 100,
+          "Benchmark helper: wall times (ns) of reps whole-utterance runs and of reps streams pushing "
+          "one frame at a time (then finish), all in C++: (whole, streamed).")
       .def_prop_ro("input_shape", &Program::input_shape)
       .def_prop_ro("output_shape", &Program::output_shape)
       .def_prop_ro("impl", &Program::impl)

@@ -65,66 +65,63 @@ inline float fp_epilogue(float acc, size_t c, const Epilogue& ep) {
 
 // Freed scratch blocks kept per thread for the next call: the kernels allocate the same few
 // buffers on every call, and aligned_alloc/free of them cost about 8% of a one-utterance run.
-// Best fit by size; at most kSlots blocks kept, the rest freed; all freed when the thread ends.
+// Blocks are sized in powers of two (at least 64 bytes, 64-byte aligned), a few kept per size, so
+// taking and giving back are O(1); all are freed when the thread ends.
 class ScratchPool {
  public:
-  static void* take(size_t bytes, size_t align) {
+  static constexpr size_t kAlign = 64;
+  // The block size for a request of `bytes` (a power of two >= kAlign).
+  static size_t block_bytes(size_t bytes) {
+    size_t b = kAlign;
+    while (b < bytes) b <<= 1;
+    return b;
+  }
+  static void* take(size_t block) {
     ScratchPool& pool = local();
-    int best = -1;
-    for (int i = 0; i < pool.n_; ++i)
-      if (pool.slot_[i].align == align && pool.slot_[i].bytes >= bytes &&
-          (best < 0 || pool.slot_[i].bytes < pool.slot_[best].bytes))
-        best = i;
-    if (best >= 0) {
-      void* p = pool.slot_[best].p;
-      pool.slot_[best] = pool.slot_[--pool.n_];
-      return p;
-    }
-    void* p = std::aligned_alloc(align, bytes);
+    Bin& bin = pool.bin_[index(block)];
+    if (bin.n) return bin.p[--bin.n];
+    void* p = std::aligned_alloc(kAlign, block);
     if (!p) std::abort();
     return p;
   }
-  static void give(void* p, size_t bytes, size_t align) {
-    ScratchPool& pool = local();
-    if (pool.n_ == kSlots) {  // full: drop the smallest kept block if this one is larger
-      int small = 0;
-      for (int i = 1; i < kSlots; ++i)
-        if (pool.slot_[i].bytes < pool.slot_[small].bytes) small = i;
-      if (pool.slot_[small].bytes >= bytes) return std::free(p);
-      std::free(pool.slot_[small].p);
-      pool.slot_[small] = pool.slot_[--pool.n_];
-    }
-    pool.slot_[pool.n_++] = Block{p, bytes, align};
+  static void give(void* p, size_t block) {
+    Bin& bin = local().bin_[index(block)];
+    if (bin.n < kPerSize) bin.p[bin.n++] = p;
+    else std::free(p);
   }
   ~ScratchPool() {
-    for (int i = 0; i < n_; ++i) std::free(slot_[i].p);
+    for (Bin& bin : bin_)
+      for (int i = 0; i < bin.n; ++i) std::free(bin.p[i]);
   }
 
  private:
-  struct Block {
-    void* p;
-    size_t bytes, align;
+  static constexpr int kPerSize = 6, kSizes = 58;  // 2^6 .. 2^63 bytes
+  struct Bin {
+    void* p[kPerSize];
+    int n = 0;
   };
-  static constexpr int kSlots = 32;
-  Block slot_[kSlots];
-  int n_ = 0;
+  Bin bin_[kSizes];
+  static int index(size_t block) {
+    int i = 0;
+    while ((size_t{kAlign} << i) < block) ++i;
+    return i;
+  }
   static ScratchPool& local() {
     static thread_local ScratchPool pool;
     return pool;
   }
 };
 
-// Per-call scratch memory (no std containers in SIMD translation units), from the thread's pool.
+// Per-call scratch memory (no std containers in SIMD translation units), from the thread's pool;
+// 64-byte aligned.
 template <class T>
 struct Scratch {
   T* p = nullptr;
-  size_t bytes, align;
-  explicit Scratch(size_t n, size_t alignment = 64) : align(alignment) {
-    bytes = (n * sizeof(T) + align - 1) / align * align;
-    if (!bytes) bytes = align;
-    p = static_cast<T*>(ScratchPool::take(bytes, align));
+  size_t block;
+  explicit Scratch(size_t n) : block(ScratchPool::block_bytes(n * sizeof(T))) {
+    p = static_cast<T*>(ScratchPool::take(block));
   }
-  ~Scratch() { ScratchPool::give(p, bytes, align); }
+  ~Scratch() { ScratchPool::give(p, block); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   T* get() const { return p; }

@@ -142,7 +142,7 @@ void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epi
 }
 
 // Few input channels and groups == 1: where im2col + GEMM does not pay.
-inline bool use_direct_conv(const Conv2dF32Args& g) { return g.groups == 1 && g.C <= kDirectConvMaxChannels && !g.wp; }
+inline bool use_direct_conv(const Conv2dF32Args& g) { return g.groups == 1 && g.C <= 4 && !g.wp; }
 
 template <class V, int NV>
 __attribute__((noinline)) void conv_direct_rows(const Conv2dF32Args& g, size_t OH, size_t OW, const float* phases, size_t RW,

@@ -220,8 +220,6 @@ struct Conv2dF32Args {
   float* y = nullptr;
 };
 using Conv2dF32Fn = void (*)(const Conv2dF32Args&);
-// At most this many input channels (groups 1, wp null): the direct convolution.
-constexpr size_t kDirectConvMaxChannels = 4;
 
 // FP memory block (FSMN) on x (B, C, T) through element strides (as BinaryMemoryArgs), the float
 // order of Memory.exact_forward: acc = +0.0f; for k in 0..left+right: acc = acc + w[c, k] *

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 #include "fbck/bits.h"
 #include "fbck/kernels.h"
@@ -76,17 +77,28 @@ void memory_scales(const float* xb, size_t C, size_t T, size_t TB, const float* 
   for (size_t f0 = 0; f0 < T; f0 += L) {
     const size_t nl = T - f0 < L ? T - f0 : L;
     typename V::Col cx, cr;
-    for (size_t c = 0; c < C; ++c) {
+    auto one = [&](size_t c, auto jc) __attribute__((always_inline)) {  // j = c mod 4, a constant
+      constexpr int J = decltype(jc)::value;
       const typename V::F xv = ld_n<V>(xb + c * T + f0, nl);
-      if (MEAN1) V::abs_col(cx, c, xv);
+      if (MEAN1) V::template abs_col_j<J>(cx, xv);
       if (TWO) {
         const typename V::F b1 = V::sign(V::sub(xv, V::set1(t0[c])));
         const typename V::F r = V::sub(V::sub(xv, b1), V::set1(t1[c]));
-        V::abs_col(cr, c, r);
+        V::template abs_col_j<J>(cr, r);
         V::store(b1r + c * TB + f0, b1);
         V::store(sr + c * TB + f0, V::sign(r));
       }
+    };
+    size_t c = 0;
+    for (; c + 4 <= C; c += 4) {
+      one(c, std::integral_constant<int, 0>{});
+      one(c + 1, std::integral_constant<int, 1>{});
+      one(c + 2, std::integral_constant<int, 2>{});
+      one(c + 3, std::integral_constant<int, 3>{});
     }
+    if (c < C) one(c, std::integral_constant<int, 0>{});
+    if (c + 1 < C) one(c + 1, std::integral_constant<int, 1>{});
+    if (c + 2 < C) one(c + 2, std::integral_constant<int, 2>{});
     if (MEAN1) V::mean_col(cx, C, s1 + f0, nl);
     if (TWO) V::mean_col(cr, C, s2 + f0, nl);
   }
@@ -100,9 +112,12 @@ void memory_values(const float* xb, size_t C, size_t T, size_t TB, size_t hl, si
   constexpr size_t L = V::L;
   const float *t0 = k.t0, *t2 = k.t2;
   for (size_t c = 0; c < C; ++c) {
+    // the halos in whole vectors (a loop of scalar zeros compiles to a memset call per row): the
+    // left one may run into the frames, written next; the right one past RL, into the next row's
+    // left halo (written after it) or the buffer's V::L floats of slack
     float* vr = v + c * RL;
-    for (size_t i = 0; i < hl; ++i) vr[i] = 0.0f;
-    for (size_t i = hl + T; i < RL; ++i) vr[i] = 0.0f;
+    for (size_t i = 0; i < hl; i += L) V::store(vr + i, V::set1(0.0f));
+    for (size_t i = hl + T; i < RL; i += L) V::store(vr + i, V::set1(0.0f));
     const float* xc = xb + c * T;
     for (size_t f0 = 0; f0 < T; f0 += L) {
       const size_t nl = T - f0 < L ? T - f0 : L;
@@ -191,7 +206,7 @@ void memory_channel_major(const MemoryJob& m, const PostOps* post) {
   const size_t RL = hl + TB + hr;  // one channel's padded v row (whole groups of frame blocks)
   const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
   const MemoryConsts k(m);
-  Scratch<float> s1(TB), s2(TB), v(C * RL), b1r(two ? C * TB : 1), sr(two ? C * TB : 1);
+  Scratch<float> s1(TB), s2(TB), v(C * RL + L), b1r(two ? C * TB : 1), sr(two ? C * TB : 1);
   const PostParams qp(post, C, false);  // column orientation
   const PostView q = qp;
   q.clear_rows(0, m.B * T);

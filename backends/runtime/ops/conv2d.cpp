@@ -31,9 +31,7 @@ class Conv2d : public Layer {
   const Kernels* kern = nullptr;
 
   void prepare() override {
-    // few input channels run as the direct convolution on the plain weights (kernels.h)
-    if (kern->pack_f32_weights && groups == 1 && C > kDirectConvMaxChannels)
-      wp = kern->pack_f32_weights(w.data(), O, C * kernel[0] * kernel[1]);
+    if (kern->pack_f32_weights && groups == 1) wp = kern->pack_f32_weights(w.data(), O, C * kernel[0] * kernel[1]);
   }
   int channel_axis_out() const override { return 1; }
   void run_post(const Args& a, float* y, const PlanesOut* planes) const override {
