@@ -48,6 +48,7 @@ from binarize.nn.layers import (
 )
 
 from .bits import pack_signs
+from .rewrite import absorb_transposes
 from .schema import SchemaError, check_op_declaration
 
 
@@ -619,6 +620,7 @@ def lower(student: BinarizedModel, thin: int = 0, time_axis: int = -1) -> Progra
     if not isinstance(out, Tensor):
         raise LoweringError("the model must return one tensor (its logits) to be compiled")
     program.output = oid
+    absorb_transposes(program)
     program.meta = {
         "thin": thin,
         "blocks": student.option_blocks[thin],

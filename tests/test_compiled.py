@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -50,6 +51,26 @@ def test_compiled_matches_student_at_every_option(name):
             _close(compiled(xs), want)
             _close(torch.as_tensor(compiled(xs[:1].numpy())), want[:1])  # batch 1, numpy in
             _close(compiled(xs[0]), want[0])  # no batch axis
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_transposes_around_layers_are_absorbed_exactly(name, monkeypatch):
+    """permute -> layers on the swapped axis -> permute runs as the layers on the other axis:
+    no permute pair left, and the same outputs bit for bit as the program that keeps them."""
+    _, student, x = trained_student(name)
+    xs = torch.randn(6, *x.shape[1:]).numpy()
+    absorbed = binarize.compile(student, thin="all")
+    lower_module = sys.modules["binarize.backends.lower"]
+    monkeypatch.setattr(lower_module, "absorb_transposes", lambda program: program)
+    kept = binarize.compile(student, thin="all")
+    for thin in student.thin_options:
+        kinds = [op.kind for op in absorbed.programs[thin].ops]
+        assert kinds.count("permute") <= 1, kinds  # a lone layout change may stay
+        kept_kinds = [op.kind for op in kept.programs[thin].ops]
+        if name in ("dfsmn_nobn", "cfsmn"):  # their Linears and BatchNorms run on (B, T, C) views
+            assert kept_kinds.count("permute") >= 2
+        assert len(kinds) == len(kept_kinds) - (kept_kinds.count("permute") - kinds.count("permute"))
+        np.testing.assert_array_equal(absorbed(xs, thin=thin), kept(xs, thin=thin))
 
 
 @pytest.mark.parametrize("binarizer", binarize.available_binarizers())
