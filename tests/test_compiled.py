@@ -69,7 +69,9 @@ def test_transposes_around_layers_are_absorbed_exactly(name, monkeypatch):
         kept_kinds = [op.kind for op in kept.programs[thin].ops]
         if name in ("dfsmn_nobn", "cfsmn"):  # their Linears and BatchNorms run on (B, T, C) views
             assert kept_kinds.count("permute") >= 2
-        assert len(kinds) == len(kept_kinds) - (kept_kinds.count("permute") - kinds.count("permute"))
+        assert len(kinds) == len(kept_kinds) - (
+            kept_kinds.count("permute") - kinds.count("permute")
+        )
         np.testing.assert_array_equal(absorbed(xs, thin=thin), kept(xs, thin=thin))
 
 
