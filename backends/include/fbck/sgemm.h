@@ -309,12 +309,50 @@ void gemv_panel(const float* panels, size_t Mpad, size_t m, size_t K, const floa
     for (size_t v = 0; v < NVEC; ++v) V::store(t + (j * NVEC + v) * L, acc[j][v]);
 }
 
+// One position against NM panels m0.. at once: the same fma chains as gemv_panel, NM of them
+// interleaved, so a short classifier's few panels do not each wait out a K-long chain in turn.
+template <class UK, int NM>
+void gemv_panels_one(const float* panels, size_t Mpad, size_t m0, size_t K, const float* x, float* t) {
+  using V = typename UK::V;
+  constexpr size_t MR = UK::MR, KC = UK::KC, L = V::L, NVEC = (MR + L - 1) / L;
+  typename V::F acc[NM][NVEC];
+  for (auto& a : acc)
+    for (auto& v : a) v = V::set1(0.0f);
+  for (size_t k0 = 0; k0 < K; k0 += KC) {
+    const size_t kc = std::min(KC, K - k0);
+    const float* pa = panels + k0 * Mpad + m0 * MR * kc;
+    for (size_t k = 0; k < kc; ++k) {
+      const typename V::F xs = V::set1(x[k0 + k]);
+      for (int i = 0; i < NM; ++i)
+        for (size_t v = 0; v < NVEC; ++v)
+          acc[i][v] = V::fma(V::load(pa + i * MR * kc + k * MR + v * L), xs, acc[i][v]);
+    }
+  }
+  for (int i = 0; i < NM; ++i)
+    for (size_t v = 0; v < NVEC; ++v) V::store(t + (i * NVEC + v) * L, acc[i][v]);
+}
+
 template <class UK>
 void gemv_panels(const float* panels, size_t N, size_t K, const float* x, size_t P, float* out) {
   using V = typename UK::V;
   constexpr size_t MR = UK::MR, NV = ((MR + V::L - 1) / V::L) * V::L;
   const size_t Mpad = (N + MR - 1) / MR * MR;
   alignas(64) float t[4 * NV];
+  if (P == 1) {
+    const size_t panels_n = Mpad / MR;
+    for (size_t m0 = 0; m0 < panels_n; m0 += 4) {
+      const size_t nm = std::min<size_t>(4, panels_n - m0);
+      switch (nm) {
+        case 1: gemv_panels_one<UK, 1>(panels, Mpad, m0, K, x, t); break;
+        case 2: gemv_panels_one<UK, 2>(panels, Mpad, m0, K, x, t); break;
+        case 3: gemv_panels_one<UK, 3>(panels, Mpad, m0, K, x, t); break;
+        default: gemv_panels_one<UK, 4>(panels, Mpad, m0, K, x, t); break;
+      }
+      for (size_t i = 0; i < nm; ++i)
+        for (size_t r = 0; r < MR && (m0 + i) * MR + r < N; ++r) out[(m0 + i) * MR + r] = t[i * NV + r];
+    }
+    return;
+  }
   for (size_t m = 0; m < Mpad / MR; ++m)
     for (size_t p0 = 0; p0 < P; p0 += 4) {
       const size_t np = std::min<size_t>(4, P - p0);
