@@ -13,6 +13,7 @@ the sum over runs. Per utterance: the difference between runs on 3 and on 1 utte
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -38,19 +39,22 @@ def _cli():
     return cli
 
 
-def count_instructions(exe: Path, args: list[str], env: dict[str, str]) -> int:
-    """Executed aarch64 instructions of one run of ``exe args`` under qemu-user."""
+def count_blocks(exe: Path, args: list[str], env: dict[str, str]) -> dict[int, int]:
+    """Executed aarch64 instructions of one run of ``exe args`` under qemu-user, per translation
+    block (its start address -> instructions executed there)."""
     cmd = [*QEMU, "-d", "in_asm,exec,nochain", "-D", "/dev/stdout", str(exe), *args]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1 << 20, env=env
     )
     assert proc.stdout is not None
     sizes: dict[int, int] = {}  # translation block start -> its instructions
-    total, start, n = 0, 0, 0
+    executed: dict[int, int] = {}
+    start, n = 0, 0
     for line in proc.stdout:
         c = line[0]
         if c == "T" and line.startswith("Trace"):
-            total += sizes[int(line.split("/", 2)[1], 16)]
+            tb = int(line.split("/", 2)[1], 16)
+            executed[tb] = executed.get(tb, 0) + sizes[tb]
         elif c == "0" and line.startswith("0x"):
             if n == 0:
                 start = int(line[2 : line.index(":")], 16)
@@ -62,7 +66,51 @@ def count_instructions(exe: Path, args: list[str], env: dict[str, str]) -> int:
             n = 0
     if proc.wait() != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed")
-    return total
+    return executed
+
+
+def count_instructions(exe: Path, args: list[str], env: dict[str, str]) -> int:
+    """Executed aarch64 instructions of one run of ``exe args`` under qemu-user."""
+    return sum(count_blocks(exe, args, env).values())
+
+
+def _short_name(symbol: str) -> str:
+    """``void fbck::(anonymous namespace)::memory_outputs<fbck::(...)::VNeon, false, 2>(...)`` ->
+    ``memory_outputs<VNeon, false, 2>``."""
+    for junk in ("(anonymous namespace)::", "fbck::", "neon::", "rt::", "std::"):
+        symbol = symbol.replace(junk, "")
+    depth, cut = 0, len(symbol)
+    for i, ch in enumerate(symbol):  # the parameter list: the first "(" outside template brackets
+        depth += (ch == "<") - (ch == ">")
+        if ch == "(" and depth == 0:
+            cut = i
+            break
+    name = symbol[:cut]
+    head = name.split("<")[0]  # a return type before the name goes
+    return name[head.rindex(" ") + 1 :] if " " in head else name
+
+
+def function_profile(exe: Path, one: dict[int, int], three: dict[int, int]) -> dict[str, float]:
+    """Instructions per utterance by function: (3 utterances - 1 utterance) / 2, the translation
+    blocks mapped to the symbols of the static binary (``aarch64-linux-gnu-nm``)."""
+    nm = subprocess.run(
+        [f"{TRIPLE}-nm", "-C", "--defined-only", "-n", str(exe)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    syms = [
+        (int(a, 16), n)
+        for a, t, n in (ln.split(" ", 2) for ln in nm if ln.count(" ") >= 2)
+        if t in "tTwW"
+    ]
+    addrs = [a for a, _ in syms]
+    out: dict[str, float] = {}
+    for tb in set(one) | set(three):
+        i = bisect.bisect_right(addrs, tb) - 1
+        name = _short_name(syms[i][1]) if i >= 0 else "?"
+        out[name] = out.get(name, 0.0) + (three.get(tb, 0) - one.get(tb, 0)) / 2
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _digest(*paths: Path) -> str:
@@ -103,6 +151,18 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
                     cache[ck] = c
             CACHE.parent.mkdir(parents=True, exist_ok=True)
             CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        # where the instructions go at the first option: per function of the runtime
+        k0 = options[0]
+        pkey = f"{key}|{k0}|profile"
+        if pkey not in cache:
+            log("  profiling the aarch64 CLI by function (2 qemu runs) ...")
+            with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+                one, three = pool.map(
+                    lambda n: count_blocks(exe, jobs[(k0, "whole", n)][1], env), (1, 3)
+                )
+            cache[pkey] = function_profile(exe, one, three)
+            CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        profile = cache[pkey]
     frames = int(x.shape[compiled.program.time_axis])
     per_utt, per_frame, load = {}, {}, None
     for k in options:
@@ -124,6 +184,7 @@ def run(models, smoke: bool = False, log=print) -> dict[str, object]:
             k: per_frame[k] / (per_utt[k] / frames) for k in options if per_utt[k] > 0
         },
         "load_instructions": load,
+        "function_profile": {"option": k0, "instructions_per_utterance": profile},
         "method": "qemu-aarch64 -d in_asm,exec,nochain: executed translation blocks x their "
         "instructions; (3 utterances - 1 utterance) / 2",
         "features": "test clips" if models.test is not None else "random features",
@@ -149,6 +210,21 @@ def markdown(d: dict) -> list[str]:
     for k, n in d["instructions_per_utterance"].items():
         s = d["stream_instructions_per_frame"][k]
         rows.append(f"| {k} | {n:,.0f} | {s:,.0f} | {ratio.get(k, float('nan')):.2f} |")
+    prof = d.get("function_profile")
+    table: list[str] = []
+    if prof:
+        per_fn = prof["instructions_per_utterance"]
+        total = sum(per_fn.values()) or 1.0
+        table = [
+            f"Where they go at option {prof['option']}, by function of the runtime (the "
+            "translation blocks mapped to the static binary's symbols; the top 12):",
+            "",
+            "| function | instructions per utterance | share |",
+            "|---|---|---|",
+        ]
+        for name, n in list(per_fn.items())[:12]:
+            table.append(f"| `{name}` | {n:,.0f} | {100 * n / total:.1f}% |")
+        table.append("")
     return [
         f"## Deploy: ARMv8 end to end (`fbck_run` for {d['target']}, {d['kernels']} kernels)",
         "",
@@ -158,7 +234,8 @@ def markdown(d: dict) -> list[str]:
         "",
         *rows,
         "",
+        *table,
     ]
 
 
-__all__ = ["count_instructions", "markdown", "run"]
+__all__ = ["count_blocks", "count_instructions", "function_profile", "markdown", "run"]

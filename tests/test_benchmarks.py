@@ -106,6 +106,13 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     for k, n in deploy["instructions_per_utterance"].items():
         assert n > 0 and deploy["stream_instructions_per_frame"][k] > 0
     assert "## Deploy: ARMv8 end to end" in md
+    # the per-function profile sums to the whole count of that option (the same two runs)
+    prof = deploy["function_profile"]
+    per_fn = prof["instructions_per_utterance"]
+    total = deploy["instructions_per_utterance"][str(prof["option"])]
+    assert sum(per_fn.values()) == pytest.approx(total)
+    assert any(name.startswith("binary_linear") for name in per_fn)
+    assert "by function of the runtime" in md
     # the peers that live in their own virtual environments are not run by a smoke run
     assert data["lce"] == {"error": "skipped (--skip-lce, --smoke)"}
     assert data["bnnlab"] == {"error": "skipped (--skip-bnnlab, --smoke)"}
