@@ -24,6 +24,30 @@ namespace fbck {
 namespace avx512 {
 namespace {
 
+// The 8-lane epilogue (VAvx2) with AVX-512's wider double sums: the per-lane |x| sums of the
+// canonical mean (output_transform.h) widen 8 floats to one zmm of doubles instead of two ymm
+// halves; each lane adds the same numbers in the same order, so the means are the same.
+struct VAvx2Z : VAvx2 {
+  struct Col {
+    __m512d a[4];
+    Col() {
+      for (auto& j : a) j = _mm512_setzero_pd();
+    }
+  };
+  template <int J>
+  static FBCK_OT_INLINE void abs_col_j(Col& c, F v) {
+    const __m256 a = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+    c.a[J] = _mm512_add_pd(c.a[J], _mm512_cvtps_pd(a));
+  }
+  FBCK_OT_ABS_COL_SWITCH
+  static void mean_col(const Col& c, size_t K, float* out, size_t n) {
+    const __m512d s = _mm512_add_pd(_mm512_add_pd(c.a[0], c.a[1]), _mm512_add_pd(c.a[2], c.a[3]));
+    alignas(32) float t[8];
+    _mm256_store_ps(t, _mm512_cvtpd_ps(_mm512_div_pd(s, _mm512_set1_pd(static_cast<double>(K)))));
+    for (size_t l = 0; l < n; ++l) out[l] = t[l];
+  }
+};
+
 // ---- K <= 128 (W == 2): 8 rows x 2 columns ---------------------------------------------------
 // dots for rows n0..n0+7 (nv valid) against columns a0 and a1: o0[r], o1[r] (o1 skipped if null).
 FBCK_INLINE void dots_w2(const uint64_t* w, size_t nv, const uint64_t* a0, const uint64_t* a1,
@@ -250,7 +274,7 @@ struct Avx512DotsY : Avx512Dots {
 
 // Blocks of at most 8 positions (an utterance's frames, channel-major) run on 8-lane vectors.
 void binary_linear_on_w16(const BinaryLinearArgs& g) {
-  if (g.inner > 1 && g.inner <= 8) return binary_linear_w16<VAvx2, Avx512DotsY>(g);
+  if (g.inner > 1 && g.inner <= 8) return binary_linear_w16<VAvx2Z, Avx512DotsY>(g);
   binary_linear_w16<VAvx512, Avx512Dots>(g);
 }
 
@@ -272,11 +296,11 @@ void binary_conv2d(const BinaryConv2dArgs& a) {
 
 // Memories over at most 8 frames run on 8-lane vectors (frames are the lanes).
 void binary_memory(const BinaryMemoryArgs& m) {
-  if (m.T <= 8) return binary_memory_v<VAvx2>(m);
+  if (m.T <= 8) return binary_memory_v<VAvx2Z>(m);
   binary_memory_v<VAvx512>(m);
 }
 void memory_f32(const MemoryF32Args& m) {
-  if (m.T <= 8) return memory_f32_v<VAvx2>(m);
+  if (m.T <= 8) return memory_f32_v<VAvx2Z>(m);
   memory_f32_v<VAvx512>(m);
 }
 void post_ops(const float* x, size_t outer, size_t N, size_t inner, const PostOps& post, float* y) {
