@@ -283,53 +283,36 @@ void pack_all_a(const View& A, size_t M, size_t K, float* dst) {
 
 inline size_t panels_floats(size_t M, size_t K, size_t MR) { return (M + MR - 1) / MR * MR * K + 16; }
 
-// out[p * N + n] = sum_k W[n, k] x[p, k] for a few positions, straight from the packed weight
-// panels: lanes = the MR rows of panel m, one fma chain per output over k in order. t receives
-// NP x NVEC * L floats (lanes past MR are junk).
-template <class UK, int NP>
-void gemv_panel(const float* panels, size_t Mpad, size_t m, size_t K, const float* x, float* t) {
+// out[p * N + n] = sum_k W[n, k] x[p, k] for NP positions against NM panels m0.., straight from
+// the packed weight panels: lanes = the MR rows of a panel, one fma chain per output over k in
+// order (NM > 1: a one-position classifier's few panels interleave their chains rather than each
+// waiting out a K-long chain in turn). t receives NP x NM x NVEC * L floats, position-major (lanes
+// past MR are junk).
+template <class UK, int NP, int NM>
+void gemv_tile(const float* panels, size_t Mpad, size_t m0, size_t K, const float* x, float* t) {
   using V = typename UK::V;
   constexpr size_t MR = UK::MR, KC = UK::KC, L = V::L, NVEC = (MR + L - 1) / L;
-  typename V::F acc[NP][NVEC];
+  typename V::F acc[NP][NM][NVEC];
   for (auto& a : acc)
-    for (auto& v : a) v = V::set1(0.0f);
-  for (size_t k0 = 0; k0 < K; k0 += KC) {
-    const size_t kc = std::min(KC, K - k0);
-    const float* pa = panels + k0 * Mpad + m * MR * kc;
-    for (size_t k = 0; k < kc; ++k) {
-      typename V::F wv[NVEC];
-      for (size_t v = 0; v < NVEC; ++v) wv[v] = V::load(pa + (k * MR + v * L));
-      for (int j = 0; j < NP; ++j) {
-        const typename V::F xs = V::set1(x[j * K + k0 + k]);
-        for (size_t v = 0; v < NVEC; ++v) acc[j][v] = V::fma(wv[v], xs, acc[j][v]);
-      }
-    }
-  }
-  for (int j = 0; j < NP; ++j)
-    for (size_t v = 0; v < NVEC; ++v) V::store(t + (j * NVEC + v) * L, acc[j][v]);
-}
-
-// One position against NM panels m0.. at once: the same fma chains as gemv_panel, NM of them
-// interleaved, so a short classifier's few panels do not each wait out a K-long chain in turn.
-template <class UK, int NM>
-void gemv_panels_one(const float* panels, size_t Mpad, size_t m0, size_t K, const float* x, float* t) {
-  using V = typename UK::V;
-  constexpr size_t MR = UK::MR, KC = UK::KC, L = V::L, NVEC = (MR + L - 1) / L;
-  typename V::F acc[NM][NVEC];
-  for (auto& a : acc)
-    for (auto& v : a) v = V::set1(0.0f);
+    for (auto& b : a)
+      for (auto& v : b) v = V::set1(0.0f);
   for (size_t k0 = 0; k0 < K; k0 += KC) {
     const size_t kc = std::min(KC, K - k0);
     const float* pa = panels + k0 * Mpad + m0 * MR * kc;
     for (size_t k = 0; k < kc; ++k) {
-      const typename V::F xs = V::set1(x[k0 + k]);
+      typename V::F wv[NM][NVEC];
       for (int i = 0; i < NM; ++i)
-        for (size_t v = 0; v < NVEC; ++v)
-          acc[i][v] = V::fma(V::load(pa + i * MR * kc + k * MR + v * L), xs, acc[i][v]);
+        for (size_t v = 0; v < NVEC; ++v) wv[i][v] = V::load(pa + i * MR * kc + k * MR + v * L);
+      for (int j = 0; j < NP; ++j) {
+        const typename V::F xs = V::set1(x[j * K + k0 + k]);
+        for (int i = 0; i < NM; ++i)
+          for (size_t v = 0; v < NVEC; ++v) acc[j][i][v] = V::fma(wv[i][v], xs, acc[j][i][v]);
+      }
     }
   }
-  for (int i = 0; i < NM; ++i)
-    for (size_t v = 0; v < NVEC; ++v) V::store(t + (i * NVEC + v) * L, acc[i][v]);
+  for (int j = 0; j < NP; ++j)
+    for (int i = 0; i < NM; ++i)
+      for (size_t v = 0; v < NVEC; ++v) V::store(t + ((j * NM + i) * NVEC + v) * L, acc[j][i][v]);
 }
 
 template <class UK>
@@ -343,10 +326,10 @@ void gemv_panels(const float* panels, size_t N, size_t K, const float* x, size_t
     for (size_t m0 = 0; m0 < panels_n; m0 += 4) {
       const size_t nm = std::min<size_t>(4, panels_n - m0);
       switch (nm) {
-        case 1: gemv_panels_one<UK, 1>(panels, Mpad, m0, K, x, t); break;
-        case 2: gemv_panels_one<UK, 2>(panels, Mpad, m0, K, x, t); break;
-        case 3: gemv_panels_one<UK, 3>(panels, Mpad, m0, K, x, t); break;
-        default: gemv_panels_one<UK, 4>(panels, Mpad, m0, K, x, t); break;
+        case 1: gemv_tile<UK, 1, 1>(panels, Mpad, m0, K, x, t); break;
+        case 2: gemv_tile<UK, 1, 2>(panels, Mpad, m0, K, x, t); break;
+        case 3: gemv_tile<UK, 1, 3>(panels, Mpad, m0, K, x, t); break;
+        default: gemv_tile<UK, 1, 4>(panels, Mpad, m0, K, x, t); break;
       }
       for (size_t i = 0; i < nm; ++i)
         for (size_t r = 0; r < MR && (m0 + i) * MR + r < N; ++r) out[(m0 + i) * MR + r] = t[i * NV + r];
@@ -358,10 +341,10 @@ void gemv_panels(const float* panels, size_t N, size_t K, const float* x, size_t
       const size_t np = std::min<size_t>(4, P - p0);
       const float* xp = x + p0 * K;
       switch (np) {
-        case 1: gemv_panel<UK, 1>(panels, Mpad, m, K, xp, t); break;
-        case 2: gemv_panel<UK, 2>(panels, Mpad, m, K, xp, t); break;
-        case 3: gemv_panel<UK, 3>(panels, Mpad, m, K, xp, t); break;
-        default: gemv_panel<UK, 4>(panels, Mpad, m, K, xp, t); break;
+        case 1: gemv_tile<UK, 1, 1>(panels, Mpad, m, K, xp, t); break;
+        case 2: gemv_tile<UK, 2, 1>(panels, Mpad, m, K, xp, t); break;
+        case 3: gemv_tile<UK, 3, 1>(panels, Mpad, m, K, xp, t); break;
+        default: gemv_tile<UK, 4, 1>(panels, Mpad, m, K, xp, t); break;
       }
       for (size_t j = 0; j < np; ++j)
         for (size_t r = 0; r < MR && m * MR + r < N; ++r) out[(p0 + j) * N + m * MR + r] = t[j * NV + r];
