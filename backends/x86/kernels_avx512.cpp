@@ -43,7 +43,8 @@ struct VAvx2Z : VAvx2 {
   static void mean_col(const Col& c, size_t K, float* out, size_t n) {
     const __m512d s = _mm512_add_pd(_mm512_add_pd(c.a[0], c.a[1]), _mm512_add_pd(c.a[2], c.a[3]));
     alignas(32) float t[8];
-    _mm256_store_ps(t, _mm512_cvtpd_ps(_mm512_div_pd(s, _mm512_set1_pd(static_cast<double>(K)))));
+    // the masked form with a zero source: GCC 12's _mm512_cvtpd_ps passes an uninitialised one
+    _mm256_store_ps(t, _mm512_maskz_cvtpd_ps(0xff, _mm512_div_pd(s, _mm512_set1_pd(static_cast<double>(K)))));
     for (size_t l = 0; l < n; ++l) out[l] = t[l];
   }
 };
@@ -223,52 +224,63 @@ struct Avx512Dots {
                           _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_add_epi32(acc[c][0], acc[c][1]), 1)));
   }
 
-  // Column orientation: 16 rows x 16 positions with the positions in the lanes, so the dots land
-  // in the column epilogue's layout (out[r * 16 + l]) with no transpose. at[j * 16 + l] holds
-  // chunk j of position l (transposed once per block of positions, shared by every tile). Per
-  // row and chunk: VPXORD with the row's broadcast weight chunk, VPOPCNTD, VPADDD; four rows at a
-  // time so four chains hide the popcount latency.
+  // Column orientation: 16 rows x 16 positions with the positions in the lanes (dots16xLT below).
   static constexpr size_t kColTL = 16;
-  static FBCK_INLINE void dots16xLT(const uint32_t* wt, size_t C, const uint32_t* at, int32_t K, int32_t* out) {
-    const __m512i kv = _mm512_set1_epi32(K);
-    auto dot = [&](__m512i acc, __m512i x, uint32_t w) FBCK_INLINE_LAMBDA {
-      return _mm512_add_epi32(acc, _mm512_popcnt_epi32(_mm512_xor_si512(x, _mm512_set1_epi32(static_cast<int>(w)))));
-    };
-    for (int r = 0; r < 16; r += 4) {
-      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-      for (size_t j = 0; j < C; ++j) {
-        const __m512i x = _mm512_load_si512(at + j * 16);
-        const uint32_t* w = wt + j * 16 + r;
-        a0 = dot(a0, x, w[0]), a1 = dot(a1, x, w[1]), a2 = dot(a2, x, w[2]), a3 = dot(a3, x, w[3]);
-      }
-      const __m512i* acc[4] = {&a0, &a1, &a2, &a3};
-      for (int i = 0; i < 4; ++i)
-        _mm512_storeu_si512(out + (r + i) * 16, _mm512_sub_epi32(kv, _mm512_slli_epi32(*acc[i], 1)));
-    }
-  }
+  static FBCK_INLINE void dots16xLT(const uint32_t* wt, size_t C, const uint32_t* at, int32_t K, int32_t* out);
 };
 
-// The same tile for blocks of at most 8 positions, on ymm (AVX512VL): an utterance's 8 frames
-// fill every lane, where zmm would leave half of them idle.
+// The column tile: 16 rows x L positions with the positions in the lanes, so the dots land in the
+// column epilogue's layout (out[r * L + l]) with no transpose. at[j * L + l] holds chunk j of
+// position l (transposed once per block of positions, shared by every tile). Per row and chunk:
+// VPXORD with the row's broadcast weight chunk, VPOPCNTD, VPADDD; four rows at a time so four
+// chains hide the popcount latency. I: the vector width's intrinsics (zmm, or ymm with AVX512VL).
+struct ZmmLanes {
+  using I = __m512i;
+  static constexpr size_t L = 16;
+  static I zero() { return _mm512_setzero_si512(); }
+  static I set1(int32_t v) { return _mm512_set1_epi32(v); }
+  static I load(const uint32_t* p) { return _mm512_load_si512(p); }
+  static void store(int32_t* p, I v) { _mm512_storeu_si512(p, v); }
+  static I xor_popcnt_add(I acc, I x, I w) { return _mm512_add_epi32(acc, _mm512_popcnt_epi32(_mm512_xor_si512(x, w))); }
+  static I k_minus_twice(I k, I v) { return _mm512_sub_epi32(k, _mm512_slli_epi32(v, 1)); }
+};
+struct YmmLanes {
+  using I = __m256i;
+  static constexpr size_t L = 8;
+  static I zero() { return _mm256_setzero_si256(); }
+  static I set1(int32_t v) { return _mm256_set1_epi32(v); }
+  static I load(const uint32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static void store(int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static I xor_popcnt_add(I acc, I x, I w) { return _mm256_add_epi32(acc, _mm256_popcnt_epi32(_mm256_xor_si256(x, w))); }
+  static I k_minus_twice(I k, I v) { return _mm256_sub_epi32(k, _mm256_slli_epi32(v, 1)); }
+};
+
+template <class Lanes>
+FBCK_INLINE void dots16_lanes(const uint32_t* wt, size_t C, const uint32_t* at, int32_t K, int32_t* out) {
+  using I = typename Lanes::I;
+  constexpr size_t L = Lanes::L;
+  const I kv = Lanes::set1(K);
+  for (int r = 0; r < 16; r += 4) {
+    I acc[4] = {Lanes::zero(), Lanes::zero(), Lanes::zero(), Lanes::zero()};
+    for (size_t j = 0; j < C; ++j) {
+      const I x = Lanes::load(at + j * L);
+      const uint32_t* w = wt + j * 16 + r;
+      for (int i = 0; i < 4; ++i) acc[i] = Lanes::xor_popcnt_add(acc[i], x, Lanes::set1(static_cast<int32_t>(w[i])));
+    }
+    for (int i = 0; i < 4; ++i) Lanes::store(out + (r + i) * L, Lanes::k_minus_twice(kv, acc[i]));
+  }
+}
+
+FBCK_INLINE void Avx512Dots::dots16xLT(const uint32_t* wt, size_t C, const uint32_t* at, int32_t K, int32_t* out) {
+  dots16_lanes<ZmmLanes>(wt, C, at, K, out);
+}
+
+// The same tile for blocks of at most 8 positions, on ymm: an utterance's 8 frames fill every
+// lane, where zmm would leave half of them idle.
 struct Avx512DotsY : Avx512Dots {
   static constexpr size_t kColTL = 8;
   static FBCK_INLINE void dots16xLT(const uint32_t* wt, size_t C, const uint32_t* at, int32_t K, int32_t* out) {
-    const __m256i kv = _mm256_set1_epi32(K);
-    auto dot = [&](__m256i acc, __m256i x, uint32_t w) FBCK_INLINE_LAMBDA {
-      return _mm256_add_epi32(acc, _mm256_popcnt_epi32(_mm256_xor_si256(x, _mm256_set1_epi32(static_cast<int>(w)))));
-    };
-    for (int r = 0; r < 16; r += 4) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-      for (size_t j = 0; j < C; ++j) {
-        const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(at + j * 8));
-        const uint32_t* w = wt + j * 16 + r;
-        a0 = dot(a0, x, w[0]), a1 = dot(a1, x, w[1]), a2 = dot(a2, x, w[2]), a3 = dot(a3, x, w[3]);
-      }
-      const __m256i* acc[4] = {&a0, &a1, &a2, &a3};
-      for (int i = 0; i < 4; ++i)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (r + i) * 8),
-                            _mm256_sub_epi32(kv, _mm256_slli_epi32(*acc[i], 1)));
-    }
+    dots16_lanes<YmmLanes>(wt, C, at, K, out);
   }
 };
 

@@ -387,21 +387,19 @@ void w16_run(const W16Problem& g, const Front front, const PostView q, const Pos
     for (size_t i0 = 0; i0 < g.inner; i0 += LB) {
       const size_t nl = g.inner - i0 < LB ? g.inner - i0 : LB, p0 = o * g.inner + i0;
       bool done = false;
-      if constexpr (ColTLanes<D>::value == LB) {
-        if (!done) {  // lanes past the block repeat its last position (defined, never stored)
-          for (size_t j = 0; j < C; ++j)
-            for (size_t l = 0; l < LB; ++l) {
-              const size_t pl = p0 + (l < nl ? l : nl - 1);
-              AT1[j * LB + l] = chunks(g.a1, pl)[j];
-              if (dual) AT2[j * LB + l] = chunks(g.a2, pl)[j];
-            }
-          for (size_t t = 0; t < tiles; ++t) {
-            const uint32_t* wt = g.w16 + t * C * 16;
-            D::dots16xLT(wt, C, AT1.get(), K, D1.get() + 16 * t * LB);
-            if (dual) D::dots16xLT(wt, C, AT2.get(), K, D2.get() + 16 * t * LB);
+      if constexpr (colt) {  // lanes past the block repeat its last position (defined, never stored)
+        for (size_t j = 0; j < C; ++j)
+          for (size_t l = 0; l < LB; ++l) {
+            const size_t pl = p0 + (l < nl ? l : nl - 1);
+            AT1[j * LB + l] = chunks(g.a1, pl)[j];
+            if (dual) AT2[j * LB + l] = chunks(g.a2, pl)[j];
           }
-          done = true;
+        for (size_t t = 0; t < tiles; ++t) {
+          const uint32_t* wt = g.w16 + t * C * 16;
+          D::dots16xLT(wt, C, AT1.get(), K, D1.get() + 16 * t * LB);
+          if (dual) D::dots16xLT(wt, C, AT2.get(), K, D2.get() + 16 * t * LB);
         }
+        done = true;
       }
       if constexpr (HasColT<D>::value) {
         if (LB == 4) {  // the tile's own transposed 16 x 4 dots (lanes past the block: repeats)

@@ -349,11 +349,9 @@ struct PostView {
   }
 };
 
-// A PostOps made ready: the per-channel vectors padded (identity values past N) so
-// row-orientation loads stay inside.
-// pad: the row orientation loads the per-channel vectors V::L at a time, so they are copied with
-// identity values past n; the column orientation broadcasts one value per channel and reads the
-// caller's vectors in place (only the absent ones are filled).
+// A PostOps made ready. pad: the row orientation loads the per-channel vectors V::L at a time, so
+// they are copied with identity values past n; the column orientation broadcasts one value per
+// channel and reads the caller's vectors in place (only the absent ones are filled).
 struct PostParams : PostView {
   Scratch<float> buf;
   PostParams(const PostOps* post, size_t n, bool pad = true) : buf(post ? 5 * (n + 16) : 1) {
