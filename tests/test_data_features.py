@@ -113,3 +113,24 @@ def test_online_augmentation(tiny: Path) -> None:
     assert out.shape == wav.shape and out.abs().max() > 0  # noise was mixed in
     again = WaveAugment(aug.noises, p_noise=1.0, seed=3)(wav)
     assert torch.equal(out, again)
+
+
+def test_augmented_views_are_cached_and_differ_from_the_clean_clips(
+    tiny: Path, tmp_path: Path, counter
+) -> None:
+    clean = F.load_features(tiny, "v1-12", "training", cache_dir=tmp_path, progress=False)
+    views = F.load_augmented_views(tiny, "v1-12", views=2, cache_dir=tmp_path, progress=False)
+    assert views.features.shape == (2 * len(clean), 1, 32, 32)
+    assert torch.equal(views.labels, clean.labels.repeat(2))  # view after view, same order
+    first, second = views.features.split(len(clean))
+    assert torch.isfinite(views.features).all()
+    assert not torch.equal(first, clean.features) and not torch.equal(first, second)
+    assert counter == [27, 27, 27]  # the clean clips, then each view once
+    again = F.load_augmented_views(tiny, "v1-12", views=2, cache_dir=tmp_path, progress=False)
+    assert counter == [27, 27, 27] and torch.equal(again.features, views.features)
+    other = F.load_augmented_views(
+        tiny, "v1-12", views=2, cache_dir=tmp_path, progress=False, p_noise=0.0
+    )
+    assert len(counter) == 5 and other.cache_path != views.cache_path  # new settings, new entry
+    with pytest.raises(ValueError, match="views must be a positive int"):
+        F.load_augmented_views(tiny, "v1-12", views=0, cache_dir=tmp_path)

@@ -38,3 +38,17 @@ def test_demo_two_seeds_with_heldout_voices(tiny: Path, tmp_path: Path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert all(all(r["reused"].values()) for r in again["extra"]["runs"])
     assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # tiny has 6 of the 35 words
+def test_demo_with_augmented_views(tiny: Path, tmp_path: Path):
+    out = tmp_path / "report"
+    args = ["--size", "tiny", "--teacher-epochs", "1", "--student-epochs", "1", "--batch-size", "8"]
+    args += ["--views", "1", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    args += ["--cache-dir", str(tiny.parent.parent), "--threads", "1"]
+    assert demo.main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["extra"]["views"] == 1
+    run = Path(results["extra"]["runs"][0]["teacher_run"])
+    assert "-views1-seed0" in run.parent.name  # never the run of a teacher without the views
+    assert "1 augmented views" in (out / "report.md").read_text()

@@ -44,8 +44,9 @@ QUICK = {
     "size": "small",
     "teacher_epochs": DEMO_TEACHER_EPOCHS,
     "student_epochs": DEMO_STUDENT_EPOCHS,
+    "views": 0,
 }
-FULL = {"size": "large", "teacher_epochs": 40, "student_epochs": 40}
+FULL = {"size": "large", "teacher_epochs": 40, "student_epochs": 40, "views": 0}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -65,6 +66,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--full", action="store_true", help="the larger synthetic set and longer training"
     )
     p.add_argument("--size", default=None, help="synthetic dataset size (small, large)")
+    p.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        help="augmented copies of each training clip (noise, shift, gain) added to the training "
+        "set, computed once and cached; the epochs count passes over the enlarged set",
+    )
     p.add_argument("--teacher-epochs", type=int, default=None)
     p.add_argument("--student-epochs", type=int, default=None)
     p.add_argument("--binarizer", default="lpb", choices=available_binarizers())
@@ -118,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_distributed()
     started = time.time()
 
+    views = preset["views"] if args.views is None else args.views
     data = load_data(
-        DataConfig(args.data, args.task, args.features, size, args.data_seed, args.cache_dir)
+        DataConfig(
+            args.data, args.task, args.features, size, args.data_seed, args.cache_dir, views=views
+        )
     )
     if rank() == 0:
         print(data.describe(), flush=True)
@@ -168,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "student_train": {k: v for k, v in student_cfg.__dict__.items() if k != "seed"},
         "binarizer": args.binarizer,
         "binarizer_options": bcfg.binarizer_options,
+        "views": views,
         "minutes": minutes,
         "threads": torch.get_num_threads(),
         "runs": runs_info,

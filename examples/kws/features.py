@@ -19,8 +19,10 @@ path, size and mtime, the silence crops and noise files), the task, the subset, 
 feature config, under ``$BINARIZE_CACHE/features`` (default ``~/.cache/binarize``). A second
 call with the same inputs reads the file and computes nothing.
 
-Training-time augmentation (:func:`augmented_dataset`) computes features on the fly from
-augmented waveforms (noise from ``_background_noise_``, time shift, gain); it is never cached.
+Training-time augmentation: :func:`load_augmented_views` computes a fixed number of augmented
+copies ("views") of the training clips once and caches them like the clean features;
+:func:`augmented_dataset` computes features on the fly from augmented waveforms (noise from
+``_background_noise_``, time shift, gain) and is never cached.
 
 Example::
 
@@ -52,6 +54,9 @@ from .speech_commands import SpeechCommands
 
 FEATURES_VERSION = 1
 """Bump when the computation changes: part of every cache key."""
+
+VIEWS_VERSION = 1
+"""Bump when the augmented views' computation changes: part of their cache key."""
 
 
 @dataclass(frozen=True)
@@ -216,8 +221,11 @@ def compute_features(
     preset: str | FeatureConfig = "reference",
     batch_size: int = 256,
     progress: bool = True,
+    augment: WaveAugment | None = None,
+    desc: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features ``(N, 1, F, T)`` and labels ``(N,)`` of every item of ``dataset`` (no cache).
+    """Features ``(N, 1, F, T)`` and labels ``(N,)`` of every item of ``dataset`` (no cache),
+    each clip through ``augment`` first when given.
 
     Reads every clip once: raises one :class:`~examples.kws.audio.AudioFileError` naming all
     unusable WAVs, and warns once with the number of clips that had to be resampled.
@@ -236,12 +244,13 @@ def compute_features(
         total=len(dataset),
         unit="clip",
         disable=not progress,
-        desc=f"features {dataset.task.name}/{dataset.subset}/{fx.config.name}",
+        desc=desc or f"features {dataset.task.name}/{dataset.subset}/{fx.config.name}",
     )
     with torch.inference_mode():
         for i in range(len(dataset)):
             try:
-                batch.append(dataset.load(i, report))
+                wav = dataset.load(i, report)
+                batch.append(augment(wav) if augment is not None else wav)
             except AudioFileError as e:
                 bad.append(str(e))
                 batch.append(torch.zeros(1, fx.config.clip_samples))
@@ -316,14 +325,36 @@ def load_features(
     key = cache_key(dataset, cfg)
     folder = features_cache_dir(cache_dir)
     path = folder / f"{dataset.task.name}-{dataset.subset}-{cfg.name}-{key[:20]}.safetensors"
-    if path.is_file():
-        try:
-            tensors = load_file(str(path))
-            return FeatureDataset(tensors["features"], tensors["labels"], dataset.labels, cfg, path)
-        except Exception:  # a damaged cache file: recompute it
-            path.unlink(missing_ok=True)
+    cached = _load_cached(path, dataset, cfg)
+    if cached is not None:
+        return cached
     features, labels = compute_features(dataset, cfg, progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
+    _save(path, features, labels, dataset, cfg, key)
+    return FeatureDataset(features, labels, dataset.labels, cfg, path)
+
+
+def _load_cached(path: Path, dataset: SpeechCommands, cfg: FeatureConfig) -> FeatureDataset | None:
+    """The cached features at ``path``, or None when missing or damaged (the file is removed)."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+        return FeatureDataset(tensors["features"], tensors["labels"], dataset.labels, cfg, path)
+    except Exception:  # a damaged cache file: recompute it
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _save(
+    path: Path,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: SpeechCommands,
+    cfg: FeatureConfig,
+    key: str,
+) -> None:
+    """Write a cache file atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     meta = {
         "root": str(dataset.root),
@@ -335,6 +366,56 @@ def load_features(
     }
     save_file({"features": features, "labels": labels}, str(tmp), metadata=meta)
     os.replace(tmp, path)
+
+
+def load_augmented_views(
+    root: str | os.PathLike,
+    task: str = "v1-12",
+    preset: str | FeatureConfig = "reference",
+    views: int = 4,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    **augment_kwargs: float,
+) -> FeatureDataset:
+    """``views`` augmented copies of the training clips' features, view after view (``views * N``
+    items, the labels repeated), computed once and cached like :func:`load_features`.
+
+    Each view passes every clip through its own :class:`~examples.kws.augment.WaveAugment`
+    (background noise, time shift, gain; ``augment_kwargs`` are its keyword arguments), seeded
+    ``seed * 1000 + view``. Training on the clean clips plus their views shows each clip with new
+    noise and timing, at the cost of cached features: computing them on the fly costs more than a
+    student's training step on a CPU.
+
+    Example::
+
+        views = load_augmented_views(root, "v1-12", "reference", views=4)
+        views.features.shape      # (4 * N, 1, 32, 32)
+    """
+    if not isinstance(views, int) or views < 1:
+        raise ValueError(f"views must be a positive int, got {views!r}")
+    cfg = get_preset(preset)
+    dataset = SpeechCommands(root, task, "training", seed=seed)
+    base = cache_key(dataset, cfg)
+    blob = json.dumps(
+        {"features": base, "version": VIEWS_VERSION, "views": views, "augment": augment_kwargs},
+        sort_keys=True,
+    )
+    key = hashlib.sha256(blob.encode()).hexdigest()
+    name = f"{dataset.task.name}-training-views{views}-{cfg.name}-{key[:20]}.safetensors"
+    path = features_cache_dir(cache_dir) / name
+    cached = _load_cached(path, dataset, cfg)
+    if cached is not None:
+        return cached
+    noises = dataset.background_noises()
+    parts = []
+    for v in range(views):
+        aug = WaveAugment(noises, seed=seed * 1000 + v, **augment_kwargs)  # type: ignore[arg-type]
+        desc = f"augmented view {v + 1}/{views} {dataset.task.name}/{cfg.name}"
+        parts.append(compute_features(dataset, cfg, progress=progress, augment=aug, desc=desc))
+    features = torch.cat([f for f, _ in parts])
+    labels = torch.cat([y for _, y in parts])
+    _save(path, features, labels, dataset, cfg, key)
     return FeatureDataset(features, labels, dataset.labels, cfg, path)
 
 

@@ -42,6 +42,7 @@ class DataConfig:
     seed: int = 0
     cache_dir: str | None = None
     heldout: bool = True  # synthetic data only: also the test set of held-out voices
+    views: int = 0  # augmented copies of the training clips added to the training set (cached)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class KWSData:
     root: str
     heldout: TensorDataset | None = None
     heldout_root: str | None = None
+    views: int = 0  # the training set holds the clean clips and this many augmented copies
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -66,6 +68,8 @@ class KWSData:
             f"{self.root}: {len(self.train)} train / {len(self.val)} validation / "
             f"{len(self.test)} test clips, {len(self.labels)} classes, input {self.input_shape}"
         )
+        if self.views:
+            text += f" (training: the clean clips and {self.views} augmented views of each)"
         if self.heldout is not None:
             text += f"; held-out voices: {len(self.heldout)} test clips ({self.heldout_root})"
         return text
@@ -73,7 +77,7 @@ class KWSData:
 
 def load_data(cfg: DataConfig) -> KWSData:
     """Features for the three splits (computed once, then cached next to the dataset)."""
-    from .features import load_features
+    from .features import load_augmented_views, load_features
     from .synth import ensure_synthetic_dataset
 
     if cfg.data is None:
@@ -86,7 +90,16 @@ def load_data(cfg: DataConfig) -> KWSData:
         feats = load_features(root, cfg.task, subset, cfg.features, cache_dir=cfg.cache_dir)
         splits[subset] = TensorDataset(feats.features, feats.labels)
         labels = list(feats.label_names)
+    if cfg.views:
+        views = load_augmented_views(
+            root, cfg.task, cfg.features, views=cfg.views, cache_dir=cfg.cache_dir
+        )
+        clean = splits["training"].tensors
+        splits["training"] = TensorDataset(
+            torch.cat([clean[0], views.features]), torch.cat([clean[1], views.labels])
+        )
     data = KWSData(splits["training"], splits["validation"], splits["testing"], labels, str(root))
+    data.views = cfg.views
     if cfg.data is None and cfg.heldout:
         # the held-out voices' test set: its own preset, or the tiny size spoken by those voices
         kind = {"size": "tiny", "voices": "heldout"} if cfg.size == "tiny" else {"size": "heldout"}
@@ -147,8 +160,10 @@ def student_recipe(
 
 
 def run_root(runs: str | os.PathLike, data: KWSData, task: str, features: str, seed: int) -> Path:
-    """The folder holding a dataset's runs: ``<runs>/<dataset>-<task>-<features>-seed<seed>``."""
-    return Path(runs) / f"{Path(data.root).name}-{task}-{features}-seed{seed}"
+    """The folder holding a dataset's runs: ``<runs>/<dataset>-<task>-<features>-seed<seed>``
+    (``-views<V>`` before the seed when the training set has augmented views)."""
+    views = f"-views{data.views}" if data.views else ""
+    return Path(runs) / f"{Path(data.root).name}-{task}-{features}{views}-seed{seed}"
 
 
 def student_run_name(label: str, bcfg: BinarizeConfig, cfg: TrainConfig) -> str:
