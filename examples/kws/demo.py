@@ -27,6 +27,7 @@ from binarize import BinarizeConfig, available_binarizers
 from .pipeline import (
     DEMO_STUDENT_EPOCHS,
     DEMO_TEACHER_EPOCHS,
+    DEMO_VIEWS,
     DataConfig,
     distill_student,
     evaluate,
@@ -40,11 +41,11 @@ from .pipeline import (
 )
 from .train import init_distributed, rank
 
-QUICK = {
+QUICK = {  # the same steps as DEMO_*_EPOCHS on the clean clips alone
     "size": "small",
-    "teacher_epochs": DEMO_TEACHER_EPOCHS,
-    "student_epochs": DEMO_STUDENT_EPOCHS,
-    "views": 0,
+    "views": DEMO_VIEWS,
+    "teacher_epochs": DEMO_TEACHER_EPOCHS // (1 + DEMO_VIEWS),
+    "student_epochs": DEMO_STUDENT_EPOCHS // (1 + DEMO_VIEWS),
 }
 FULL = {"size": "large", "teacher_epochs": 40, "student_epochs": 40, "views": 0}
 

@@ -112,7 +112,14 @@ def load_data(cfg: DataConfig) -> KWSData:
 # -- recipes and run folders -----------------------------------------------------------------------
 DEMO_TEACHER_EPOCHS = 30
 DEMO_STUDENT_EPOCHS = 40
-"""The default ``make demo`` budget (about 15 minutes on 2 CPU cores, data generation included)."""
+"""The default ``make demo`` budget in passes over the clean training clips (about 15 minutes on 2
+CPU cores, data generation included)."""
+
+DEMO_VIEWS = 4
+"""Augmented copies of each training clip in the default ``make demo``: teacher and student train
+on clean + views for the same number of steps (the epochs above divided by ``1 + DEMO_VIEWS``).
+Measured over three seeds at the demo's budget: the teacher gains about 3 points, the student
+about 3.6 (README, Results)."""
 
 
 def teacher_recipe(
