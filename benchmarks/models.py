@@ -69,17 +69,23 @@ def _dataset_root(name: str) -> Path | None:
     return root if is_complete(root) else None
 
 
+# pipeline.run_root of the demo's seed 0: <dataset>-v1-12-reference[-views<V>]-seed0
+RUN_ROOT = re.compile(r"(.+)-v1-12-reference(?:-views\d+)?-seed0")
+
+
 def find_run(runs_dir: str | Path) -> tuple[Path, Path, str] | None:
-    """(teacher run, student run, binarizer) of a finished demo run under ``runs_dir``: the
-    BiFSMNv2 (lpb) student with the most epochs, the newest on a tie."""
+    """(teacher run, student run, binarizer) of a finished demo run under ``runs_dir`` (with or
+    without augmented views): the newest BiFSMNv2 (lpb) student, else the newest student."""
     best = None
-    for tag in sorted(Path(runs_dir).glob("*-v1-12-reference-seed0")):
+    for tag in sorted(Path(runs_dir).glob("*-v1-12-reference*-seed0")):
+        if not RUN_ROOT.fullmatch(tag.name):
+            continue
         if not (tag / "teacher" / "result.json").exists():
             continue
         for st in tag.glob("student-*-e*"):
             m = re.fullmatch(r"student-(.+?)-e(\d+)(?:-[0-9a-f]{8})?", st.name)
             if m and (st / "result.json").exists() and (st / "best.pt").exists():
-                key = (m.group(1) == "lpb", int(m.group(2)), st.stat().st_mtime)
+                key = (m.group(1) == "lpb", st.stat().st_mtime)
                 if best is None or key > best[0]:
                     best = (key, tag / "teacher", st, m.group(1))
     return None if best is None else best[1:]
@@ -95,7 +101,7 @@ def load_models(runs_dir: str | Path = "runs", batch: int = 32, seed: int = 0) -
     data = None
     if run is not None:
         teacher_run, student_run, binarizer = run
-        name = teacher_run.parent.name.removesuffix("-v1-12-reference-seed0")
+        name = RUN_ROOT.fullmatch(teacher_run.parent.name).group(1)
         root = _dataset_root(name)
         if root is not None:
             data = load_data(DataConfig(data=str(root)))
