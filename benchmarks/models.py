@@ -77,13 +77,11 @@ def find_run(runs_dir: str | Path) -> tuple[Path, Path, str] | None:
     """(teacher run, student run, binarizer) of a finished demo run under ``runs_dir`` (with or
     without augmented views): the newest BiFSMNv2 (lpb) student, else the newest student."""
     best = None
-    for tag in sorted(Path(runs_dir).glob("*-v1-12-reference*-seed0")):
-        if not RUN_ROOT.fullmatch(tag.name):
-            continue
+    for tag in sorted(p for p in Path(runs_dir).glob("*-seed0") if RUN_ROOT.fullmatch(p.name)):
         if not (tag / "teacher" / "result.json").exists():
             continue
         for st in tag.glob("student-*-e*"):
-            m = re.fullmatch(r"student-(.+?)-e(\d+)(?:-[0-9a-f]{8})?", st.name)
+            m = re.fullmatch(r"student-(.+?)-e\d+(?:-[0-9a-f]{8})?", st.name)
             if m and (st / "result.json").exists() and (st / "best.pt").exists():
                 key = (m.group(1) == "lpb", st.stat().st_mtime)
                 if best is None or key > best[0]:
