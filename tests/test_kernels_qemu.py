@@ -412,6 +412,8 @@ def add_fused_cases(rng, add) -> None:
             (1, 16, 16, 16, 32, 5, 2, 2, 1),
             (2, 3, 9, 11, 5, 3, 1, 1, 1),
             (1, 8, 6, 6, 8, 3, 1, 1, 8),
+            (1, 1, 32, 5, 16, 5, 2, 2, 1),  # a stream window: 3 output columns, per channel
+            (2, 3, 9, 3, 12, 3, 1, 1, 1),
         ]
     ):
         x, w = rand_f32(rng, (b, c, h, wd)), rand_f32(rng, (o, c // g, kk, kk))

@@ -57,6 +57,9 @@ struct Args {
   const Dims* out_dims = nullptr;
   Window window;
   int time_axis = -1;  // input 0's time axis in this run (batch counted), -1: none
+  // The output frames the caller reads: an op that pads itself gets context frames around them
+  // (a stream's window) and may leave the others unspecified.
+  size_t out_lo = 0, out_hi = SIZE_MAX;
 };
 
 // How output frames depend on input frames along time (for streaming).

@@ -9,63 +9,57 @@
 namespace fbck::rt {
 namespace {
 
-// A stream's windows are often a few floats per row (time innermost): a plain loop beats memcpy's
-// call there.
-inline void copy(float* dst, const float* src, size_t n) {
-  if (n > 16) {
-    std::memcpy(dst, src, sizeof(float) * n);
+// `rows` rows of n floats from src (row stride ss) to dst (row stride ds). A stream's windows are
+// a few frames per row (time innermost) over hundreds of rows: with n a constant the row is a
+// couple of moves, where a loop of unknown length (or memcpy's call) costs more than the copy.
+template <size_t N>
+void copy_rows_n(float* dst, size_t ds, const float* src, size_t ss, size_t rows) {
+  for (size_t r = 0; r < rows; ++r, dst += ds, src += ss) {
+    float tmp[N];
+    std::memcpy(tmp, src, sizeof tmp);
+    std::memcpy(dst, tmp, sizeof tmp);
+  }
+}
+
+void copy_rows(float* dst, size_t ds, const float* src, size_t ss, size_t rows, size_t n) {
+  if (ds == n && ss == n) {  // both contiguous: one copy
+    std::memcpy(dst, src, sizeof(float) * rows * n);
     return;
   }
-  for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  switch (n) {
+    case 0: return;
+    case 1: return copy_rows_n<1>(dst, ds, src, ss, rows);
+    case 2: return copy_rows_n<2>(dst, ds, src, ss, rows);
+    case 3: return copy_rows_n<3>(dst, ds, src, ss, rows);
+    case 4: return copy_rows_n<4>(dst, ds, src, ss, rows);
+    case 5: return copy_rows_n<5>(dst, ds, src, ss, rows);
+    case 6: return copy_rows_n<6>(dst, ds, src, ss, rows);
+    case 7: return copy_rows_n<7>(dst, ds, src, ss, rows);
+    case 8: return copy_rows_n<8>(dst, ds, src, ss, rows);
+    default:
+      for (size_t r = 0; r < rows; ++r) std::memcpy(dst + r * ds, src + r * ss, sizeof(float) * n);
+  }
 }
 
 // Copy frames [a, b) of `src` (dims d, time axis t) into dst (b - a frames), zeros outside [0, T):
-// per outer row one zero run, one copy of the real frames (contiguous), one zero run.
+// per outer row the real frames (one strided row copy over all rows) and zeros around them.
 void gather(const float* src, const Dims& d, int t, ptrdiff_t a, ptrdiff_t b, float* dst) {
   const size_t outer = prod(d, 0, t), T = d[t], inner = prod(d, t + 1), w = b - a;
   const ptrdiff_t lo = std::max<ptrdiff_t>(a, 0), hi = std::min<ptrdiff_t>(b, (ptrdiff_t)T);
   const size_t before = (lo - a) * inner, real = hi > lo ? (hi - lo) * inner : 0, row = w * inner;
-  if (inner == 1 && a >= lo && b <= hi) {  // time innermost, all real frames
-    for (size_t o = 0; o < outer; ++o)
-      for (size_t f = 0; f < w; ++f) dst[o * w + f] = src[o * T + a + f];
-    return;
-  }
-  if (inner == 1) {  // time innermost: a few floats per row, copied in place
+  if (before || real < row)
     for (size_t o = 0; o < outer; ++o) {
-      const float* from = src + o * T;
-      float* to = dst + o * w;
-      for (ptrdiff_t f = a; f < b; ++f) to[f - a] = (f >= lo && f < hi) ? from[f] : 0.0f;
+      float* to = dst + o * row;
+      std::fill(to, to + before, 0.0f);
+      std::fill(to + before + real, to + row, 0.0f);
     }
-    return;
-  }
-  if (before == 0 && real == row) {  // all real frames: one copy per row
-    for (size_t o = 0; o < outer; ++o) copy(dst + o * row, src + (o * T + lo) * inner, row);
-    return;
-  }
-  for (size_t o = 0; o < outer; ++o) {
-    float* to = dst + o * row;
-    std::fill(to, to + before, 0.0f);
-    copy(to + before, src + (o * T + lo) * inner, real);
-    std::fill(to + before + real, to + row, 0.0f);
-  }
+  if (real) copy_rows(dst + before, row, src + lo * inner, T * inner, outer, real);
 }
 
 // Copy window frames [from, from + n) of `src` (dims wd: the window) to frames [at, at + n) of dst.
 void scatter(const float* src, const Dims& wd, int t, size_t from, size_t n, float* dst, size_t T, size_t at) {
   const size_t outer = prod(wd, 0, t), w = wd[t], inner = prod(wd, t + 1);
-  if (inner == 1) {
-    if (n == 1) {  // the common case: one new frame per row
-      const float* s = src + from;
-      float* d = dst + at;
-      for (size_t o = 0; o < outer; ++o) d[o * T] = s[o * w];
-      return;
-    }
-    for (size_t o = 0; o < outer; ++o)
-      for (size_t f = 0; f < n; ++f) dst[o * T + at + f] = src[o * w + from + f];
-    return;
-  }
-  for (size_t o = 0; o < outer; ++o)
-    copy(dst + (o * T + at) * inner, src + (o * w + from) * inner, n * inner);
+  copy_rows(dst + at * inner, T * inner, src + from * inner, w * inner, outer, n * inner);
 }
 
 }  // namespace
@@ -207,6 +201,14 @@ void Stream::run_window(size_t i) {
     const int tj = p_.time_axis_[op.in[j]];
     dims[j] = full;
     dims[j][tj] = wb - wa;
+    // the same value twice (a memory block's input and its residual): one window, one pointer
+    // (which a kernel may also recognise)
+    size_t same = 0;
+    while (same < j && !(p_.alias_[op.in[same]] == p_.alias_[op.in[j]] && dims[same] == dims[j])) ++same;
+    if (same < j) {
+      ins[j] = ins[same];
+      continue;
+    }
     std::vector<float>& w = in_win_[i][j];
     w.resize(prod(dims[j]));
     gather(bufs_[p_.alias_[op.in[j]]].data(), full, tj, wa, wb, w.data());
@@ -224,8 +226,9 @@ void Stream::run_window(size_t i) {
     args.window.valid_lo = std::max<ptrdiff_t>(0, -wa);
     args.window.valid_hi = std::min<ptrdiff_t>(wb, (ptrdiff_t)T_in) - wa;
   }
-  op.run(args);
   const size_t from = m.pads_itself ? a - wa : 0;
+  args.out_lo = from, args.out_hi = from + (b - a);
+  op.run(args);
   scatter(y.data(), owd, t_out, from, b - a, bufs_[op.out].data(), T_out, a);
   done_[i] = b;
   avail_[op.out] = b;

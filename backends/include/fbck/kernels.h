@@ -134,8 +134,8 @@ using BinaryLinearFn = void (*)(const BinaryLinearArgs&);
 // Binary memory block (BiFSMN): depthwise filter over time on binarized activations.
 // x and y are (B, C, T) addressed through element strides (so (B, C, T) and (B, T, C) buffers
 // both work); y uses the same strides as x and must not alias it. The SIMD tables run the
-// channel-major layout (stride_t == 1) vectorised over time and the frame-major one (stride_c ==
-// 1) vectorised over channels, with no gathers; other strides are copied once. Per position (b, t), over c:
+// channel-major layout (stride_t == 1) vectorised over time; other strides (the frame-major (B, T,
+// C) included) are copied to it once. Per position (b, t), over c:
 //   b1 = (x - t0[c] >= 0) ? +1 : -1;  s1 = none | mean_c |x| | s1_const
 //   planes == 2: r = (x - b1) - t1[c], b2 = (r >= 0) ? +1 : -1, s2 = mean_c |r| (canonical order)
 //   v = s1 ? b1 * s1 : b1;  planes == 2: v = v + b2 * s2;  t2: v = v - t2[c]
@@ -165,6 +165,12 @@ struct BinaryMemoryArgs {
   // float output use x's strides; planes are [B * T, row_words(C)]). y may be null when only
   // planes are wanted.
   const PostOps* post = nullptr;
+  // Frames [out_lo, out_hi) of y and of the planes are the ones the caller reads (a stream's window
+  // holds context frames around them): a table may skip the others, which are then unspecified.
+  size_t out_lo = 0, out_hi = SIZE_MAX;
+  // Optional: the same taps as memory_taps_by_tap(ws, C, taps), prepared once; the frame-major
+  // pass of a few frames reads them (else it lays them out itself on every call).
+  const float* taps_t = nullptr;
 };
 using BinaryMemoryFn = void (*)(const BinaryMemoryArgs&);
 
@@ -235,6 +241,8 @@ struct MemoryF32Args {
   const float* bias = nullptr;
   float residual = 0.0f;
   const PostOps* post = nullptr;
+  size_t out_lo = 0, out_hi = SIZE_MAX;  // the frames the caller reads (as BinaryMemoryArgs)
+  const float* taps_t = nullptr;         // memory_taps_by_tap(w, C, taps) or null (as there)
 };
 using MemoryF32Fn = void (*)(const MemoryF32Args&);
 
@@ -322,6 +330,18 @@ inline std::vector<uint32_t> interleave_rows16(const uint64_t* w, size_t N, size
       const uint64_t word = w[n * W + j / 2];
       out[((n / 16) * C + j) * 16 + n % 16] = static_cast<uint32_t>((j & 1) ? word >> 32 : word);
     }
+  return out;
+}
+
+// A memory block's taps [C, taps] tap-major as floats: out[k * memory_taps_stride(C) + c], zeros
+// past C, so one vector load holds tap k of consecutive channels (BinaryMemoryArgs::taps_t).
+inline size_t memory_taps_stride(size_t C) { return (C + 15) / 16 * 16; }
+template <class W>
+std::vector<float> memory_taps_by_tap(const W* w, size_t C, size_t taps) {
+  const size_t S = memory_taps_stride(C);
+  std::vector<float> out(taps * S, 0.0f);
+  for (size_t c = 0; c < C; ++c)
+    for (size_t k = 0; k < taps; ++k) out[k * S + c] = static_cast<float>(w[c * taps + k]);
   return out;
 }
 

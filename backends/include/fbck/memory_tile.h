@@ -11,10 +11,13 @@
 //           the post-ops (output_transform.h, column orientation) and the planes for the next layer
 //
 // Buffers with other strides (frame-major (B, T, C) included) are copied to channel-major once.
+// Windows of fewer frames than a vector has lanes (a stream's) run frame-major instead
+// (memory_frames, vectorised over channels).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <type_traits>
@@ -32,7 +35,9 @@ struct MemoryJob {
   float* y;        // (B, C, T) contiguous or null
   const float* res;
   size_t B, C, T, left, right, dil;
-  const float* wsf;  // [C, taps] float taps
+  const float* wsf;  // [C, taps] float taps (or null with ws)
+  const int8_t* ws;  // [C, taps] binary taps (memory_frames reads them directly) or null
+  const float* taps_t;  // memory_taps_by_tap of the taps, or null
   const float* sw;
   const float* bias;
   float residual;
@@ -42,6 +47,7 @@ struct MemoryJob {
   int planes;
   S1Mode s1_mode;
   float s1_const;
+  size_t out_lo, out_hi;  // the output frames the caller reads (memory_frames computes only these)
 };
 
 // Per-channel constants with identity values where the job has none (t0, t1, t2: 0; sw: 1;
@@ -232,6 +238,119 @@ void memory_channel_major(const MemoryJob& m, const PostOps* post) {
   }
 }
 
+// A few frames (a stream's window, T < V::L): time lanes would sit idle, so the passes run over
+// channels instead, on frame rows (the window transposed once, channels padded to whole vectors):
+// per frame the scales (canonical row sums, as RowPlanes) and the binarized values, then per
+// wanted frame [out_lo, out_hi) the taps, the output step, the post-ops (row orientation) and
+// the next layer's planes. The same float operations per element as memory_channel_major.
+template <class V>
+void memory_frames(const MemoryJob& m, const float* x, float* y, const float* res, const PostOps* post,
+                   ptrdiff_t sb, ptrdiff_t sc, ptrdiff_t st) {
+  constexpr size_t L = V::L;
+  const size_t B = m.B, C = m.C, T = m.T, taps = m.left + m.right + 1, dil = m.dil;
+  const size_t CP = (C + L - 1) / L * L, hl = m.left * dil, TV = hl + T + m.right * dil;
+  const size_t lo = m.out_lo < T ? m.out_lo : T, hi = m.out_hi < T ? m.out_hi : T;
+  const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
+  // per-channel constants over CP lanes (identity values past C and where the job has none) and
+  // the taps as [tap][CP]; frame rows of x (and res), the v rows with zero halo frames
+  const size_t WS = m.taps_t ? memory_taps_stride(C) : CP;  // the tap rows' stride
+  Scratch<float> kc(5 * CP), wt(m.taps_t ? 1 : taps * CP), xt(T * CP), rt(res && res != x ? T * CP : 1), v(TV * CP), yt(CP);
+  float *const t0 = kc.get(), *const t1 = t0 + CP, *const t2 = t1 + CP, *const sw = t2 + CP,
+               *const bias = sw + CP;
+  auto lanes = [&](float* d, const float* src, float identity) {
+    if (src) std::memcpy(d, src, C * sizeof(float));
+    else std::fill(d, d + C, identity);
+    std::fill(d + C, d + CP, identity);
+  };
+  lanes(t0, m.t0, 0.0f), lanes(t1, m.t1, 0.0f), lanes(t2, m.t2, 0.0f), lanes(sw, m.sw, 1.0f);
+  lanes(bias, m.bias, 0.0f);
+  for (size_t k = 0; !m.taps_t && k < taps; ++k) {
+    float* wk = wt.get() + k * CP;
+    if (m.ws)
+      for (size_t c = 0; c < C; ++c) wk[c] = static_cast<float>(m.ws[c * taps + k]);
+    else
+      for (size_t c = 0; c < C; ++c) wk[c] = m.wsf[c * taps + k];
+    std::fill(wk + C, wk + CP, 0.0f);
+  }
+  // zeros where nothing is written: the halo frames of v, the channels past C of the frame rows
+  std::fill(v.get(), v.get() + hl * CP, 0.0f);
+  std::fill(v.get() + (hl + T) * CP, v.get() + TV * CP, 0.0f);
+  for (size_t t = 0; t < T; ++t) {
+    std::fill(xt.get() + t * CP + C, xt.get() + (t + 1) * CP, 0.0f);
+    if (res && res != x) std::fill(rt.get() + t * CP + C, rt.get() + (t + 1) * CP, 0.0f);
+  }
+  const PostParams qp(post, C);  // row orientation
+  const PostView q = qp;
+  q.clear_rows(0, B * T);
+  const typename V::F residual = V::set1(m.residual);
+  const float* rows_res = res == x ? xt.get() : rt.get();  // a residual of the input itself
+  const float* wtaps = m.taps_t ? m.taps_t : wt.get();
+  for (size_t b = 0; b < B; ++b) {
+    auto rows = [&](const float* src, float* dst) {
+      const float* sbp = src + b * sb;
+      if (st == 1) {  // channel-major: each channel's frames contiguous
+        for (size_t c = 0; c < C; ++c, sbp += sc)
+          for (size_t t = 0; t < T; ++t) dst[t * CP + c] = sbp[t];
+        return;
+      }
+      for (size_t t = 0; t < T; ++t)
+        for (size_t c = 0; c < C; ++c) dst[t * CP + c] = sbp[c * sc + t * st];
+    };
+    rows(x, xt.get());
+    if (res && res != x) rows(res, rt.get());
+    for (size_t t = 0; t < T; ++t) {
+      const float* xr = xt.get() + t * CP;
+      float* vr = v.get() + (hl + t) * CP;
+      if (!m.binary) {
+        std::memcpy(vr, xr, CP * sizeof(float));
+        continue;
+      }
+      float s1 = m.s1_const, s2 = 0.0f;
+      if (mean1 || two) {
+        alignas(32) double ax[4] = {0, 0, 0, 0}, ar[4] = {0, 0, 0, 0};
+        for (size_t n0 = 0; n0 < C; n0 += L) {
+          const size_t nv = C - n0 < L ? C - n0 : L;
+          const typename V::F xv = V::load(xr + n0);
+          if (mean1) V::abs_row(ax, xv, n0, nv);
+          if (two) {
+            const typename V::F b1 = V::sign(V::sub(xv, V::load(t0 + n0)));
+            V::abs_row(ar, V::sub(V::sub(xv, b1), V::load(t1 + n0)), n0, nv);
+          }
+        }
+        if (mean1) s1 = static_cast<float>(((ax[0] + ax[1]) + (ax[2] + ax[3])) / static_cast<double>(C));
+        if (two) s2 = static_cast<float>(((ar[0] + ar[1]) + (ar[2] + ar[3])) / static_cast<double>(C));
+      }
+      for (size_t n0 = 0; n0 < CP; n0 += L) {
+        const typename V::F xv = V::load(xr + n0);
+        const typename V::F b1 = V::sign(V::sub(xv, V::load(t0 + n0)));
+        typename V::F val = m.s1_mode == S1Mode::none ? b1 : V::mul(b1, V::set1(s1));
+        if (two) {
+          const typename V::F r = V::sub(V::sub(xv, b1), V::load(t1 + n0));
+          val = V::add(val, V::mul(V::sign(r), V::set1(s2)));
+        }
+        V::store(vr + n0, V::sub(val, V::load(t2 + n0)));
+      }
+    }
+    for (size_t t = lo; t < hi; ++t) {
+      RowPlanes<V> rp(q, b * T + t);
+      for (size_t n0 = 0; n0 < C; n0 += L) {
+        const size_t nv = C - n0 < L ? C - n0 : L;
+        typename V::F acc = V::set1(0.0f);
+        for (size_t k = 0; k < taps; ++k)
+          acc = V::add(acc, V::mul(V::load(wtaps + k * WS + n0), V::load(v.get() + (t + k * dil) * CP + n0)));
+        typename V::F yv = V::add(V::mul(acc, V::load(sw + n0)), V::load(bias + n0));
+        if (m.residual != 0.0f) yv = V::add(V::mul(V::load(xt.get() + t * CP + n0), residual), yv);
+        if (q.active) yv = post_value_row<V>(q, yv, n0, res ? rows_res + t * CP + n0 : nullptr, nv);
+        V::store(yt.get() + n0, yv);
+        if (q.planes) rp.add(yv, n0, nv);
+      }
+      if (q.planes) rp.finish();
+      if (y)
+        for (size_t c = 0; c < C; ++c) y[b * sb + c * sc + t * st] = yt[c];
+    }
+  }
+}
+
 // Channel-major copies of a strided (B, C, T) buffer and back.
 inline void gather_cm(const float* x, size_t B, size_t C, size_t T, ptrdiff_t sb, ptrdiff_t sc,
                       ptrdiff_t st, float* out) {
@@ -255,6 +374,7 @@ template <class V>
 void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, ptrdiff_t sb,
                     ptrdiff_t sc, ptrdiff_t st) {
   const size_t B = m.B, C = m.C, T = m.T;
+  if (T < V::L) return memory_frames<V>(m, x, y, post ? post->res : nullptr, post, sb, sc, st);
   const bool cm = st == 1 && sc == static_cast<ptrdiff_t>(T) && sb == static_cast<ptrdiff_t>(C * T);
   if (cm) {
     m.x = x, m.y = y, m.res = post ? post->res : nullptr;
@@ -274,19 +394,21 @@ void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, 
 template <class V>
 void binary_memory_v(const BinaryMemoryArgs& a) {
   const size_t taps = a.left + a.right + 1;
-  Scratch<float> wsf(a.C * taps);
-  for (size_t i = 0; i < a.C * taps; ++i) wsf[i] = static_cast<float>(a.ws[i]);
+  const bool frames = a.T < V::L;  // memory_frames reads taps_t or the int8 taps itself
+  Scratch<float> wsf(frames ? 1 : a.C * taps);
+  if (!frames)
+    for (size_t i = 0; i < a.C * taps; ++i) wsf[i] = static_cast<float>(a.ws[i]);
   MemoryJob m{nullptr, nullptr,   nullptr, a.B,  a.C,          a.T,   a.left,   a.right,
-              a.dilation, wsf.get(), a.sw, a.bias, a.residual, true, a.t0, a.t1, a.t2,
-              a.planes, a.s1_mode, a.s1_const};
+              a.dilation, frames ? nullptr : wsf.get(), frames ? a.ws : nullptr, a.taps_t, a.sw, a.bias,
+              a.residual, true, a.t0, a.t1, a.t2, a.planes, a.s1_mode, a.s1_const, a.out_lo, a.out_hi};
   memory_strided<V>(m, a.x, a.y, a.post, a.stride_b, a.stride_c, a.stride_t);
 }
 
 template <class V>
 void memory_f32_v(const MemoryF32Args& a) {
   MemoryJob m{nullptr,    nullptr, nullptr, a.B,        a.C,   a.T,     a.left,  a.right,
-              a.dilation, a.w,     nullptr, a.bias,     a.residual, false, nullptr, nullptr,
-              nullptr,    1,       S1Mode::none, 1.0f};
+              a.dilation, a.w,     nullptr, a.taps_t, nullptr, a.bias, a.residual, false, nullptr, nullptr,
+              nullptr,    1,       S1Mode::none, 1.0f, a.out_lo, a.out_hi};
   memory_strided<V>(m, a.x, a.y, a.post, a.stride_b, a.stride_c, a.stride_t);
 }
 

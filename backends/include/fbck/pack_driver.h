@@ -1,13 +1,15 @@
 // Internal: the activation-packing driver shared by the SIMD tables. Each table supplies its
 // own row packer (a position's K channels contiguous) and block packer (BLOCK positions of a
-// channel-major (outer, K, inner) buffer at once); positions left over go through the scalar
-// reference. Internal linkage, like bits.h, so each ISA's instantiation stays in its own unit.
+// channel-major (outer, K, inner) buffer at once); positions left over are copied into a
+// contiguous row for the row packer. Internal linkage, like bits.h, so each ISA's instantiation
+// stays in its own unit.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
+#include "fbck/bits.h"
 #include "fbck/impls.h"
 #include "fbck/kernels.h"
 
@@ -29,6 +31,7 @@ void pack_positions(Row&& row, Block&& block, const float* x, size_t outer, size
   }
   std::memset(bits1, 0, outer * inner * W * sizeof(uint64_t));
   if (DUAL) std::memset(bits2, 0, outer * inner * W * sizeof(uint64_t));
+  Scratch<float> column(inner % BLOCK ? K : 1);
   for (size_t o = 0; o < outer; ++o) {
     const float* xo = x + o * K * inner;
     size_t i = 0;
@@ -37,11 +40,14 @@ void pack_positions(Row&& row, Block&& block, const float* x, size_t outer, size
       block(xo + i, inner, K, t0, t1, bits1 + p * W, DUAL ? bits2 + p * W : nullptr, W,
             s1 ? s1 + p : nullptr, s2 ? s2 + p : nullptr);
     }
+    // the positions left over (all of them in a stream's window of a few frames): each one's
+    // channels copied into a contiguous row, then the row packer (the same bits and scales)
     for (; i < inner; ++i) {
       const size_t p = o * inner + i;
-      ref::pack_position(xo + i, static_cast<ptrdiff_t>(inner), K, t0, t1, DUAL, bits1 + p * W,
-                         DUAL ? bits2 + p * W : nullptr, s1 ? s1 + p : nullptr,
-                         s2 ? s2 + p : nullptr);
+      float* col = column.get();
+      for (size_t k = 0; k < K; ++k) col[k] = xo[i + k * inner];
+      row(col, K, t0, t1, bits1 + p * W, DUAL ? bits2 + p * W : nullptr, s1 ? s1 + p : nullptr,
+          s2 ? s2 + p : nullptr);
     }
   }
 }

@@ -434,6 +434,65 @@ inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW, float
     }
 }
 
+// A stream's window yields a few output columns per call: im2col then packs runs of one or two
+// floats, and a lane-per-column kernel leaves most lanes idle. With few columns (and at most
+// NO_MAX vectors of output channels) the outputs are vectorised over channels instead: per output
+// position, acc[o] = fma(x[c, ih, iw], w[o, c, kh, kw], acc[o]) over (c, kh, kw) in order, taps
+// on padding skipped (kernels.h's float order), then the shared epilogue.
+constexpr size_t kNarrowChannelVectors = 4;
+
+template <class V>
+bool use_narrow_conv(const Conv2dF32Args& g, size_t OW) {
+  return g.groups == 1 && OW < V::L && g.O <= kNarrowChannelVectors * V::L;
+}
+
+template <class V, int NO>
+__attribute__((noinline)) void conv_narrow_sums(const Conv2dF32Args& g, size_t OH, size_t OW, const float* wt,
+                                                size_t OP, float* out) {
+  constexpr size_t L = V::L;
+  const size_t C = g.C, H = g.H, W = g.W, KH = g.KH, KW = g.KW, O = g.O;
+  for (size_t b = 0; b < g.B; ++b)
+    for (size_t oh = 0; oh < OH; ++oh)
+      for (size_t ow = 0; ow < OW; ++ow) {
+        typename V::F acc[NO];
+        for (int j = 0; j < NO; ++j) acc[j] = V::set1(0.0f);
+        for (size_t c = 0; c < C; ++c)
+          for (size_t kh = 0; kh < KH; ++kh) {
+            const ptrdiff_t ih = static_cast<ptrdiff_t>(oh * g.stride_h + kh * g.dil_h) - static_cast<ptrdiff_t>(g.pad_h);
+            if (ih < 0 || ih >= static_cast<ptrdiff_t>(H)) continue;
+            const float* xr = g.x + ((b * C + c) * H + static_cast<size_t>(ih)) * W;
+            const float* wr = wt + (c * KH + kh) * KW * OP;
+            for (size_t kw = 0; kw < KW; ++kw) {
+              const ptrdiff_t iw = static_cast<ptrdiff_t>(ow * g.stride_w + kw * g.dil_w) - static_cast<ptrdiff_t>(g.pad_w);
+              if (iw < 0 || iw >= static_cast<ptrdiff_t>(W)) continue;
+              const typename V::F xv = V::set1(xr[iw]);
+              for (int j = 0; j < NO; ++j) acc[j] = V::fma(V::load(wr + kw * OP + j * L), xv, acc[j]);
+            }
+          }
+        alignas(64) float lanes[NO * L];
+        for (int j = 0; j < NO; ++j) V::store(lanes + j * L, acc[j]);
+        float* y = out + b * O * OH * OW + oh * OW + ow;
+        for (size_t o = 0; o < O; ++o) y[o * OH * OW] = lanes[o];
+      }
+}
+
+template <class V>
+void conv_narrow(const Conv2dF32Args& g, size_t OH, size_t OW) {
+  constexpr size_t L = V::L;
+  const size_t taps = g.C * g.KH * g.KW, NO = (g.O + L - 1) / L, OP = NO * L;
+  Scratch<float> wt(taps * OP), raw(g.y ? 1 : g.B * g.O * OH * OW);
+  for (size_t t = 0; t < taps; ++t)  // wt[t][o]: the weights of one tap, channels padded to OP
+    for (size_t o = 0; o < OP; ++o) wt[t * OP + o] = o < g.O ? g.w[o * taps + t] : 0.0f;
+  float* out = g.y ? g.y : raw.get();
+  switch (NO) {
+    case 1: conv_narrow_sums<V, 1>(g, OH, OW, wt.get(), OP, out); break;
+    case 2: conv_narrow_sums<V, 2>(g, OH, OW, wt.get(), OP, out); break;
+    case 3: conv_narrow_sums<V, 3>(g, OH, OW, wt.get(), OP, out); break;
+    default: conv_narrow_sums<V, 4>(g, OH, OW, wt.get(), OP, out); break;
+  }
+  fp_finish<V>(out, g.B, g.O, OH * OW, g.ep, g.post, g.y);
+}
+
 template <class UK>
 void conv2d(const Conv2dF32Args& g) {
   using V = typename UK::V;
@@ -441,6 +500,7 @@ void conv2d(const Conv2dF32Args& g) {
   const size_t OW = conv_out_size(g.W, g.KW, g.stride_w, g.pad_w, g.dil_w);
   const size_t Cg = g.C / g.groups, Og = g.O / g.groups, Kd = Cg * g.KH * g.KW;
   if (OH == 0 || OW == 0) return;
+  if (use_narrow_conv<V>(g, OW)) return conv_narrow<V>(g, OH, OW);
   if (use_direct_conv(g)) return conv_direct<V>(g);
   Scratch<float> raw(g.y ? 1 : g.B * g.O * OH * OW);
   float* out = g.y ? g.y : raw.get();

@@ -38,7 +38,12 @@ class MemoryBase : public Layer {
 
 class Memory : public MemoryBase {
  public:
-  std::vector<float> taps;
+  std::vector<float> taps, taps_t;  // [C, taps]; tap-major (kernels.h memory_taps_by_tap)
+
+  void prepare() override {
+    const size_t k = left + right + 1;
+    taps_t = memory_taps_by_tap(taps.data(), taps.size() / k, k);
+  }
 
   void run_post(const Args& a, float* y, const PlanesOut* planes) const override {
     MemoryF32Args m;
@@ -46,6 +51,7 @@ class Memory : public MemoryBase {
     m.x = a.in[0], m.y = y, m.w = taps.data();
     m.left = left, m.right = right, m.dilation = dil;
     m.bias = bias.data(), m.residual = residual;
+    m.out_lo = a.out_lo, m.out_hi = a.out_hi, m.taps_t = taps_t.data();
     PostOps buf;
     m.post = post_ops(a, planes, buf);
     a.k->memory_f32(m);
@@ -60,6 +66,12 @@ class BinaryMemory : public MemoryBase, public Binarizing {
   bool has_t2 = false;
   std::vector<float> t0, t1, t2, sw;
   std::vector<int8_t> ws;
+  std::vector<float> ws_t;  // the taps tap-major as floats (kernels.h memory_taps_by_tap)
+
+  void prepare() override {
+    const size_t k = left + right + 1;
+    ws_t = memory_taps_by_tap(ws.data(), ws.size() / k, k);
+  }
 
   void run_post(const Args& a, float* y, const PlanesOut* next) const override {
     BinaryMemoryArgs m;
@@ -69,6 +81,7 @@ class BinaryMemory : public MemoryBase, public Binarizing {
     m.t1 = t1.data(), m.t2 = has_t2 ? t2.data() : nullptr, m.ws = ws.data();
     m.left = left, m.right = right, m.dilation = dil;
     m.sw = sw.data(), m.bias = bias.data(), m.residual = residual;
+    m.out_lo = a.out_lo, m.out_hi = a.out_hi, m.taps_t = ws_t.data();
     PostOps buf;
     m.post = post_ops(a, next, buf);
     a.k->binary_memory(m);
