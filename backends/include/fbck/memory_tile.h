@@ -15,9 +15,9 @@
 // (memory_frames, vectorised over channels).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <new>
 #include <type_traits>
@@ -52,15 +52,19 @@ struct MemoryJob {
 
 // Per-channel constants with identity values where the job has none (t0, t1, t2: 0; sw: 1;
 // bias: 0): x - 0, v - 0, acc * 1 and acc + 0 leave every value as it was (acc is never -0), so
-// the passes need no branches on them.
+// the passes need no branches on them. `n` >= C: identity values past C too (whole vectors of
+// channels for memory_frames).
 struct MemoryConsts {
   Scratch<float> buf;
   const float *t0, *t1, *t2, *sw, *bias;
-  MemoryConsts(const MemoryJob& m) : buf(5 * m.C) {
+  explicit MemoryConsts(const MemoryJob& m, size_t n = 0) : buf(5 * (n > m.C ? n : m.C)) {
+    const size_t N = n > m.C ? n : m.C;
     float* b = buf.get();
     auto fill = [&](const float* src, float dflt, size_t k) {
-      float* d = b + k * m.C;
-      for (size_t c = 0; c < m.C; ++c) d[c] = src ? src[c] : dflt;
+      float* d = b + k * N;
+      if (src) std::memcpy(d, src, m.C * sizeof(float));
+      else std::fill(d, d + m.C, dflt);
+      std::fill(d + m.C, d + N, dflt);
       return d;
     };
     t0 = fill(m.t0, 0.0f, 0), t1 = fill(m.t1, 0.0f, 1), t2 = fill(m.t2, 0.0f, 2);
@@ -254,36 +258,30 @@ void memory_frames(const MemoryJob& m, const float* x, float* y, const float* re
   // per-channel constants over CP lanes (identity values past C and where the job has none) and
   // the taps as [tap][CP]; frame rows of x (and res), the v rows with zero halo frames
   const size_t WS = m.taps_t ? memory_taps_stride(C) : CP;  // the tap rows' stride
-  Scratch<float> kc(5 * CP), wt(m.taps_t ? 1 : taps * CP), xt(T * CP), rt(res && res != x ? T * CP : 1), v(TV * CP), yt(CP);
-  float *const t0 = kc.get(), *const t1 = t0 + CP, *const t2 = t1 + CP, *const sw = t2 + CP,
-               *const bias = sw + CP;
-  auto lanes = [&](float* d, const float* src, float identity) {
-    if (src) std::memcpy(d, src, C * sizeof(float));
-    else std::fill(d, d + C, identity);
-    std::fill(d + C, d + CP, identity);
-  };
-  lanes(t0, m.t0, 0.0f), lanes(t1, m.t1, 0.0f), lanes(t2, m.t2, 0.0f), lanes(sw, m.sw, 1.0f);
-  lanes(bias, m.bias, 0.0f);
-  for (size_t k = 0; !m.taps_t && k < taps; ++k) {
-    float* wk = wt.get() + k * CP;
+  const bool own_res = res && res != x;
+  Scratch<float> wt(m.taps_t ? 1 : taps * CP), xt(T * CP), rt(own_res ? T * CP : 1), v(TV * CP), yt(CP);
+  const MemoryConsts k(m, CP);
+  const float *const t0 = k.t0, *const t1 = k.t1, *const t2 = k.t2, *const sw = k.sw, *const bias = k.bias;
+  for (size_t j = 0; !m.taps_t && j < taps; ++j) {
+    float* wj = wt.get() + j * CP;
     if (m.ws)
-      for (size_t c = 0; c < C; ++c) wk[c] = static_cast<float>(m.ws[c * taps + k]);
+      for (size_t c = 0; c < C; ++c) wj[c] = static_cast<float>(m.ws[c * taps + j]);
     else
-      for (size_t c = 0; c < C; ++c) wk[c] = m.wsf[c * taps + k];
-    std::fill(wk + C, wk + CP, 0.0f);
+      for (size_t c = 0; c < C; ++c) wj[c] = m.wsf[c * taps + j];
+    std::fill(wj + C, wj + CP, 0.0f);
   }
   // zeros where nothing is written: the halo frames of v, the channels past C of the frame rows
   std::fill(v.get(), v.get() + hl * CP, 0.0f);
   std::fill(v.get() + (hl + T) * CP, v.get() + TV * CP, 0.0f);
   for (size_t t = 0; t < T; ++t) {
     std::fill(xt.get() + t * CP + C, xt.get() + (t + 1) * CP, 0.0f);
-    if (res && res != x) std::fill(rt.get() + t * CP + C, rt.get() + (t + 1) * CP, 0.0f);
+    if (own_res) std::fill(rt.get() + t * CP + C, rt.get() + (t + 1) * CP, 0.0f);
   }
   const PostParams qp(post, C);  // row orientation
   const PostView q = qp;
   q.clear_rows(0, B * T);
   const typename V::F residual = V::set1(m.residual);
-  const float* rows_res = res == x ? xt.get() : rt.get();  // a residual of the input itself
+  const float* rows_res = own_res ? rt.get() : xt.get();  // a residual of the input itself: x
   const float* wtaps = m.taps_t ? m.taps_t : wt.get();
   for (size_t b = 0; b < B; ++b) {
     auto rows = [&](const float* src, float* dst) {
@@ -297,7 +295,7 @@ void memory_frames(const MemoryJob& m, const float* x, float* y, const float* re
         for (size_t c = 0; c < C; ++c) dst[t * CP + c] = sbp[c * sc + t * st];
     };
     rows(x, xt.get());
-    if (res && res != x) rows(res, rt.get());
+    if (own_res) rows(res, rt.get());
     for (size_t t = 0; t < T; ++t) {
       const float* xr = xt.get() + t * CP;
       float* vr = v.get() + (hl + t) * CP;
@@ -336,8 +334,8 @@ void memory_frames(const MemoryJob& m, const float* x, float* y, const float* re
       for (size_t n0 = 0; n0 < C; n0 += L) {
         const size_t nv = C - n0 < L ? C - n0 : L;
         typename V::F acc = V::set1(0.0f);
-        for (size_t k = 0; k < taps; ++k)
-          acc = V::add(acc, V::mul(V::load(wtaps + k * WS + n0), V::load(v.get() + (t + k * dil) * CP + n0)));
+        for (size_t j = 0; j < taps; ++j)
+          acc = V::add(acc, V::mul(V::load(wtaps + j * WS + n0), V::load(v.get() + (t + j * dil) * CP + n0)));
         typename V::F yv = V::add(V::mul(acc, V::load(sw + n0)), V::load(bias + n0));
         if (m.residual != 0.0f) yv = V::add(V::mul(V::load(xt.get() + t * CP + n0), residual), yv);
         if (q.active) yv = post_value_row<V>(q, yv, n0, res ? rows_res + t * CP + n0 : nullptr, nv);
