@@ -21,6 +21,7 @@
 #include <cstring>
 #include <new>
 #include <type_traits>
+#include <vector>
 
 #include "fbck/bits.h"
 #include "fbck/kernels.h"
@@ -257,19 +258,15 @@ void memory_frames(const MemoryJob& m, const float* x, float* y, const float* re
   const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
   // per-channel constants over CP lanes (identity values past C and where the job has none) and
   // the taps as [tap][CP]; frame rows of x (and res), the v rows with zero halo frames
-  const size_t WS = m.taps_t ? memory_taps_stride(C) : CP;  // the tap rows' stride
+  const size_t WS = memory_taps_stride(C);  // the tap rows' stride (>= CP)
   const bool own_res = res && res != x;
-  Scratch<float> wt(m.taps_t ? 1 : taps * CP), xt(T * CP), rt(own_res ? T * CP : 1), v(TV * CP), yt(CP);
+  // the taps as the caller prepared them, else laid out here (the kernel bindings' calls)
+  std::vector<float> own_taps;
+  if (!m.taps_t) own_taps = m.ws ? memory_taps_by_tap(m.ws, C, taps) : memory_taps_by_tap(m.wsf, C, taps);
+  const float* const wtaps = m.taps_t ? m.taps_t : own_taps.data();
+  Scratch<float> xt(T * CP), rt(own_res ? T * CP : 1), v(TV * CP), yt(CP);
   const MemoryConsts k(m, CP);
   const float *const t0 = k.t0, *const t1 = k.t1, *const t2 = k.t2, *const sw = k.sw, *const bias = k.bias;
-  for (size_t j = 0; !m.taps_t && j < taps; ++j) {
-    float* wj = wt.get() + j * CP;
-    if (m.ws)
-      for (size_t c = 0; c < C; ++c) wj[c] = static_cast<float>(m.ws[c * taps + j]);
-    else
-      for (size_t c = 0; c < C; ++c) wj[c] = m.wsf[c * taps + j];
-    std::fill(wj + C, wj + CP, 0.0f);
-  }
   // zeros where nothing is written: the halo frames of v, the channels past C of the frame rows
   std::fill(v.get(), v.get() + hl * CP, 0.0f);
   std::fill(v.get() + (hl + T) * CP, v.get() + TV * CP, 0.0f);
@@ -282,7 +279,6 @@ void memory_frames(const MemoryJob& m, const float* x, float* y, const float* re
   q.clear_rows(0, B * T);
   const typename V::F residual = V::set1(m.residual);
   const float* rows_res = own_res ? rt.get() : xt.get();  // a residual of the input itself: x
-  const float* wtaps = m.taps_t ? m.taps_t : wt.get();
   for (size_t b = 0; b < B; ++b) {
     auto rows = [&](const float* src, float* dst) {
       const float* sbp = src + b * sb;
@@ -368,11 +364,17 @@ inline void scatter_cm(const float* in, size_t B, size_t C, size_t T, ptrdiff_t 
 }
 
 // Runs the job on x/y/res with any strides: in place when channel-major and contiguous.
+// Whether a window of T frames runs frame-major (memory_frames): fewer frames than lanes.
+template <class V>
+constexpr bool memory_runs_frames(size_t T) {
+  return T < V::L;
+}
+
 template <class V>
 void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, ptrdiff_t sb,
                     ptrdiff_t sc, ptrdiff_t st) {
   const size_t B = m.B, C = m.C, T = m.T;
-  if (T < V::L) return memory_frames<V>(m, x, y, post ? post->res : nullptr, post, sb, sc, st);
+  if (memory_runs_frames<V>(T)) return memory_frames<V>(m, x, y, post ? post->res : nullptr, post, sb, sc, st);
   const bool cm = st == 1 && sc == static_cast<ptrdiff_t>(T) && sb == static_cast<ptrdiff_t>(C * T);
   if (cm) {
     m.x = x, m.y = y, m.res = post ? post->res : nullptr;
@@ -392,7 +394,7 @@ void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, 
 template <class V>
 void binary_memory_v(const BinaryMemoryArgs& a) {
   const size_t taps = a.left + a.right + 1;
-  const bool frames = a.T < V::L;  // memory_frames reads taps_t or the int8 taps itself
+  const bool frames = memory_runs_frames<V>(a.T);  // memory_frames reads taps_t or the int8 taps
   Scratch<float> wsf(frames ? 1 : a.C * taps);
   if (!frames)
     for (size_t i = 0; i < a.C * taps; ++i) wsf[i] = static_cast<float>(a.ws[i]);

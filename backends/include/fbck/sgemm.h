@@ -436,7 +436,7 @@ inline void conv2d_depthwise(const Conv2dF32Args& g, size_t OH, size_t OW, float
 
 // A stream's window yields a few output columns per call: im2col then packs runs of one or two
 // floats, and a lane-per-column kernel leaves most lanes idle. With few columns (and at most
-// NO_MAX vectors of output channels) the outputs are vectorised over channels instead: per output
+// kNarrowChannelVectors vectors of output channels) the outputs are vectorised over channels instead: per output
 // position, acc[o] = fma(x[c, ih, iw], w[o, c, kh, kw], acc[o]) over (c, kh, kw) in order, taps
 // on padding skipped (kernels.h's float order), then the shared epilogue.
 constexpr size_t kNarrowChannelVectors = 4;

@@ -17,6 +17,8 @@ class MemoryBase : public Layer {
   float residual = 0.0f;
   std::vector<float> bias;
 
+  std::vector<float> taps_t;  // the taps tap-major as floats (kernels.h memory_taps_by_tap)
+
   int channel_axis_out() const override { return ch_axis; }
   TimeMap time_map(const std::vector<int>& t) const override {
     TimeMap m;
@@ -34,16 +36,20 @@ class MemoryBase : public Layer {
     sc = ch_axis == 1 ? static_cast<ptrdiff_t>(T) : 1;
     st = ch_axis == 1 ? 1 : static_cast<ptrdiff_t>(C);
   }
+
+ protected:
+  template <class W>
+  void prepare_taps(const std::vector<W>& w) {
+    const size_t k = left + right + 1;
+    taps_t = memory_taps_by_tap(w.data(), w.size() / k, k);
+  }
 };
 
 class Memory : public MemoryBase {
  public:
-  std::vector<float> taps, taps_t;  // [C, taps]; tap-major (kernels.h memory_taps_by_tap)
+  std::vector<float> taps;  // [C, left + right + 1]
 
-  void prepare() override {
-    const size_t k = left + right + 1;
-    taps_t = memory_taps_by_tap(taps.data(), taps.size() / k, k);
-  }
+  void prepare() override { prepare_taps(taps); }
 
   void run_post(const Args& a, float* y, const PlanesOut* planes) const override {
     MemoryF32Args m;
@@ -66,12 +72,8 @@ class BinaryMemory : public MemoryBase, public Binarizing {
   bool has_t2 = false;
   std::vector<float> t0, t1, t2, sw;
   std::vector<int8_t> ws;
-  std::vector<float> ws_t;  // the taps tap-major as floats (kernels.h memory_taps_by_tap)
 
-  void prepare() override {
-    const size_t k = left + right + 1;
-    ws_t = memory_taps_by_tap(ws.data(), ws.size() / k, k);
-  }
+  void prepare() override { prepare_taps(ws); }
 
   void run_post(const Args& a, float* y, const PlanesOut* next) const override {
     BinaryMemoryArgs m;
@@ -81,7 +83,7 @@ class BinaryMemory : public MemoryBase, public Binarizing {
     m.t1 = t1.data(), m.t2 = has_t2 ? t2.data() : nullptr, m.ws = ws.data();
     m.left = left, m.right = right, m.dilation = dil;
     m.sw = sw.data(), m.bias = bias.data(), m.residual = residual;
-    m.out_lo = a.out_lo, m.out_hi = a.out_hi, m.taps_t = ws_t.data();
+    m.out_lo = a.out_lo, m.out_hi = a.out_hi, m.taps_t = taps_t.data();
     PostOps buf;
     m.post = post_ops(a, next, buf);
     a.k->binary_memory(m);
