@@ -698,9 +698,11 @@ def test_linear_f32_same_order_everywhere(outer, k, inner, n, prepacked, seed):
         (1, 3, 11, 7, 7, 3, 2, 0, 1),
         (1, 4, 8, 20, 9, (1, 5), 1, (0, 2), 1),
         (1, 16, 16, 16, 32, 5, 2, 2, 1),  # the second conv (im2col + GEMM, K = 400 > KC)
-        # a stream's windows of the front end (a few output columns: vectorised over channels)
+        # a stream's windows of the front end (a few output columns: output rows in the lanes)
         (1, 1, 32, 5, 16, 5, 2, (2, 0), 1),
         (1, 1, 32, 7, 16, 5, 2, (2, 0), 1),
+        (1, 1, 32, 17, 16, 5, 2, (2, 0), 1),  # the flush at the end of a stream: 7 columns
+        (1, 2, 29, 6, 6, 3, 3, 1, 1),  # rows in the lanes: stride-3 phases, a partial vector
         (2, 3, 9, 4, 40, 3, 1, 1, 1),  # 40 channels: beyond the narrow path on AVX2
         (1, 2, 6, 3, 7, (3, 2), 1, (1, 0), 1),
         (1, 12, 7, 7, 12, 3, 1, 1, 12),  # depthwise

@@ -223,6 +223,7 @@ def make_cases(d: Path) -> list[Path]:
             (1, 12, 1, 30, 12, 1, 5, 1, 2, 1, 12),
             (1, 8, 11, 9, 12, 3, 3, 2, 1, 1, 2),
             (1, 6, 10, 10, 9, 2, 3, 1, 0, 2, 3),
+            (1, 2, 13, 5, 6, 3, 3, 3, 1, 2, 1),  # output rows in the lanes: dilated, 3 phases
         ]
     ):
         x = rand_f32(rng, (b, c, h, wd))
@@ -412,7 +413,8 @@ def add_fused_cases(rng, add) -> None:
             (1, 16, 16, 16, 32, 5, 2, 2, 1),
             (2, 3, 9, 11, 5, 3, 1, 1, 1),
             (1, 8, 6, 6, 8, 3, 1, 1, 8),
-            (1, 1, 32, 5, 16, 5, 2, 2, 1),  # a stream window: 3 output columns, per channel
+            (1, 1, 32, 5, 16, 5, 2, 2, 1),  # a stream window: 3 output columns, rows in lanes
+            (1, 1, 32, 13, 16, 5, 2, 2, 1),  # a stream's flush: 7 output columns
             (2, 3, 9, 3, 12, 3, 1, 1, 1),
         ]
     ):

@@ -8,6 +8,7 @@
 // same sum), then the FP epilogue and the post-ops (column orientation: lanes = output columns).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -257,6 +258,112 @@ void conv_direct(const Conv2dF32Args& g) {
     case 3: conv_direct_rows<V, 3>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q, yb); break;
     default: conv_direct_rows<V, 4>(g, OH, OW, phases.get(), RW, w4.get(), kwoff.get(), q, yb); break;
   }
+}
+
+// A stream's window of the front end: a few output columns (under two vectors of them) over many
+// output rows. Column lanes would sit mostly idle, and im2col + GEMM's per-call packing costs more
+// than the whole tap loop (measured on NEON: a stream's 7-column flush took 12 k instructions per
+// column through GEMM, 5.7 k here), so this kernel puts output rows in the lanes: each input
+// column is split into its row-stride phases and transposed (phase r of column w holds rows r,
+// r + stride, ... of it, zero on padding), so a tap (kh, kw) of a block of output rows is one
+// contiguous load shared by four output channels. Same float order: per output, fma over
+// (c, kh, kw) in order, padded rows read zeros, columns on padding skipped; the raw sums then go
+// through the shared epilogue (fp_finish).
+template <class V>
+bool use_rows_in_lanes(const Conv2dF32Args& g, size_t OH, size_t OW) {
+  return g.groups == 1 && g.C <= 4 && OW < 2 * V::L && OH >= V::L;  // prepared weights or not
+}
+
+template <class V, int NV>
+__attribute__((noinline)) void conv_rows_sums(const Conv2dF32Args& g, size_t OH, size_t OW, const float* phases,
+                                              size_t RH, const float* w4, const size_t* khoff, float* out) {
+  constexpr size_t L = V::L;
+  const size_t C = g.C, W = g.W, KH = g.KH, KW = g.KW, O = g.O, sh = g.stride_h;
+  const size_t O4 = (O + 3) / 4, taps = C * KH * KW;
+  for (size_t b = 0; b < g.B; ++b)
+    for (size_t ow = 0; ow < OW; ++ow)
+      for (size_t oh0 = 0; oh0 < OH; oh0 += NV * L)
+        for (size_t o4 = 0; o4 < O4; ++o4) {
+          typename V::F acc[4][NV];
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[j][v] = V::set1(0.0f);
+          const float* wb = w4 + o4 * taps * 4;
+          for (size_t c = 0; c < C; ++c)
+            for (size_t kh = 0; kh < KH; ++kh) {
+              const float* col = phases + (b * C + c) * W * sh * RH + khoff[kh] + oh0;
+              const float* wk = wb + ((c * KH + kh) * KW) * 4;
+              for (size_t kw = 0; kw < KW; ++kw) {
+                const ptrdiff_t iw = static_cast<ptrdiff_t>(ow * g.stride_w + kw * g.dil_w) -
+                                     static_cast<ptrdiff_t>(g.pad_w);
+                if (iw < 0 || iw >= static_cast<ptrdiff_t>(W)) continue;
+                const float* src = col + static_cast<size_t>(iw) * sh * RH;
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v)
+                  V::fma_w4(acc[0][v], acc[1][v], acc[2][v], acc[3][v], V::load(src + v * L), wk + kw * 4);
+              }
+            }
+          // the sums leave the registers through constant indices (a dynamic index would keep
+          // the accumulators in memory for the whole tap loop)
+          alignas(64) float sums[4][NV * L];
+#pragma GCC unroll 4
+          for (int jj = 0; jj < 4; ++jj)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) V::store(sums[jj] + v * L, acc[jj][v]);
+          const size_t rows = OH - oh0 < NV * L ? OH - oh0 : NV * L;
+          for (size_t jj = 0; jj < 4 && 4 * o4 + jj < O; ++jj) {
+            float* y = out + ((b * O + 4 * o4 + jj) * OH + oh0) * OW + ow;
+            const float* from = sums[jj];
+#pragma GCC unroll 4
+            for (size_t i = 0; i < rows; ++i, y += OW) *y = from[i];
+          }
+        }
+}
+
+template <class V>
+__attribute__((noinline)) void conv_rows(const Conv2dF32Args& g, size_t OH, size_t OW) {
+  constexpr size_t L = V::L;
+  const size_t nv = (OH + L - 1) / L, NV = nv >= 4 ? 4 : nv;
+  const size_t sh = g.stride_h, span = ((g.KH - 1) * g.dil_h) / sh + 1;
+  const size_t RH = ((OH + NV * L - 1) / (NV * L)) * NV * L + span;  // a phase, zero past the input
+  // phases[(b, c, w)][r][j] = x[b, c, j * sh + r - pad_h, w] (0 outside the column)
+  Scratch<float> phases(g.B * g.C * g.W * sh * RH);
+  std::memset(phases.get(), 0, g.B * g.C * g.W * sh * RH * sizeof(float));
+  for (size_t r = 0; r < sh; ++r) {
+    // the rows j * sh + r - pad_h that lie in [0, H): j in [lo, hi)
+    const size_t lo = r >= g.pad_h ? 0 : (g.pad_h - r + sh - 1) / sh;
+    const size_t hi = std::min(RH, (g.H + g.pad_h - r + sh - 1) / sh);
+    if (hi <= lo) continue;
+    const size_t h0 = lo * sh + r - g.pad_h;
+    for (size_t bc = 0; bc < g.B * g.C; ++bc)
+      for (size_t w = 0; w < g.W; ++w) {
+        float* d = phases.get() + ((bc * g.W + w) * sh + r) * RH;
+        const float* xc = g.x + (bc * g.H + h0) * g.W + w;
+        for (size_t j = lo; j < hi; ++j, xc += sh * g.W) d[j] = *xc;
+      }
+  }
+  // weights as [O / 4][C][KH][KW][4] (zero rows past O), as conv_direct's
+  const size_t taps = g.C * g.KH * g.KW, O4 = (g.O + 3) / 4;
+  Scratch<float> w4(O4 * taps * 4);
+  for (size_t o4 = 0; o4 < O4; ++o4)
+    for (size_t t = 0; t < taps; ++t)
+      for (size_t j = 0; j < 4; ++j) {
+        const size_t o = 4 * o4 + j;
+        w4[(o4 * taps + t) * 4 + j] = o < g.O ? g.w[o * taps + t] : 0.0f;
+      }
+  // tap row kh reads phase (kh * dil) % stride at offset (kh * dil) / stride
+  Scratch<size_t> khoff(g.KH);
+  for (size_t kh = 0; kh < g.KH; ++kh) khoff[kh] = ((kh * g.dil_h) % sh) * RH + (kh * g.dil_h) / sh;
+  Scratch<float> raw(g.y ? 1 : g.B * g.O * OH * OW);
+  float* out = g.y ? g.y : raw.get();
+  switch (NV) {
+    case 1: conv_rows_sums<V, 1>(g, OH, OW, phases.get(), RH, w4.get(), khoff.get(), out); break;
+    case 2: conv_rows_sums<V, 2>(g, OH, OW, phases.get(), RH, w4.get(), khoff.get(), out); break;
+    case 3: conv_rows_sums<V, 3>(g, OH, OW, phases.get(), RH, w4.get(), khoff.get(), out); break;
+    default: conv_rows_sums<V, 4>(g, OH, OW, phases.get(), RH, w4.get(), khoff.get(), out); break;
+  }
+  fp_finish<V>(out, g.B, g.O, OH * OW, g.ep, g.post, g.y);
 }
 
 }  // namespace

@@ -364,17 +364,20 @@ inline void scatter_cm(const float* in, size_t B, size_t C, size_t T, ptrdiff_t 
 }
 
 // Runs the job on x/y/res with any strides: in place when channel-major and contiguous.
-// Whether a window of T frames runs frame-major (memory_frames): fewer frames than lanes.
+// Whether a window of T frames, of which the caller reads [out_lo, out_hi), runs frame-major
+// (memory_frames): fewer frames than lanes, or fewer read frames than lanes (a stream's window is
+// mostly context: the channel-major passes would compute every frame of it).
 template <class V>
-constexpr bool memory_runs_frames(size_t T) {
-  return T < V::L;
+constexpr bool memory_runs_frames(size_t T, size_t out_lo, size_t out_hi) {
+  const size_t lo = out_lo < T ? out_lo : T, hi = out_hi < T ? out_hi : T;
+  return T < V::L || hi - lo < V::L;
 }
 
 template <class V>
 void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, ptrdiff_t sb,
                     ptrdiff_t sc, ptrdiff_t st) {
   const size_t B = m.B, C = m.C, T = m.T;
-  if (memory_runs_frames<V>(T)) return memory_frames<V>(m, x, y, post ? post->res : nullptr, post, sb, sc, st);
+  if (memory_runs_frames<V>(T, m.out_lo, m.out_hi)) return memory_frames<V>(m, x, y, post ? post->res : nullptr, post, sb, sc, st);
   const bool cm = st == 1 && sc == static_cast<ptrdiff_t>(T) && sb == static_cast<ptrdiff_t>(C * T);
   if (cm) {
     m.x = x, m.y = y, m.res = post ? post->res : nullptr;
@@ -394,7 +397,7 @@ void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, 
 template <class V>
 void binary_memory_v(const BinaryMemoryArgs& a) {
   const size_t taps = a.left + a.right + 1;
-  const bool frames = memory_runs_frames<V>(a.T);  // memory_frames reads taps_t or the int8 taps
+  const bool frames = memory_runs_frames<V>(a.T, a.out_lo, a.out_hi);  // reads taps_t or int8 taps
   Scratch<float> wsf(frames ? 1 : a.C * taps);
   if (!frames)
     for (size_t i = 0; i < a.C * taps; ++i) wsf[i] = static_cast<float>(a.ws[i]);

@@ -500,6 +500,7 @@ void conv2d(const Conv2dF32Args& g) {
   const size_t OW = conv_out_size(g.W, g.KW, g.stride_w, g.pad_w, g.dil_w);
   const size_t Cg = g.C / g.groups, Og = g.O / g.groups, Kd = Cg * g.KH * g.KW;
   if (OH == 0 || OW == 0) return;
+  if (use_rows_in_lanes<V>(g, OH, OW)) return conv_rows<V>(g, OH, OW);
   if (use_narrow_conv<V>(g, OW)) return conv_narrow<V>(g, OH, OW);
   if (use_direct_conv(g)) return conv_direct<V>(g);
   Scratch<float> raw(g.y ? 1 : g.B * g.O * OH * OW);
