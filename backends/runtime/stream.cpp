@@ -39,18 +39,33 @@ void copy_rows(float* dst, size_t ds, const float* src, size_t ss, size_t rows, 
   }
 }
 
+// `rows` rows of n zeros at dst (row stride ds), constant-length like copy_rows (a memset call per
+// row of one or two padding frames cost more than the zeros).
+template <size_t N>
+void zero_rows_n(float* dst, size_t ds, size_t rows) {
+  for (size_t r = 0; r < rows; ++r, dst += ds) std::memset(dst, 0, N * sizeof(float));
+}
+
+void zero_rows(float* dst, size_t ds, size_t rows, size_t n) {
+  switch (n) {
+    case 0: return;
+    case 1: return zero_rows_n<1>(dst, ds, rows);
+    case 2: return zero_rows_n<2>(dst, ds, rows);
+    case 3: return zero_rows_n<3>(dst, ds, rows);
+    case 4: return zero_rows_n<4>(dst, ds, rows);
+    default:
+      for (size_t r = 0; r < rows; ++r) std::memset(dst + r * ds, 0, sizeof(float) * n);
+  }
+}
+
 // Copy frames [a, b) of `src` (dims d, time axis t) into dst (b - a frames), zeros outside [0, T):
 // per outer row the real frames (one strided row copy over all rows) and zeros around them.
 void gather(const float* src, const Dims& d, int t, ptrdiff_t a, ptrdiff_t b, float* dst) {
   const size_t outer = prod(d, 0, t), T = d[t], inner = prod(d, t + 1), w = b - a;
   const ptrdiff_t lo = std::max<ptrdiff_t>(a, 0), hi = std::min<ptrdiff_t>(b, (ptrdiff_t)T);
   const size_t before = (lo - a) * inner, real = hi > lo ? (hi - lo) * inner : 0, row = w * inner;
-  if (before || real < row)
-    for (size_t o = 0; o < outer; ++o) {
-      float* to = dst + o * row;
-      std::fill(to, to + before, 0.0f);
-      std::fill(to + before + real, to + row, 0.0f);
-    }
+  zero_rows(dst, row, outer, before);
+  zero_rows(dst + before + real, row, outer, row - before - real);
   if (real) copy_rows(dst + before, row, src + lo * inner, T * inner, outer, real);
 }
 
@@ -208,14 +223,14 @@ void Stream::run_window(size_t i) {
       continue;
     }
     std::vector<float>& w = in_win_[i][j];
-    w.resize(prod(dims[j]));
+    if (w.size() < prod(dims[j])) w.resize(prod(dims[j]));  // grows only: windows vary by a frame
     gather(bufs_[p_.alias_[op.in[j]]].data(), full, tj, wa, wb, w.data());
     ins[j] = w.data();
   }
   Dims owd = od;
   owd[t_out] = m.pads_itself ? (size_t)(wb - wa) : b - a;
   std::vector<float>& y = out_win_[i];
-  y.resize(prod(owd));
+  if (y.size() < prod(owd)) y.resize(prod(owd));
   Args args;
   args.k = p_.kern_, args.in = ins.data(), args.in_dims = dims.data(), args.out = y.data(), args.out_dims = &owd;
   args.time_axis = t_in;
