@@ -87,6 +87,7 @@ Stream::Stream(const Program& p) : p_(p) {
   in_win_.resize(p.ops_.size());
   for (size_t i = 0; i < p.ops_.size(); ++i) in_win_[i].resize(p.ops_[i]->in.size());
   out_win_.resize(p.ops_.size());
+  fresh_.resize(nv);
 }
 
 void Stream::reset() {
@@ -94,6 +95,7 @@ void Stream::reset() {
   // so only the bookkeeping restarts; the output is cleared as a fresh stream's is
   std::fill(avail_.begin(), avail_.end(), 0);
   std::fill(done_.begin(), done_.end(), 0);
+  std::fill(fresh_.begin(), fresh_.end(), Fresh{});
   auto& out = bufs_[p_.alias_[p_.output_]];
   std::fill(out.begin(), out.end(), 0.0f);
   frames_in_ = 0;
@@ -222,6 +224,13 @@ void Stream::run_window(size_t i) {
       ins[j] = ins[same];
       continue;
     }
+    // the frames its producer just wrote, in the same layout: its output window, no copy
+    const Fresh& f = fresh_[p_.alias_[op.in[j]]];
+    if (f.data && (ptrdiff_t)f.a == wa && (ptrdiff_t)f.b == wb && f.outer == prod(full, 0, tj) &&
+        f.inner == prod(full, tj + 1)) {
+      ins[j] = f.data;
+      continue;
+    }
     std::vector<float>& w = in_win_[i][j];
     if (w.size() < prod(dims[j])) w.resize(prod(dims[j]));  // grows only: windows vary by a frame
     gather(bufs_[p_.alias_[op.in[j]]].data(), full, tj, wa, wb, w.data());
@@ -243,6 +252,8 @@ void Stream::run_window(size_t i) {
   args.out_lo = from, args.out_hi = from + (b - a);
   op.run(args);
   scatter(y.data(), owd, t_out, from, b - a, bufs_[op.out].data(), T_out, a);
+  const bool exact = from == 0 && owd[t_out] == b - a;  // the window holds exactly frames [a, b)
+  fresh_[op.out] = exact ? Fresh{y.data(), a, b, prod(owd, 0, t_out), prod(owd, t_out + 1)} : Fresh{};
   done_[i] = b;
   avail_[op.out] = b;
 }

@@ -35,6 +35,13 @@ class Stream {
   std::vector<size_t> done_;              // output frames computed per op
   std::vector<std::vector<std::vector<float>>> in_win_;  // per op and input: its window
   std::vector<std::vector<float>> out_win_;              // per op: its output window
+  // Per storage value: the output window its producer wrote last (frames [a, b), no padding in
+  // it), which a consumer asking for exactly those frames reads instead of a gathered copy.
+  struct Fresh {
+    const float* data = nullptr;
+    size_t a = 0, b = 0, outer = 0, inner = 0;
+  };
+  std::vector<Fresh> fresh_;
   size_t frames_in_ = 0;
   bool finished_ = false;
   void advance();
