@@ -415,6 +415,7 @@ def add_fused_cases(rng, add) -> None:
             (1, 8, 6, 6, 8, 3, 1, 1, 8),
             (1, 1, 32, 5, 16, 5, 2, 2, 1),  # a stream window: 3 output columns, rows in lanes
             (1, 1, 32, 13, 16, 5, 2, 2, 1),  # a stream's flush: 7 output columns
+            (1, 1, 32, 21, 16, 5, 2, 2, 1),  # 11 columns: still rows in lanes on NEON
             (2, 3, 9, 3, 12, 3, 1, 1, 1),
         ]
     ):

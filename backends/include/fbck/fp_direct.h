@@ -260,18 +260,28 @@ void conv_direct(const Conv2dF32Args& g) {
   }
 }
 
-// A stream's window of the front end: a few output columns (under two vectors of them) over many
-// output rows. Column lanes would sit mostly idle, and im2col + GEMM's per-call packing costs more
-// than the whole tap loop (measured on NEON: a stream's 7-column flush took 12 k instructions per
-// column through GEMM, 5.7 k here), so this kernel puts output rows in the lanes: each input
+// A stream's window of the front end: a few output columns (rows_column_vectors) over many
+// output rows. Column lanes would sit mostly idle, and im2col + GEMM's packing is a per-call cost
+// (a stream's 7-column flush on NEON: 12 k instructions per column through GEMM, 5.7 k here), so
+// this kernel puts output rows in the lanes: each input
 // column is split into its row-stride phases and transposed (phase r of column w holds rows r,
 // r + stride, ... of it, zero on padding), so a tap (kh, kw) of a block of output rows is one
 // contiguous load shared by four output channels. Same float order: per output, fma over
 // (c, kh, kw) in order, padded rows read zeros, columns on padding skipped; the raw sums then go
 // through the shared epilogue (fp_finish).
+//
+// Vectors of output columns below which the rows kernel runs: 2 on x86, where the GEMM's
+// broadcast tile does a column for less (3.6 k AVX2 instructions on the front end against 4.7 k);
+// 3 on NEON, where FMA by lane makes the two cost the same per column (5.0 k and 5.2 k) and the
+// GEMM's packing is then pure overhead (a stream's first 11-column window: 105 k against 60 k).
+template <class V>
+constexpr size_t rows_column_vectors() {
+  return V::L == 4 ? 3 : 2;
+}
+
 template <class V>
 bool use_rows_in_lanes(const Conv2dF32Args& g, size_t OH, size_t OW) {
-  return g.groups == 1 && g.C <= 4 && OW < 2 * V::L && OH >= V::L;  // prepared weights or not
+  return g.groups == 1 && g.C <= 4 && OW < rows_column_vectors<V>() * V::L && OH >= V::L;
 }
 
 template <class V, int NV>
