@@ -243,6 +243,14 @@ void memory_channel_major(const MemoryJob& m, const PostOps* post) {
   }
 }
 
+// Channel-major frames (channel c's T frames at src + c * sc) to frame rows dst[t * CP + c].
+template <size_t T>
+void frames_to_rows(const float* src, size_t sc, size_t C, size_t CP, float* dst) {
+  for (size_t c = 0; c < C; ++c, src += sc)
+#pragma GCC unroll 8
+    for (size_t t = 0; t < T; ++t) dst[t * CP + c] = src[t];
+}
+
 // A few frames (a stream's window, T < V::L): time lanes would sit idle, so the passes run over
 // channels instead, on frame rows (the window transposed once, channels padded to whole vectors):
 // per frame the scales (canonical row sums, as RowPlanes) and the binarized values, then per
@@ -283,8 +291,19 @@ void memory_frames(const MemoryJob& m, const float* x, float* y, const float* re
     auto rows = [&](const float* src, float* dst) {
       const float* sbp = src + b * sb;
       if (st == 1) {  // channel-major: each channel's frames contiguous
-        for (size_t c = 0; c < C; ++c, sbp += sc)
-          for (size_t t = 0; t < T; ++t) dst[t * CP + c] = sbp[t];
+        switch (T) {  // a constant frame count: one load and store per value, no inner loop
+          case 1: return frames_to_rows<1>(sbp, sc, C, CP, dst);
+          case 2: return frames_to_rows<2>(sbp, sc, C, CP, dst);
+          case 3: return frames_to_rows<3>(sbp, sc, C, CP, dst);
+          case 4: return frames_to_rows<4>(sbp, sc, C, CP, dst);
+          case 5: return frames_to_rows<5>(sbp, sc, C, CP, dst);
+          case 6: return frames_to_rows<6>(sbp, sc, C, CP, dst);
+          case 7: return frames_to_rows<7>(sbp, sc, C, CP, dst);
+          case 8: return frames_to_rows<8>(sbp, sc, C, CP, dst);
+          default:
+            for (size_t c = 0; c < C; ++c, sbp += sc)
+              for (size_t t = 0; t < T; ++t) dst[t * CP + c] = sbp[t];
+        }
         return;
       }
       for (size_t t = 0; t < T; ++t)
