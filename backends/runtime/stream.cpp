@@ -77,7 +77,7 @@ void scatter(const float* src, const Dims& wd, int t, size_t from, size_t n, flo
 
 }  // namespace
 
-Stream::Stream(const Program& p) : p_(p) {
+Stream::Stream(const Program& p) : p_(p), input_dims_(p.with_batch(p.input_, 1)) {
   const int nv = static_cast<int>(p.shapes_.size());
   bufs_.resize(nv);
   for (int v = 0; v < nv; ++v)
@@ -105,12 +105,13 @@ void Stream::reset() {
 size_t Stream::push(const float* frames, size_t n) {
   if (finished_) throw std::logic_error("the stream is finished");
   const int in = p_.alias_[p_.input_];
-  const Dims d = p_.with_batch(p_.input_, 1);
+  const Dims& d = input_dims_;
   const int t = p_.time_axis_[p_.input_];
   if (frames_in_ + n > d[t])
     throw std::invalid_argument("too many frames: the model takes " + std::to_string(d[t]) +
                                 " input frames per utterance");
-  Dims wd = d;
+  thread_local Dims wd;  // reused: a push allocates nothing
+  wd = d;
   wd[t] = n;
   scatter(frames, wd, t, 0, n, bufs_[in].data(), d[t], frames_in_);
   frames_in_ += n;
@@ -122,7 +123,7 @@ size_t Stream::push(const float* frames, size_t n) {
 
 void Stream::finish() {
   if (finished_) return;
-  const Dims d = p_.with_batch(p_.input_, 1);
+  const Dims& d = input_dims_;
   const int t = p_.time_axis_[p_.input_];
   if (frames_in_ != d[t])
     throw std::invalid_argument("the stream ended after " + std::to_string(frames_in_) +
@@ -236,7 +237,8 @@ void Stream::run_window(size_t i) {
     gather(bufs_[p_.alias_[op.in[j]]].data(), full, tj, wa, wb, w.data());
     ins[j] = w.data();
   }
-  Dims owd = od;
+  thread_local Dims owd;  // reused, as the input dims above
+  owd = od;
   owd[t_out] = m.pads_itself ? (size_t)(wb - wa) : b - a;
   std::vector<float>& y = out_win_[i];
   if (y.size() < prod(owd)) y.resize(prod(owd));

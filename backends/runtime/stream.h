@@ -30,6 +30,7 @@ class Stream {
 
  private:
   const Program& p_;
+  const Dims input_dims_;                 // the input's dims at batch 1
   std::vector<std::vector<float>> bufs_;  // full-utterance buffer per storage value
   std::vector<size_t> avail_;             // frames computed per storage value
   std::vector<size_t> done_;              // output frames computed per op
