@@ -142,6 +142,17 @@ void fp_finish(const float* acc, size_t outer, size_t N, size_t inner, const Epi
     }
 }
 
+// The direct kernels' weights, four output channels per tap: w4[o / 4][tap][o % 4] = w[o][tap] for
+// taps = C * KH * KW (zero rows past O), the four that share one input load.
+inline void weights_by4(const float* w, size_t O, size_t taps, float* w4) {
+  for (size_t o4 = 0; o4 < (O + 3) / 4; ++o4)
+    for (size_t t = 0; t < taps; ++t)
+      for (size_t j = 0; j < 4; ++j) {
+        const size_t o = 4 * o4 + j;
+        w4[(o4 * taps + t) * 4 + j] = o < O ? w[o * taps + t] : 0.0f;
+      }
+}
+
 // Few input channels and groups == 1: where im2col + GEMM does not pay.
 inline bool use_direct_conv(const Conv2dF32Args& g) { return g.groups == 1 && g.C <= 4 && !g.wp; }
 
@@ -240,11 +251,9 @@ void conv_direct(const Conv2dF32Args& g) {
       for (size_t j = 0; j < RW; ++j) d[j] = src[j * sw + r];
     }
   }
-  // weights as [O / 4][C][KH][KW][4] (zero rows past O)
-  const size_t taps = g.C * g.KH * g.KW, O4 = (g.O + 3) / 4;
-  Scratch<float> w4(O4 * taps * 4);
-  for (size_t o = 0; o < O4 * 4; ++o)
-    for (size_t t = 0; t < taps; ++t) w4[((o / 4) * taps + t) * 4 + o % 4] = o < g.O ? g.w[o * taps + t] : 0.0f;
+  const size_t taps = g.C * g.KH * g.KW;
+  Scratch<float> w4(((g.O + 3) / 4) * taps * 4);
+  weights_by4(g.w, g.O, taps, w4.get());
   const PostParams q(g.post, g.O);
   q.clear_rows(0, g.B * OH * OW);
   // tap column kw reads phase (kw * dil) % stride at offset (kw * dil) / stride
@@ -263,10 +272,10 @@ void conv_direct(const Conv2dF32Args& g) {
 // A stream's window of the front end: a few output columns (rows_column_vectors) over many
 // output rows. Column lanes would sit mostly idle, and im2col + GEMM's packing is a per-call cost
 // (a stream's 7-column flush on NEON: 12 k instructions per column through GEMM, 5.7 k here), so
-// this kernel puts output rows in the lanes: each input
-// column is split into its row-stride phases and transposed (phase r of column w holds rows r,
-// r + stride, ... of it, zero on padding), so a tap (kh, kw) of a block of output rows is one
-// contiguous load shared by four output channels. Same float order: per output, fma over
+// this kernel puts output rows in the lanes: each input column is split into its row-stride
+// phases and transposed (phase r of column w holds rows r, r + stride, ... of it, zero on
+// padding), so a tap (kh, kw) of a block of output rows is one contiguous load shared by four
+// output channels (weights_by4). Same float order: per output, fma over
 // (c, kh, kw) in order, padded rows read zeros, columns on padding skipped; the raw sums then go
 // through the shared epilogue (fp_finish).
 //
@@ -342,6 +351,7 @@ __attribute__((noinline)) void conv_rows(const Conv2dF32Args& g, size_t OH, size
   std::memset(phases.get(), 0, g.B * g.C * g.W * sh * RH * sizeof(float));
   for (size_t r = 0; r < sh; ++r) {
     // the rows j * sh + r - pad_h that lie in [0, H): j in [lo, hi)
+    if (r >= g.H + g.pad_h) break;
     const size_t lo = r >= g.pad_h ? 0 : (g.pad_h - r + sh - 1) / sh;
     const size_t hi = std::min(RH, (g.H + g.pad_h - r + sh - 1) / sh);
     if (hi <= lo) continue;
@@ -353,15 +363,9 @@ __attribute__((noinline)) void conv_rows(const Conv2dF32Args& g, size_t OH, size
         for (size_t j = lo; j < hi; ++j, xc += sh * g.W) d[j] = *xc;
       }
   }
-  // weights as [O / 4][C][KH][KW][4] (zero rows past O), as conv_direct's
-  const size_t taps = g.C * g.KH * g.KW, O4 = (g.O + 3) / 4;
-  Scratch<float> w4(O4 * taps * 4);
-  for (size_t o4 = 0; o4 < O4; ++o4)
-    for (size_t t = 0; t < taps; ++t)
-      for (size_t j = 0; j < 4; ++j) {
-        const size_t o = 4 * o4 + j;
-        w4[(o4 * taps + t) * 4 + j] = o < g.O ? g.w[o * taps + t] : 0.0f;
-      }
+  const size_t taps = g.C * g.KH * g.KW;
+  Scratch<float> w4(((g.O + 3) / 4) * taps * 4);
+  weights_by4(g.w, g.O, taps, w4.get());
   // tap row kh reads phase (kh * dil) % stride at offset (kh * dil) / stride
   Scratch<size_t> khoff(g.KH);
   for (size_t kh = 0; kh < g.KH; ++kh) khoff[kh] = ((kh * g.dil_h) % sh) * RH + (kh * g.dil_h) / sh;
