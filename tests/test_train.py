@@ -153,9 +153,19 @@ def test_fit_with_ema_keeps_the_averaged_weights(tmp_path):
     assert any(not torch.equal(last["ema"][k], v) for k, v in last["model"].items())
 
 
+def test_dropout_override_applies_to_every_dropout_layer(tmp_path):
+    model = tiny_model()
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
+    cfg = TrainConfig(epochs=1, batch_size=16, dropout=0.35)
+    fit(model, tiny_data(), ce, lambda m: {}, cfg, tmp_path / "run")
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.35}
+
+
 def test_bad_train_config():
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig(dropout=1.0)
     with pytest.raises(ValueError, match="smaller than one batch"):
         fit(tiny_model(), tiny_data(8), ce, lambda m: {}, TrainConfig(batch_size=16), "/tmp/_never")
 

@@ -15,6 +15,7 @@ retrains.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import sys
 import time
@@ -83,6 +84,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="keep the second front-end conv full precision (the reference binarizes it)",
     )
+    p.add_argument(
+        "--student-dropout",
+        type=float,
+        default=None,
+        help="the student's Dropout probability (default: the recipe's, DEMO_STUDENT_DROPOUT)",
+    )
     p.add_argument("--batch-size", type=int, default=96)
     p.add_argument(
         "--seeds",
@@ -145,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         teacher, teacher_run = train_teacher(data, teacher_cfg, runs / "teacher", args.overwrite)
         t1 = time.time()
         student_cfg = student_recipe(student_epochs, args.batch_size, seed, args.workers)
+        if args.student_dropout is not None:
+            student_cfg = dataclasses.replace(student_cfg, dropout=args.student_dropout)
         name = student_run_name(f"student-{args.binarizer}", bcfg, student_cfg)
         student, student_run = distill_student(
             data, teacher, bcfg, student_cfg, runs / name, args.overwrite

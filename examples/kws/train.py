@@ -52,12 +52,15 @@ class TrainConfig:
     select_metric: str = "acc"  # key of the evaluation dict used to keep the best weights
     spec_augment: bool = False  # time shift + SpecAugment masks on every training batch
     label_smoothing: float = 0.0  # for the loss functions that take it (examples' recipes)
+    dropout: float | None = None  # the model's Dropout probability in this run (None: as built)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) or None, got {self.dropout!r}")
 
 
 @dataclass
@@ -154,6 +157,10 @@ def fit(
         dist.barrier()
 
     seed_everything(cfg.seed)
+    if cfg.dropout is not None:
+        for m in model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.p = cfg.dropout
     sampler = DistributedSampler(train_set, shuffle=True, seed=cfg.seed) if distributed() else None
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
