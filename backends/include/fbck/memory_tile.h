@@ -382,7 +382,6 @@ inline void scatter_cm(const float* in, size_t B, size_t C, size_t T, ptrdiff_t 
             in[(b * C + c) * T + t];
 }
 
-// Runs the job on x/y/res with any strides: in place when channel-major and contiguous.
 // Whether a window of T frames, of which the caller reads [out_lo, out_hi), runs frame-major
 // (memory_frames): fewer frames than lanes, or fewer read frames than lanes (a stream's window is
 // mostly context: the channel-major passes would compute every frame of it).
@@ -392,6 +391,7 @@ constexpr bool memory_runs_frames(size_t T, size_t out_lo, size_t out_hi) {
   return T < V::L || hi - lo < V::L;
 }
 
+// Runs the job on x/y/res with any strides: in place when channel-major and contiguous.
 template <class V>
 void memory_strided(MemoryJob m, const float* x, float* y, const PostOps* post, ptrdiff_t sb,
                     ptrdiff_t sc, ptrdiff_t st) {
