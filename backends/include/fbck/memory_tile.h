@@ -81,6 +81,23 @@ FBCK_OT_INLINE typename V::F ld_n(const float* p, size_t n) {
 // pass 1: s1[t] = mean_c |x| (MEAN1), s2[t] = mean_c |r| (TWO) for the frames of one image; with
 // two planes it also keeps each channel's b1 = sign(x - t0) and sign(r) (rows of TB frames in b1r
 // and sr) for pass 2, which then only scales and adds them
+// One channel's frames [f0, f0 + nl) of pass 1, into accumulator J of the column sums. A plain
+// function rather than a lambda: a closure holding the Col by reference kept it in memory (a
+// load and a store around every double add on aarch64).
+template <class V, bool TWO, bool MEAN1, int J>
+FBCK_OT_INLINE void memory_scale_one(const float* xc, size_t nl, float t0, float t1, typename V::Col& cx,
+                                     typename V::Col& cr, float* b1o, float* sro) {
+  const typename V::F xv = ld_n<V>(xc, nl);
+  if (MEAN1) V::template abs_col_j<J>(cx, xv);
+  if (TWO) {
+    const typename V::F b1 = V::sign(V::sub(xv, V::set1(t0)));
+    const typename V::F r = V::sub(V::sub(xv, b1), V::set1(t1));
+    V::template abs_col_j<J>(cr, r);
+    V::store(b1o, b1);
+    V::store(sro, V::sign(r));
+  }
+}
+
 template <class V, bool TWO, bool MEAN1>
 void memory_scales(const float* xb, size_t C, size_t T, size_t TB, const float* t0, const float* t1, float* s1,
                    float* s2, float* b1r, float* sr) {
@@ -88,28 +105,21 @@ void memory_scales(const float* xb, size_t C, size_t T, size_t TB, const float* 
   for (size_t f0 = 0; f0 < T; f0 += L) {
     const size_t nl = T - f0 < L ? T - f0 : L;
     typename V::Col cx, cr;
-    auto one = [&](size_t c, auto jc) __attribute__((always_inline)) {  // j = c mod 4, a constant
-      constexpr int J = decltype(jc)::value;
-      const typename V::F xv = ld_n<V>(xb + c * T + f0, nl);
-      if (MEAN1) V::template abs_col_j<J>(cx, xv);
-      if (TWO) {
-        const typename V::F b1 = V::sign(V::sub(xv, V::set1(t0[c])));
-        const typename V::F r = V::sub(V::sub(xv, b1), V::set1(t1[c]));
-        V::template abs_col_j<J>(cr, r);
-        V::store(b1r + c * TB + f0, b1);
-        V::store(sr + c * TB + f0, V::sign(r));
-      }
-    };
     size_t c = 0;
+    const float* xc = xb + f0;
+    float *b1o = b1r + f0, *sro = sr + f0;
+#define FBCK_MS_ONE(J) \
+  memory_scale_one<V, TWO, MEAN1, J>(xc + (c + J) * T, nl, t0[c + J], t1[c + J], cx, cr, b1o + (c + J) * TB, sro + (c + J) * TB)
     for (; c + 4 <= C; c += 4) {
-      one(c, std::integral_constant<int, 0>{});
-      one(c + 1, std::integral_constant<int, 1>{});
-      one(c + 2, std::integral_constant<int, 2>{});
-      one(c + 3, std::integral_constant<int, 3>{});
+      FBCK_MS_ONE(0);
+      FBCK_MS_ONE(1);
+      FBCK_MS_ONE(2);
+      FBCK_MS_ONE(3);
     }
-    if (c < C) one(c, std::integral_constant<int, 0>{});
-    if (c + 1 < C) one(c + 1, std::integral_constant<int, 1>{});
-    if (c + 2 < C) one(c + 2, std::integral_constant<int, 2>{});
+    if (c < C) FBCK_MS_ONE(0);
+    if (c + 1 < C) FBCK_MS_ONE(1);
+    if (c + 2 < C) FBCK_MS_ONE(2);
+#undef FBCK_MS_ONE
     if (MEAN1) V::mean_col(cx, C, s1 + f0, nl);
     if (TWO) V::mean_col(cr, C, s2 + f0, nl);
   }
@@ -123,12 +133,7 @@ void memory_values(const float* xb, size_t C, size_t T, size_t TB, size_t hl, si
   constexpr size_t L = V::L;
   const float *t0 = k.t0, *t2 = k.t2;
   for (size_t c = 0; c < C; ++c) {
-    // the halos in whole vectors (a loop of scalar zeros compiles to a memset call per row): the
-    // left one may run into the frames, written next; the right one past RL, into the next row's
-    // left halo (written after it) or the buffer's V::L floats of slack
-    float* vr = v + c * RL;
-    for (size_t i = 0; i < hl; i += L) V::store(vr + i, V::set1(0.0f));
-    for (size_t i = hl + T; i < RL; i += L) V::store(vr + i, V::set1(0.0f));
+    float* vr = v + c * RL;  // the halos are zero: memory_channel_major clears v once per call
     const float* xc = xb + c * T;
     for (size_t f0 = 0; f0 < T; f0 += L) {
       const size_t nl = T - f0 < L ? T - f0 : L;
@@ -145,6 +150,22 @@ void memory_values(const float* xb, size_t C, size_t T, size_t TB, size_t hl, si
       }
       (nl == L ? V::store(vr + hl + f0, val) : V::store_part(vr + hl + f0, val, nl));
     }
+  }
+}
+
+// acc[j] = sum over taps t, in order, of w[t] * v[t * dil + j * L] (TAPS > 0: the tap count as a
+// constant, so the loop unrolls; 0: taps at run time)
+template <class V, int NV, int TAPS>
+FBCK_OT_INLINE void memory_taps(const float* vr, const float* wc, size_t taps, size_t dil, typename V::F* acc) {
+  constexpr size_t L = V::L;
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) acc[j] = V::set1(0.0f);
+  const size_t n = TAPS > 0 ? static_cast<size_t>(TAPS) : taps;
+#pragma GCC unroll 8
+  for (size_t t = 0; t < n; ++t) {
+    const typename V::F wt = V::set1(wc[t]);
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[j] = V::add(acc[j], V::mul(wt, V::load(vr + t * dil + j * L)));
   }
 }
 
@@ -172,13 +193,9 @@ __attribute__((noinline)) void memory_outputs(const MemoryJob& m, size_t b, size
     const float* vr = v + c * RL + f00;
     const float* wc = wsf + c * taps;
     typename V::F acc[NV];
-#pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) acc[j] = V::set1(0.0f);
-    for (size_t t = 0; t < taps; ++t) {
-      const typename V::F wt = V::set1(wc[t]);
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) acc[j] = V::add(acc[j], V::mul(wt, V::load(vr + t * dil + j * L)));
-    }
+    if (taps == 5) memory_taps<V, NV, 5>(vr, wc, 5, dil, acc);  // a D-FSMN's 2 + 1 + 2, unrolled
+    else if (taps == 3) memory_taps<V, NV, 3>(vr, wc, 3, dil, acc);
+    else memory_taps<V, NV, 0>(vr, wc, taps, dil, acc);
     const typename V::F swc = V::set1(sw[c]), bc = V::set1(bias[c]);
     const size_t at0 = (b * C + c) * T + f00;
 #pragma GCC unroll 4
@@ -218,6 +235,17 @@ void memory_channel_major(const MemoryJob& m, const PostOps* post) {
   const bool two = m.binary && m.planes == 2, mean1 = m.binary && m.s1_mode == S1Mode::mean_abs;
   const MemoryConsts k(m);
   Scratch<float> s1(TB), s2(TB), v(C * RL + L), b1r(two ? C * TB : 1), sr(two ? C * TB : 1);
+  // the halos, once per call (pass 2 writes only frames): one vector store each where a vector
+  // covers them (it may run into the frames, written later, or the next row's left halo; the
+  // buffer has V::L floats of slack), else the whole buffer
+  if (hl <= L && RL - hl - T <= L) {
+    for (size_t c = 0; c < C; ++c) {
+      V::store(v.get() + c * RL, V::set1(0.0f));
+      V::store(v.get() + c * RL + hl + T, V::set1(0.0f));
+    }
+  } else {
+    std::memset(v.get(), 0, (C * RL + L) * sizeof(float));
+  }
   const PostParams qp(post, C, false);  // column orientation
   const PostView q = qp;
   q.clear_rows(0, m.B * T);
