@@ -222,9 +222,13 @@ def test_bad_inputs_give_clear_errors():
     bad[1, 0, 3, 3] = math.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         compiled(bad)
-    bad[1, 0, 3, 3] = math.inf
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        compiled(bad)
+    for v in (math.inf, -math.inf, -math.nan):
+        bad[1, 0, 3, 3] = v
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            compiled(bad)
+    edge = x.clone()  # the largest and smallest finite magnitudes pass the check
+    edge[0, 0, 0, :4] = torch.tensor([3.4028235e38, -3.4028235e38, 1e-45, -0.0])
+    assert compiled(edge).shape[0] == len(edge)  # no "NaN or infinite" error
     np.testing.assert_allclose(compiled(x.double().numpy()), compiled(x.numpy()))
 
 
