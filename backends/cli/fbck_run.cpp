@@ -134,8 +134,14 @@ int main(int argc, char** argv) {
       for (size_t t = 0; t < frames && status == 0; t += stream) {
         const size_t n = t + stream <= frames ? stream : frames - t;
         chunk.resize(outer * n * inner);
-        for (size_t o = 0; o < outer; ++o)
-          std::memcpy(&chunk[o * n * inner], utt + (o * frames + t) * inner, n * inner * sizeof(float));
+        if (inner == 1 && n == 1) {  // one frame, time last (mels x frames): a strided gather
+          const float* src = utt + t;
+          float* dst = chunk.data();
+          for (size_t o = 0; o < outer; ++o, src += frames) dst[o] = *src;
+        } else {
+          for (size_t o = 0; o < outer; ++o)
+            std::memcpy(&chunk[o * n * inner], utt + (o * frames + t) * inner, n * inner * sizeof(float));
+        }
         status = fbck_stream_push(s, chunk.data(), n);
       }
       if (status == 0) status = fbck_stream_finish(s, logits.data());

@@ -279,6 +279,17 @@ void frames_to_rows(const float* src, size_t sc, size_t C, size_t CP, float* dst
     for (size_t t = 0; t < T; ++t) dst[t * CP + c] = src[t];
 }
 
+// The tap sum of memory_frames for one vector of channels: sum over taps j, in order, of
+// w[j * ws] * v[j * vs] (TAPS > 0: the count as a constant, so the loop unrolls).
+template <class V, int TAPS>
+FBCK_OT_INLINE typename V::F frame_taps(const float* w, size_t ws, const float* v, size_t vs, size_t taps) {
+  typename V::F acc = V::set1(0.0f);
+  const size_t n = TAPS > 0 ? static_cast<size_t>(TAPS) : taps;
+#pragma GCC unroll 8
+  for (size_t j = 0; j < n; ++j) acc = V::add(acc, V::mul(V::load(w + j * ws), V::load(v + j * vs)));
+  return acc;
+}
+
 // A few frames (a stream's window, T < V::L): time lanes would sit idle, so the passes run over
 // channels instead, on frame rows (the window transposed once, channels padded to whole vectors):
 // per frame the scales (canonical row sums, as RowPlanes) and the binarized values, then per
@@ -376,9 +387,10 @@ void memory_frames(const MemoryJob& m, const float* x, float* y, const float* re
       RowPlanes<V> rp(q, b * T + t);
       for (size_t n0 = 0; n0 < C; n0 += L) {
         const size_t nv = C - n0 < L ? C - n0 : L;
-        typename V::F acc = V::set1(0.0f);
-        for (size_t j = 0; j < taps; ++j)
-          acc = V::add(acc, V::mul(V::load(wtaps + j * WS + n0), V::load(v.get() + (t + j * dil) * CP + n0)));
+        const float *wj = wtaps + n0, *vj = v.get() + t * CP + n0;
+        const typename V::F acc = taps == 5   ? frame_taps<V, 5>(wj, WS, vj, dil * CP, 5)
+                                  : taps == 3 ? frame_taps<V, 3>(wj, WS, vj, dil * CP, 3)
+                                              : frame_taps<V, 0>(wj, WS, vj, dil * CP, taps);
         typename V::F yv = V::add(V::mul(acc, V::load(sw + n0)), V::load(bias + n0));
         if (m.residual != 0.0f) yv = V::add(V::mul(V::load(xt.get() + t * CP + n0), residual), yv);
         if (q.active) yv = post_value_row<V>(q, yv, n0, res ? rows_res + t * CP + n0 : nullptr, nv);
