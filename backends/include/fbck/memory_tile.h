@@ -78,9 +78,6 @@ FBCK_OT_INLINE typename V::F ld_n(const float* p, size_t n) {
   return n == V::L ? V::load(p) : V::load_part(p, n);
 }
 
-// pass 1: s1[t] = mean_c |x| (MEAN1), s2[t] = mean_c |r| (TWO) for the frames of one image; with
-// two planes it also keeps each channel's b1 = sign(x - t0) and sign(r) (rows of TB frames in b1r
-// and sr) for pass 2, which then only scales and adds them
 // One channel's frames [f0, f0 + nl) of pass 1, into accumulator J of the column sums. A plain
 // function rather than a lambda: a closure holding the Col by reference kept it in memory (a
 // load and a store around every double add on aarch64).
@@ -98,6 +95,9 @@ FBCK_OT_INLINE void memory_scale_one(const float* xc, size_t nl, float t0, float
   }
 }
 
+// pass 1: s1[t] = mean_c |x| (MEAN1), s2[t] = mean_c |r| (TWO) for the frames of one image; with
+// two planes it also keeps each channel's b1 = sign(x - t0) and sign(r) (rows of TB frames in b1r
+// and sr) for pass 2, which then only scales and adds them
 template <class V, bool TWO, bool MEAN1>
 void memory_scales(const float* xb, size_t C, size_t T, size_t TB, const float* t0, const float* t1, float* s1,
                    float* s2, float* b1r, float* sr) {
