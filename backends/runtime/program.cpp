@@ -11,15 +11,13 @@
 namespace fbck::rt {
 
 bool all_finite(const float* x, size_t n) {
-  // an all-ones exponent (inf, NaN) is the one that carries into bit 31 when one exponent unit
-  // is added: and, add, or per element, which vectorises on any SIMD baseline
   uint32_t bad = 0;
   for (size_t i = 0; i < n; ++i) {
     uint32_t u;
     std::memcpy(&u, x + i, sizeof u);
-    bad |= (u & 0x7f800000u) + 0x00800000u;
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
   }
-  return (bad & 0x80000000u) == 0;
+  return bad == 0;
 }
 
 Dims Program::with_batch(int v, size_t B) const {
