@@ -102,57 +102,65 @@ FBCK_INLINE void store_halves(uint64_t* rows, size_t W, size_t q, __m256i bits) 
     std::memcpy(reinterpret_cast<unsigned char*>(rows + l * W) + 4 * q, &h[l], 4);
 }
 
+// One channel k of pack_block8 (a function, not a by-reference closure): the sign bits of its
+// 8 positions into acc1 (acc2: the second plane) at bitk, the |x| / |r| sums into j = J.
+template <bool DUAL, bool SX, int J>
+FBCK_INLINE void pack_step8(__m256 v, const float* t0k, const float* t1k, __m256i bitk, __m256i& acc1,
+                            __m256i& acc2, __m256d (&sx)[4][2], __m256d (&sr)[4][2]) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 d = t0k ? _mm256_sub_ps(v, _mm256_broadcast_ss(t0k)) : v;
+  const __m256 ge = _mm256_cmp_ps(d, zero, _CMP_GE_OQ);
+  acc1 = _mm256_or_si256(acc1, _mm256_andnot_si256(_mm256_castps_si256(ge), bitk));
+  if (SX) {
+    const __m256 a = abs_ps(v);
+    sx[J][0] = _mm256_add_pd(sx[J][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+    sx[J][1] = _mm256_add_pd(sx[J][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+  }
+  if (DUAL) {
+    const __m256 b1 = _mm256_blendv_ps(_mm256_set1_ps(-1.0f), _mm256_set1_ps(1.0f), ge);
+    __m256 r = _mm256_sub_ps(v, b1);
+    if (t1k) r = _mm256_sub_ps(r, _mm256_broadcast_ss(t1k));
+    const __m256 ge2 = _mm256_cmp_ps(r, zero, _CMP_GE_OQ);
+    acc2 = _mm256_or_si256(acc2, _mm256_andnot_si256(_mm256_castps_si256(ge2), bitk));
+    const __m256 a = abs_ps(r);
+    sr[J][0] = _mm256_add_pd(sr[J][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+    sr[J][1] = _mm256_add_pd(sr[J][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+  }
+}
+
 template <bool DUAL, bool SX>
 void pack_block8(const float* x, size_t inner, size_t K, const float* t0, const float* t1,
                  uint64_t* rows1, uint64_t* rows2, size_t W, float* s1, float* s2) {
-  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f),
-               mone = _mm256_set1_ps(-1.0f);
   __m256i acc1 = _mm256_setzero_si256(), acc2 = _mm256_setzero_si256();
   __m256d sx[4][2], sr[4][2];
   for (int j = 0; j < 4; ++j)
     for (int h = 0; h < 2; ++h) sx[j][h] = sr[j][h] = _mm256_setzero_pd();
-
-  auto step = [&](size_t k, auto jc) FBCK_LAMBDA_INLINE {
-    constexpr int j = decltype(jc)::value;
-    const __m256 v = _mm256_loadu_ps(x + k * inner);
-    const __m256 d = t0 ? _mm256_sub_ps(v, _mm256_set1_ps(t0[k])) : v;
-    const __m256 ge = _mm256_cmp_ps(d, zero, _CMP_GE_OQ);
-    const __m256i bitk = _mm256_set1_epi32(static_cast<int>(1u << (k & 31)));
-    acc1 = _mm256_or_si256(acc1, _mm256_andnot_si256(_mm256_castps_si256(ge), bitk));
-    if (SX) {
-      const __m256 a = abs_ps(v);
-      sx[j][0] = _mm256_add_pd(sx[j][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
-      sx[j][1] = _mm256_add_pd(sx[j][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+  // channels in words of 32: bit k & 31 doubles from one channel to the next
+  for (size_t k0 = 0; k0 < K; k0 += 32) {
+    const size_t k1 = K - k0 < 32 ? K : k0 + 32;
+    __m256i bitk = _mm256_set1_epi32(1);
+#define FBCK_PACK_STEP(J)                                                                      \
+  pack_step8<DUAL, SX, J>(_mm256_loadu_ps(x + (k + J) * inner), t0 ? t0 + k + J : nullptr,     \
+                          t1 ? t1 + k + J : nullptr, bitk, acc1, acc2, sx, sr);                \
+  bitk = _mm256_slli_epi32(bitk, 1)
+    size_t k = k0;
+    for (; k + 4 <= k1; k += 4) {  // J = k mod 4, as k0 is a multiple of 4
+      FBCK_PACK_STEP(0);
+      FBCK_PACK_STEP(1);
+      FBCK_PACK_STEP(2);
+      FBCK_PACK_STEP(3);
     }
+    if (k < k1) { FBCK_PACK_STEP(0); }
+    if (k + 1 < k1) { FBCK_PACK_STEP(1); }
+    if (k + 2 < k1) { FBCK_PACK_STEP(2); }
+#undef FBCK_PACK_STEP
+    store_halves(rows1, W, k0 >> 5, acc1);
+    acc1 = _mm256_setzero_si256();
     if (DUAL) {
-      const __m256 b1 = _mm256_blendv_ps(mone, one, ge);
-      __m256 r = _mm256_sub_ps(v, b1);
-      if (t1) r = _mm256_sub_ps(r, _mm256_set1_ps(t1[k]));
-      const __m256 ge2 = _mm256_cmp_ps(r, zero, _CMP_GE_OQ);
-      acc2 = _mm256_or_si256(acc2, _mm256_andnot_si256(_mm256_castps_si256(ge2), bitk));
-      const __m256 a = abs_ps(r);
-      sr[j][0] = _mm256_add_pd(sr[j][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
-      sr[j][1] = _mm256_add_pd(sr[j][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+      store_halves(rows2, W, k0 >> 5, acc2);
+      acc2 = _mm256_setzero_si256();
     }
-    if ((k & 31) == 31 || k + 1 == K) {
-      store_halves(rows1, W, k >> 5, acc1);
-      acc1 = _mm256_setzero_si256();
-      if (DUAL) {
-        store_halves(rows2, W, k >> 5, acc2);
-        acc2 = _mm256_setzero_si256();
-      }
-    }
-  };
-  size_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    step(k, IC<0>{});
-    step(k + 1, IC<1>{});
-    step(k + 2, IC<2>{});
-    step(k + 3, IC<3>{});
   }
-  if (k < K) step(k, IC<0>{});
-  if (k + 1 < K) step(k + 1, IC<1>{});
-  if (k + 2 < K) step(k + 2, IC<2>{});
 
   const __m256d kd = _mm256_set1_pd(static_cast<double>(K));
   auto finish = [&](__m256d(&s)[4][2], float* out) FBCK_LAMBDA_INLINE {
