@@ -122,72 +122,53 @@ void pack_row(const float* x, size_t K, const float* t0, const float* t1, uint64
   if (DUAL && s2) *s2 = static_cast<float>(((sr[0] + sr[1]) + (sr[2] + sr[3])) / static_cast<double>(K));
 }
 
-FBCK_INLINE void store_halves(uint64_t* rows, size_t W, size_t q, uint32x4_t bits) {
-  uint32_t h[4];
-  vst1q_u32(h, bits);
-  for (size_t l = 0; l < 4; ++l)
-    std::memcpy(reinterpret_cast<unsigned char*>(rows + l * W) + 4 * q, &h[l], 4);
-}
-
-// One channel k of pack_block4 (a function, not a by-reference closure: the double sums stay in
-// registers): the sign bits of its 4 positions into acc1 (acc2: the second plane) at bitk.
-template <bool DUAL, bool SX, int J>
-FBCK_INLINE void pack_step4(float32x4_t v, const float* t0k, const float* t1k, uint32x4_t bitk,
-                            uint32x4_t& acc1, uint32x4_t& acc2, float64x2_t (&sx)[4][2],
-                            float64x2_t (&sr)[4][2]) {
-  const float32x4_t zero = vdupq_n_f32(0.0f);
-  const float32x4_t d = t0k ? vsubq_f32(v, vld1q_dup_f32(t0k)) : v;
-  const uint32x4_t ge = vcgeq_f32(d, zero);
-  acc1 = vorrq_u32(acc1, vbicq_u32(bitk, ge));
-  if (SX) {
-    const float32x4_t a = vabsq_f32(v);
-    sx[J][0] = vaddq_f64(sx[J][0], vcvt_f64_f32(vget_low_f32(a)));
-    sx[J][1] = vaddq_f64(sx[J][1], vcvt_high_f64_f32(a));
+// pack_block_words' vector traits: 4 positions per vector.
+struct NeonPack {
+  using U = uint32x4_t;
+  using Sums = float64x2_t[4][2];
+  static FBCK_INLINE U zero() { return vdupq_n_u32(0); }
+  static FBCK_INLINE U one() { return vdupq_n_u32(1); }
+  static FBCK_INLINE U shl1(U b) { return vshlq_n_u32(b, 1); }
+  // one 32-bit word per position (row l of the block, word q)
+  static FBCK_INLINE void store(uint64_t* rows, size_t W, size_t q, U bits) {
+    uint32_t h[4];
+    vst1q_u32(h, bits);
+    for (size_t l = 0; l < 4; ++l)
+      std::memcpy(reinterpret_cast<unsigned char*>(rows + l * W) + 4 * q, &h[l], 4);
   }
-  if (DUAL) {
-    float32x4_t r = vsubq_f32(v, vbslq_f32(ge, vdupq_n_f32(1.0f), vdupq_n_f32(-1.0f)));
-    if (t1k) r = vsubq_f32(r, vld1q_dup_f32(t1k));
-    acc2 = vorrq_u32(acc2, vbicq_u32(bitk, vcgeq_f32(r, zero)));
-    const float32x4_t a = vabsq_f32(r);
-    sr[J][0] = vaddq_f64(sr[J][0], vcvt_f64_f32(vget_low_f32(a)));
-    sr[J][1] = vaddq_f64(sr[J][1], vcvt_high_f64_f32(a));
+  // One channel (values xk[0..3]): its sign bits into acc1 (acc2: the second plane) at bitk, the
+  // |x| / |r| sums into j = J (a function, not a by-reference closure: the sums stay in registers).
+  template <bool DUAL, bool SX, int J>
+  static FBCK_INLINE void step(const float* xk, const float* t0k, const float* t1k, U bitk, U& acc1,
+                               U& acc2, Sums& sx, Sums& sr) {
+    const float32x4_t zero = vdupq_n_f32(0.0f), v = vld1q_f32(xk);
+    const float32x4_t d = t0k ? vsubq_f32(v, vld1q_dup_f32(t0k)) : v;
+    const uint32x4_t ge = vcgeq_f32(d, zero);
+    acc1 = vorrq_u32(acc1, vbicq_u32(bitk, ge));
+    if (SX) {
+      const float32x4_t a = vabsq_f32(v);
+      sx[J][0] = vaddq_f64(sx[J][0], vcvt_f64_f32(vget_low_f32(a)));
+      sx[J][1] = vaddq_f64(sx[J][1], vcvt_high_f64_f32(a));
+    }
+    if (DUAL) {
+      float32x4_t r = vsubq_f32(v, vbslq_f32(ge, vdupq_n_f32(1.0f), vdupq_n_f32(-1.0f)));
+      if (t1k) r = vsubq_f32(r, vld1q_dup_f32(t1k));
+      acc2 = vorrq_u32(acc2, vbicq_u32(bitk, vcgeq_f32(r, zero)));
+      const float32x4_t a = vabsq_f32(r);
+      sr[J][0] = vaddq_f64(sr[J][0], vcvt_f64_f32(vget_low_f32(a)));
+      sr[J][1] = vaddq_f64(sr[J][1], vcvt_high_f64_f32(a));
+    }
   }
-}
+};
 
 // 4 positions (inner > 1): value k of position l is x[k * inner + l]. Rows must be zeroed.
 template <bool DUAL, bool SX>
 void pack_block4(const float* x, size_t inner, size_t K, const float* t0, const float* t1,
                  uint64_t* rows1, uint64_t* rows2, size_t W, float* s1, float* s2) {
-  uint32x4_t acc1 = vdupq_n_u32(0), acc2 = vdupq_n_u32(0);
   float64x2_t sx[4][2], sr[4][2];
   for (int j = 0; j < 4; ++j)
     for (int h = 0; h < 2; ++h) sx[j][h] = sr[j][h] = vdupq_n_f64(0.0);
-  // channels in words of 32: bit k & 31 doubles from one channel to the next
-  for (size_t k0 = 0; k0 < K; k0 += 32) {
-    const size_t k1 = K - k0 < 32 ? K : k0 + 32;
-    uint32x4_t bitk = vdupq_n_u32(1);
-#define FBCK_PACK_STEP(J)                                                                      \
-  pack_step4<DUAL, SX, J>(vld1q_f32(x + (k + J) * inner), t0 ? t0 + k + J : nullptr,           \
-                          t1 ? t1 + k + J : nullptr, bitk, acc1, acc2, sx, sr);                \
-  bitk = vshlq_n_u32(bitk, 1)
-    size_t k = k0;
-    for (; k + 4 <= k1; k += 4) {  // J = k mod 4, as k0 is a multiple of 4
-      FBCK_PACK_STEP(0);
-      FBCK_PACK_STEP(1);
-      FBCK_PACK_STEP(2);
-      FBCK_PACK_STEP(3);
-    }
-    if (k < k1) { FBCK_PACK_STEP(0); }
-    if (k + 1 < k1) { FBCK_PACK_STEP(1); }
-    if (k + 2 < k1) { FBCK_PACK_STEP(2); }
-#undef FBCK_PACK_STEP
-    store_halves(rows1, W, k0 >> 5, acc1);
-    acc1 = vdupq_n_u32(0);
-    if (DUAL) {
-      store_halves(rows2, W, k0 >> 5, acc2);
-      acc2 = vdupq_n_u32(0);
-    }
-  }
+  pack_block_words<NeonPack, DUAL, SX>(x, inner, K, t0, t1, rows1, rows2, W, sx, sr);
   const float64x2_t kd = vdupq_n_f64(static_cast<double>(K));
   auto finish = [&](float64x2_t(&s)[4][2], float* out) __attribute__((always_inline)) {
     for (int h = 0; h < 2; ++h) {

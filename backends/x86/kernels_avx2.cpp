@@ -93,74 +93,56 @@ void pack_row(const float* x, size_t K, const float* t0, const float* t1, uint64
   if (DUAL && s2) *s2 = canonical_mean(sr, K);
 }
 
-// Packing, a block of 8 positions (inner > 1): position l's value k is x[k * inner + l].
-// Rows are written as 32-bit halves; they must be zeroed beforehand.
-FBCK_INLINE void store_halves(uint64_t* rows, size_t W, size_t q, __m256i bits) {
-  alignas(32) uint32_t h[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(h), bits);
-  for (size_t l = 0; l < 8; ++l)
-    std::memcpy(reinterpret_cast<unsigned char*>(rows + l * W) + 4 * q, &h[l], 4);
-}
-
-// One channel k of pack_block8 (a function, not a by-reference closure): the sign bits of its
-// 8 positions into acc1 (acc2: the second plane) at bitk, the |x| / |r| sums into j = J.
-template <bool DUAL, bool SX, int J>
-FBCK_INLINE void pack_step8(__m256 v, const float* t0k, const float* t1k, __m256i bitk, __m256i& acc1,
-                            __m256i& acc2, __m256d (&sx)[4][2], __m256d (&sr)[4][2]) {
-  const __m256 zero = _mm256_setzero_ps();
-  const __m256 d = t0k ? _mm256_sub_ps(v, _mm256_broadcast_ss(t0k)) : v;
-  const __m256 ge = _mm256_cmp_ps(d, zero, _CMP_GE_OQ);
-  acc1 = _mm256_or_si256(acc1, _mm256_andnot_si256(_mm256_castps_si256(ge), bitk));
-  if (SX) {
-    const __m256 a = abs_ps(v);
-    sx[J][0] = _mm256_add_pd(sx[J][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
-    sx[J][1] = _mm256_add_pd(sx[J][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+// pack_block_words' vector traits: 8 positions per vector. Rows are written as 32-bit halves.
+struct Avx2Pack {
+  using U = __m256i;
+  using Sums = __m256d[4][2];
+  static FBCK_INLINE U zero() { return _mm256_setzero_si256(); }
+  static FBCK_INLINE U one() { return _mm256_set1_epi32(1); }
+  static FBCK_INLINE U shl1(U b) { return _mm256_slli_epi32(b, 1); }
+  // one 32-bit word per position (row l of the block, word q)
+  static FBCK_INLINE void store(uint64_t* rows, size_t W, size_t q, U bits) {
+    alignas(32) uint32_t h[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(h), bits);
+    for (size_t l = 0; l < 8; ++l)
+      std::memcpy(reinterpret_cast<unsigned char*>(rows + l * W) + 4 * q, &h[l], 4);
   }
-  if (DUAL) {
-    const __m256 b1 = _mm256_blendv_ps(_mm256_set1_ps(-1.0f), _mm256_set1_ps(1.0f), ge);
-    __m256 r = _mm256_sub_ps(v, b1);
-    if (t1k) r = _mm256_sub_ps(r, _mm256_broadcast_ss(t1k));
-    const __m256 ge2 = _mm256_cmp_ps(r, zero, _CMP_GE_OQ);
-    acc2 = _mm256_or_si256(acc2, _mm256_andnot_si256(_mm256_castps_si256(ge2), bitk));
-    const __m256 a = abs_ps(r);
-    sr[J][0] = _mm256_add_pd(sr[J][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
-    sr[J][1] = _mm256_add_pd(sr[J][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+  // One channel (values xk[0..7]): its sign bits into acc1 (acc2: the second plane) at bitk, the
+  // |x| / |r| sums into j = J (a function, not a by-reference closure).
+  template <bool DUAL, bool SX, int J>
+  static FBCK_INLINE void step(const float* xk, const float* t0k, const float* t1k, U bitk, U& acc1,
+                               U& acc2, Sums& sx, Sums& sr) {
+    const __m256 zero = _mm256_setzero_ps(), v = _mm256_loadu_ps(xk);
+    const __m256 d = t0k ? _mm256_sub_ps(v, _mm256_broadcast_ss(t0k)) : v;
+    const __m256 ge = _mm256_cmp_ps(d, zero, _CMP_GE_OQ);
+    acc1 = _mm256_or_si256(acc1, _mm256_andnot_si256(_mm256_castps_si256(ge), bitk));
+    if (SX) {
+      const __m256 a = abs_ps(v);
+      sx[J][0] = _mm256_add_pd(sx[J][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+      sx[J][1] = _mm256_add_pd(sx[J][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    }
+    if (DUAL) {
+      const __m256 b1 = _mm256_blendv_ps(_mm256_set1_ps(-1.0f), _mm256_set1_ps(1.0f), ge);
+      __m256 r = _mm256_sub_ps(v, b1);
+      if (t1k) r = _mm256_sub_ps(r, _mm256_broadcast_ss(t1k));
+      const __m256 ge2 = _mm256_cmp_ps(r, zero, _CMP_GE_OQ);
+      acc2 = _mm256_or_si256(acc2, _mm256_andnot_si256(_mm256_castps_si256(ge2), bitk));
+      const __m256 a = abs_ps(r);
+      sr[J][0] = _mm256_add_pd(sr[J][0], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+      sr[J][1] = _mm256_add_pd(sr[J][1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    }
   }
-}
+};
 
+// Packing, a block of 8 positions (inner > 1): position l's value k is x[k * inner + l]. Rows
+// must be zeroed beforehand.
 template <bool DUAL, bool SX>
 void pack_block8(const float* x, size_t inner, size_t K, const float* t0, const float* t1,
                  uint64_t* rows1, uint64_t* rows2, size_t W, float* s1, float* s2) {
-  __m256i acc1 = _mm256_setzero_si256(), acc2 = _mm256_setzero_si256();
   __m256d sx[4][2], sr[4][2];
   for (int j = 0; j < 4; ++j)
     for (int h = 0; h < 2; ++h) sx[j][h] = sr[j][h] = _mm256_setzero_pd();
-  // channels in words of 32: bit k & 31 doubles from one channel to the next
-  for (size_t k0 = 0; k0 < K; k0 += 32) {
-    const size_t k1 = K - k0 < 32 ? K : k0 + 32;
-    __m256i bitk = _mm256_set1_epi32(1);
-#define FBCK_PACK_STEP(J)                                                                      \
-  pack_step8<DUAL, SX, J>(_mm256_loadu_ps(x + (k + J) * inner), t0 ? t0 + k + J : nullptr,     \
-                          t1 ? t1 + k + J : nullptr, bitk, acc1, acc2, sx, sr);                \
-  bitk = _mm256_slli_epi32(bitk, 1)
-    size_t k = k0;
-    for (; k + 4 <= k1; k += 4) {  // J = k mod 4, as k0 is a multiple of 4
-      FBCK_PACK_STEP(0);
-      FBCK_PACK_STEP(1);
-      FBCK_PACK_STEP(2);
-      FBCK_PACK_STEP(3);
-    }
-    if (k < k1) { FBCK_PACK_STEP(0); }
-    if (k + 1 < k1) { FBCK_PACK_STEP(1); }
-    if (k + 2 < k1) { FBCK_PACK_STEP(2); }
-#undef FBCK_PACK_STEP
-    store_halves(rows1, W, k0 >> 5, acc1);
-    acc1 = _mm256_setzero_si256();
-    if (DUAL) {
-      store_halves(rows2, W, k0 >> 5, acc2);
-      acc2 = _mm256_setzero_si256();
-    }
-  }
+  pack_block_words<Avx2Pack, DUAL, SX>(x, inner, K, t0, t1, rows1, rows2, W, sx, sr);
 
   const __m256d kd = _mm256_set1_pd(static_cast<double>(K));
   auto finish = [&](__m256d(&s)[4][2], float* out) FBCK_LAMBDA_INLINE {
