@@ -69,8 +69,8 @@ def _dataset_root(name: str) -> Path | None:
     return root if is_complete(root) else None
 
 
-# pipeline.run_root of the demo's seed 0: <dataset>-v1-12-reference[-views<V>]-seed0
-RUN_ROOT = re.compile(r"(.+)-v1-12-reference(?:-views\d+)?-seed0")
+# pipeline.run_root of the demo's seed 0: <dataset>-v1-12-reference[-views<V>][-p<N>]-seed0
+RUN_ROOT = re.compile(r"(.+)-v1-12-reference(?:-views\d+)?(?:-p\d+)?-seed0")
 
 
 def find_run(runs_dir: str | Path) -> tuple[Path, Path, str] | None:

@@ -13,7 +13,7 @@ from torch import Tensor, fx, nn
 from .config import BinarizeConfig
 from .distill import DISTILLATIONS
 from .nn.binarizers.base import Binarizer
-from .nn.layers import collect_aux_losses
+from .nn.layers import collect_aux_losses, has_aux_loss
 from .summary import summarize
 
 TaskLoss = Callable[[Tensor, Any], Tensor]
@@ -94,6 +94,7 @@ class BinarizedModel(nn.Module):
         # Training steps taken (calls of loss() in training mode); drives scheduled binarizers.
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
         self._progress_set_by_hand = False
+        self._records_aux = any(has_aux_loss(b) for b in self.binarizers())
 
     # -- structure ---------------------------------------------------------------------------------
     @property
@@ -216,6 +217,10 @@ class BinarizedModel(nn.Module):
                 f"target must be class indices, a LongTensor of shape ({logits.shape[0]},), got "
                 f"{target.dtype} of shape {tuple(target.shape)}; pass task_loss= for other targets"
             )
+        # the values need a look at the data, which splits a torch.compile'd step: eager only
+        # (cross-entropy itself still rejects an out-of-range class there)
+        if torch.compiler.is_compiling():
+            return
         if target.numel() and (target.min() < 0 or target.max() >= logits.shape[-1]):
             raise ValueError(f"target values must be in [0, {logits.shape[-1]})")
 
@@ -270,18 +275,17 @@ class BinarizedModel(nn.Module):
                 t_out, t_feats = self._teacher(x)
             t_logits = logits_of(t_out)
         total = x.new_zeros(())
-        parts: dict[str, float] = {}
-        with collect_aux_losses() as prefix_aux:
-            start = self._start(x)
+        parts: dict[str, Tensor] = {}  # floats only at the end: .item() would split a compiled step
+        start, prefix_aux = self._with_aux_losses(self._start, x)
         for k, weight in zip(self.thin_options, self.option_weights, strict=True):
-            with collect_aux_losses() as aux:
-                out, feats = self._run(
-                    x,
-                    k,
-                    collect=t_feats is not None and feature_loss is not None,
-                    logits_only=True,
-                    start=start,
-                )
+            (out, feats), aux = self._with_aux_losses(
+                self._run,
+                x,
+                k,
+                collect=t_feats is not None and feature_loss is not None,
+                logits_only=True,
+                start=start,
+            )
             aux += prefix_aux
             logits = logits_of(out)
             if task_loss is None:
@@ -290,7 +294,7 @@ class BinarizedModel(nn.Module):
             else:
                 task = task_loss(logits, target)
             term = task
-            parts[f"task_{k}"] = float(task.detach())
+            parts[f"task_{k}"] = task.detach()
             if t_feats is not None and feature_loss and feats:
                 js = sorted(feats)
                 distill = feature_loss(
@@ -300,18 +304,32 @@ class BinarizedModel(nn.Module):
                     cfg.wavelet_levels,
                 )
                 term = term + cfg.alpha * distill
-                parts[f"{cfg.distill}_{k}"] = float(distill.detach())
+                parts[f"{cfg.distill}_{k}"] = distill.detach()
             if t_logits is not None and cfg.logit_distill:
                 mse = F.mse_loss(logits, t_logits)
                 term = term + cfg.alpha * mse
-                parts[f"mse_{k}"] = float(mse.detach())
+                parts[f"mse_{k}"] = mse.detach()
             if aux:
                 extra = torch.stack(aux).mean()
                 term = term + extra
-                parts[f"aux_{k}"] = float(extra.detach())
+                parts[f"aux_{k}"] = extra.detach()
             total = total + weight * term
-        parts["total"] = float(total.detach())
-        return (total, parts) if return_parts else total
+        if not return_parts:
+            return total
+        parts["total"] = total.detach()
+        return total, {name: float(v) for name, v in parts.items()}
+
+    def _with_aux_losses(
+        self, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> tuple[Any, list]:
+        """``fn(*args, **kwargs)`` and the auxiliary losses its binary layers recorded (RAD's).
+        Without such a method in the model nothing is collected: the collector is a ContextVar,
+        which torch.compile can't trace."""
+        if not self._records_aux:
+            return fn(*args, **kwargs), []
+        with collect_aux_losses() as aux:
+            out = fn(*args, **kwargs)
+        return out, aux
 
     def parameter_groups(
         self, weight_decay: float = 1e-4, lr: float | None = None, binarizer_lr_scale: float = 1.0

@@ -334,3 +334,19 @@ def test_summary_reports_bits_ops_and_storage_ratio():
     assert t["storage_ratio"] == t["fp_model_bytes"] / t["bytes"]
     assert f"{t['bytes']:,.0f} bytes" in str(s)
     assert f"{t['fp_model_bytes']:,} bytes FP32 model: {t['storage_ratio']:.1f}x smaller" in str(s)
+
+
+def test_training_loss_traces_into_one_torch_compile_graph():
+    # torch.compile on the training step: every binary layer used to split the graph (a ContextVar
+    # read for the auxiliary losses), and so did the loss parts' floats and the target check
+    import torch._dynamo
+
+    case, model, teacher, x = _setup("dfsmn_bn")
+    student = binarize.convert(model, teacher, example_input=x).train()
+    explained = torch._dynamo.explain(student)(x, target=_target(case))
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1
+    # RAD's auxiliary loss is still collected in eager mode
+    rad = binarize.convert(case.make(), teacher, BinarizeConfig(binarizer="rad"), example_input=x)
+    _, parts = rad.train().loss(x, _target(case), return_parts=True)
+    assert all(parts[f"aux_{k}"] > 0 for k in rad.thin_options)

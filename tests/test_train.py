@@ -59,11 +59,34 @@ def test_fit_checkpoints_resumes_and_reuses(tmp_path):
     again = fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, run)
     assert again.reused and (run / "best.pt").stat().st_mtime_ns == stamp
 
-    # an interrupted run resumes from last.pt: drop the result marker and extend to 5 epochs
-    (run / "result.json").unlink()
+    # a run folder holds one setting: another is refused, for a finished or an interrupted run
     longer = TrainConfig(epochs=5, batch_size=16, lr=1e-2, optimizer="adamw")
-    resumed = fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, longer, run)
-    assert resumed.resumed_from == 3 and len(resumed.history) == 5
+    with pytest.raises(ValueError, match="epochs: 3 there, 5 now"):
+        fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, longer, run)
+
+    # an interrupted run resumes from last.pt (stopped here as the third epoch starts)
+    class Stop(Exception):
+        pass
+
+    def stop_at_third(model, epoch):
+        if epoch == 2:
+            raise Stop
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Stop):
+        fit(
+            tiny_model(),
+            data,
+            ce,
+            lambda m: {"acc": accuracy(m, data)},
+            cfg,
+            cut,
+            on_epoch=stop_at_third,
+        )
+    with pytest.raises(ValueError, match="interrupted run of another setting"):
+        fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, longer, cut)
+    resumed = fit(tiny_model(), data, ce, lambda m: {"acc": accuracy(m, data)}, cfg, cut)
+    assert resumed.resumed_from == 2 and len(resumed.history) == 3
 
     # overwrite starts from scratch
     fresh = fit(
@@ -182,7 +205,7 @@ SCRIPT = textwrap.dedent("""
     data = tiny_data(64)
     teacher = tiny_model()
     student = binarize.convert(teacher, teacher, example_input=data.tensors[0][:1])
-    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, optimizer="adamw")
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, optimizer="adamw")
     fit(student, data, lambda m, x, y: m(x, target=y), lambda m: {{"acc": accuracy(m, data)}},
         cfg, {run!r}, param_groups=student.parameter_groups(0.0))
     flat = torch.cat([p.detach().flatten() for p in student.parameters()])

@@ -40,7 +40,16 @@ def collect_aux_losses() -> Iterator[list[Tensor]]:
         _AUX_SINK.reset(token)
 
 
+def has_aux_loss(binarizer: Binarizer) -> bool:
+    """Whether the binarizer's method defines an auxiliary loss (RAD); most don't."""
+    return type(binarizer).aux_loss is not Binarizer.aux_loss
+
+
 def _record_aux(binarizer: Binarizer, x: Tensor) -> None:
+    # No ContextVar read for a method without an auxiliary loss: torch.compile can't trace one,
+    # and it split the training step at every binary layer.
+    if not has_aux_loss(binarizer):
+        return
     sink = _AUX_SINK.get()
     if sink is not None:
         loss = binarizer.aux_loss(x)
@@ -476,6 +485,7 @@ class ThinSwitch(nn.Module):
     def __init__(self, template: nn.Module, options: list[int]) -> None:
         super().__init__()
         self.options = nn.ModuleDict({str(k): copy.deepcopy(template) for k in options})
+        self._keys = {k: str(k) for k in options}  # torch.compile can't trace str(int)
 
     def forward(self, x: Tensor, thin: int) -> Tensor:
-        return self.options[str(thin)](x)
+        return self.options[self._keys[thin]](x)

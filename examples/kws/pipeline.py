@@ -28,7 +28,7 @@ import binarize
 from binarize import BinarizeConfig, BinarizedModel
 
 from .models import DFSMN
-from .train import TrainConfig, accuracy, fit, rank, steps_per_epoch
+from .train import TrainConfig, accuracy, fit, rank, steps_per_epoch, world_size
 
 
 @dataclass
@@ -188,9 +188,11 @@ def student_recipe(
 
 def run_root(runs: str | os.PathLike, data: KWSData, task: str, features: str, seed: int) -> Path:
     """The folder holding a dataset's runs: ``<runs>/<dataset>-<task>-<features>-seed<seed>``
-    (``-views<V>`` before the seed when the training set has augmented views)."""
+    (before the seed: ``-views<V>`` when the training set has augmented views, ``-p<N>`` when
+    trained by N DDP processes, whose batch statistics are per process)."""
     views = f"-views{data.views}" if data.views else ""
-    return Path(runs) / f"{Path(data.root).name}-{task}-{features}{views}-seed{seed}"
+    procs = f"-p{world_size()}" if world_size() > 1 else ""
+    return Path(runs) / f"{Path(data.root).name}-{task}-{features}{views}{procs}-seed{seed}"
 
 
 def student_run_name(label: str, bcfg: BinarizeConfig, cfg: TrainConfig) -> str:

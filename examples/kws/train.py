@@ -2,7 +2,9 @@
 
 timm's cosine scheduler (per step, optional warm-up) and EMA, checkpoints every epoch with resume,
 seed control, tqdm progress, and DistributedDataParallel when started with ``torchrun`` (gloo on
-CPU, nccl on GPU). A finished run is reused, never overwritten, unless ``overwrite=True``.
+CPU, nccl on GPU; the recipe's batch is global, each process takes its share). A finished run is
+reused, never overwritten, unless ``overwrite=True``; a run folder holds one setting (the config
+and the process count), and resuming or reusing it under another is refused with the difference.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ EvalFn = Callable[[nn.Module], dict[str, float]]
 @dataclass
 class TrainConfig:
     """Optimisation settings. The defaults are the BiFSMNv2 recipe (SGD 0.9, lr 5e-3, wd 1e-4,
-    cosine) with fewer epochs."""
+    cosine) with fewer epochs. ``batch_size`` is the global batch: under DDP each process takes
+    its share."""
 
     epochs: int = 20
     batch_size: int = 96
@@ -90,11 +93,26 @@ def init_distributed() -> bool:
     return distributed()
 
 
+def world_size() -> int:
+    return dist.get_world_size() if distributed() else 1
+
+
+def process_batch(batch_size: int) -> int:
+    """Each process's share of the global ``batch_size`` (under DDP the recipe's batch, steps and
+    learning rate stay what they are with one process)."""
+    world = world_size()
+    if batch_size % world:
+        raise ValueError(
+            f"batch_size {batch_size} does not split over {world} processes; pick a multiple of "
+            f"{world} or another --nproc_per_node"
+        )
+    return batch_size // world
+
+
 def steps_per_epoch(num_items: int, batch_size: int) -> int:
     """Optimizer steps per epoch of :func:`fit` (``drop_last``; under DDP each process gets its
-    share of the items)."""
-    world = dist.get_world_size() if distributed() else 1
-    return math.ceil(num_items / world) // batch_size
+    share of the items and of the batch)."""
+    return math.ceil(num_items / world_size()) // process_batch(batch_size)
 
 
 def seed_everything(seed: int) -> None:
@@ -119,6 +137,23 @@ def load_weights(model: nn.Module, run_dir: str | os.PathLike, which: str = "bes
     state = torch.load(Path(run_dir) / f"{which}.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(state.get("model", state))
     return model
+
+
+def _check_same_setting(
+    saved: dict[str, Any] | None, setting: dict[str, Any], run: Path, kind: str
+) -> None:
+    """A run folder holds one setting: resuming or reusing it under another (other epochs, batch,
+    process count, ...) would mix two schedules or return the wrong model. Runs saved before the
+    setting was recorded are taken as they are."""
+    if saved is None:
+        return
+    diff = {k: (saved.get(k), v) for k, v in setting.items() if saved.get(k) != v}
+    if diff:
+        changes = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(
+            f"{run} holds an {kind} run of another setting ({changes}); use another run folder, "
+            "or overwrite=True (--overwrite) to retrain it"
+        )
 
 
 def fit(
@@ -146,9 +181,15 @@ def fit(
     """
     run = Path(run_dir)
     done = run / "result.json"
+    # what the run's result depends on (the DataLoader's worker count does not)
+    setting = {
+        **{k: v for k, v in asdict(cfg).items() if k != "workers"},
+        "processes": world_size(),
+    }
     if done.exists() and not overwrite:
-        load_weights(model, run, "best")
         saved = json.loads(done.read_text())
+        _check_same_setting(saved.get("setting"), setting, run, "finished")
+        load_weights(model, run, "best")
         return RunResult(saved["best"], saved["best_epoch"], saved["history"], reused=True)
     if overwrite and rank() == 0 and run.exists():
         shutil.rmtree(run)
@@ -165,7 +206,7 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
         train_set,
-        batch_size=cfg.batch_size,
+        batch_size=process_batch(cfg.batch_size),
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=cfg.workers,
@@ -199,6 +240,7 @@ def fit(
     last = run / "last.pt"
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=False)
+        _check_same_setting(state.get("setting"), setting, run, "interrupted")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -261,7 +303,7 @@ def fit(
                     "best_epoch": best_epoch,
                     "history": history,
                     "rng": torch.get_rng_state(),
-                    "config": asdict(cfg),
+                    "setting": setting,
                 },
                 last,
             )
@@ -277,7 +319,10 @@ def fit(
 
     if rank() == 0:
         done.write_text(
-            json.dumps({"best": best, "best_epoch": best_epoch, "history": history}, indent=2)
+            json.dumps(
+                {"best": best, "best_epoch": best_epoch, "history": history, "setting": setting},
+                indent=2,
+            )
         )
     if distributed():
         dist.barrier()
